@@ -1,0 +1,79 @@
+"""The `rlkd` command. Each subcommand is one small function over one library call; user errors
+exit 1 with a message, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from rlkd import __version__
+from rlkd.errors import RLKDError
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check RLKDJob files offline; print one line per problem."""
+    from rlkd.spec.validate import check_file
+
+    failed = False
+    for path in args.files:
+        jobs, problems = check_file(path)
+        for line in problems:
+            print(line)
+        if problems:
+            failed = True
+        elif not args.quiet:
+            names = ", ".join(f"RLKDJob/{job.metadata.name}" for job in jobs)
+            print(f"{path}: valid ({names})")
+    return 1 if failed else 0
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    """Print the RLKDJob CustomResourceDefinition derived from the spec."""
+    from rlkd.spec.crd import crd_yaml
+
+    sys.stdout.write(crd_yaml())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlkd",
+        description="RLKD reasoning distillation, declared as one RLKDJob.",
+    )
+    parser.add_argument("--version", action="version", version=f"rlkd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = sub.add_parser(
+        "validate",
+        help="check RLKDJob files offline",
+        description="Check RLKDJob files (multi-document YAML too) without a cluster. "
+        "Exit 0 when all are valid, 1 with one line per problem otherwise.",
+    )
+    validate.add_argument("files", nargs="+", metavar="FILE")
+    validate.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    validate.set_defaults(func=cmd_validate)
+
+    crd = sub.add_parser(
+        "crd",
+        help="print the RLKDJob CRD",
+        description="Print the CustomResourceDefinition generated from the typed spec.",
+    )
+    crd.set_defaults(func=cmd_crd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except RLKDError as exc:
+        print(f"rlkd {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,25 @@
+"""One small error tree. Every message says what is wrong and how to fix it, in one line,
+so the CLI can print it as it is and the operator can put it in a status condition."""
+
+
+class RLKDError(Exception):
+    """Base of every error rlkd raises on purpose."""
+
+
+class SpecError(RLKDError):
+    """An RLKDJob document is not valid. `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class StoreError(RLKDError):
+    """The artifact store cannot be reached or refused an operation."""
+
+
+class ObjectNotFoundError(StoreError, KeyError):
+    """An object (or the bucket that should hold it) does not exist."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

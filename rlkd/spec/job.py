@@ -1,0 +1,446 @@
+"""The RLKDJob spec: every setting of a distillation run, with the paper's recipe as defaults.
+
+This module is the single source of truth. The CRD (`rlkd crd`), its defaults and bounds,
+`rlkd validate`, and the field reference all derive from these classes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from rlkd.spec.base import Rule, SpecModel
+from rlkd.spec.refs import BUCKET_IP_PATTERN, URL, Endpoint, ObjectName, Quantity, Ref, S3Bucket
+
+Domain = Literal["math", "code", "science", "puzzle"]
+
+SYSTEM_PROMPT = (
+    "You are a careful problem solver. First reason step by step inside <think> and </think>, "
+    "then give the final result inside <answer> and </answer>, like this:\n"
+    "<think>\nyour reasoning\n</think>\n<answer>\nyour answer\n</answer>\n"
+    "Put the final answer in \\boxed{} inside the answer."
+)
+
+
+# --- scheduling on GPU nodes -------------------------------------------------------------------
+
+
+class Toleration(SpecModel):
+    """A Kubernetes toleration, so pods can land on tainted GPU nodes."""
+
+    key: str | None = None
+    """Taint key to tolerate (empty with operator Exists tolerates every taint)."""
+    operator: Literal["Exists", "Equal"] = "Equal"
+    """Exists matches any value; Equal matches `value`."""
+    value: str | None = None
+    """Taint value to match when operator is Equal."""
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    """Taint effect to match; empty matches every effect."""
+    toleration_seconds: Annotated[int, Field(ge=0)] | None = None
+    """For NoExecute: how long the pod stays bound after the taint appears."""
+
+
+class Resources(SpecModel):
+    """CPU and memory for each pod (GPUs are set by their own fields). Requests equal limits."""
+
+    cpu: Quantity | None = None
+    """CPU cores, e.g. "8" or "500m"."""
+    memory: Quantity | None = None
+    """Memory, e.g. "64Gi"."""
+
+
+class Placement(SpecModel):
+    """Where pods of one kind run and what they get besides GPUs."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels the pods require, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}."""
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    """Taints the pods tolerate (GPU nodes are often tainted)."""
+    resources: Resources = Field(default_factory=Resources)
+    """CPU and memory per pod."""
+
+
+# --- inference servers -------------------------------------------------------------------------
+
+
+class VLLMServer(Placement):
+    """A vLLM OpenAI-compatible server that the operator deploys for one inference role."""
+
+    image: str | None = Field(default=None, min_length=1, max_length=512)
+    """Container image; empty uses the operator's pinned upstream vLLM image (chart values)."""
+    replicas: Annotated[int, Field(ge=1, le=64)] = 1
+    """Server replicas behind the role's Service."""
+    tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
+    """GPUs per replica the model is sharded over (vLLM --tensor-parallel-size)."""
+    max_model_len: Annotated[int, Field(ge=256)] | None = None
+    """Context length the server accepts (vLLM --max-model-len); empty uses the model's own."""
+    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
+    """Fraction of each GPU's memory vLLM may use (vLLM --gpu-memory-utilization)."""
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """Weight and activation dtype (vLLM --dtype)."""
+    extra_args: list[Annotated[str, Field(max_length=256)]] = Field(
+        default_factory=list, max_length=64
+    )
+    """Further vLLM command-line arguments, passed as they are."""
+
+
+class RequestSettings(SpecModel):
+    """How the reward engine talks to an inference server."""
+
+    max_tokens: Annotated[int, Field(ge=1)] = 4096
+    """Token budget of one generation by the GSRM or a teacher (the judge always asks for 2)."""
+    timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
+    """Time limit of one request."""
+    max_concurrency: Annotated[int, Field(ge=1, le=1024)] = 64
+    """Requests in flight at once to this server."""
+    max_retries: Annotated[int, Field(ge=0, le=20)] = 3
+    """Retries (with backoff) of a failed request before it counts as an error."""
+
+
+Backend = Literal["vllm", "openai", "transformers", "rule"]
+
+
+class InferenceSpec(SpecModel):
+    """A model the reward engine or the teacher sampler calls, and how it is served.
+
+    backend vllm: the operator deploys a vLLM server for it; openai: an existing
+    OpenAI-compatible server at `url`; transformers: loaded inside the learner process;
+    rule: no model, a deterministic stand-in for text already in step format.
+    """
+
+    model: Ref | None = None
+    """The model: s3://bucket/path, store://path, /absolute/path, or a hub id org/name."""
+    backend: Backend = "vllm"
+    """How the model is served: vllm, openai, transformers or rule."""
+    url: URL | None = None
+    """Base URL of an existing OpenAI-compatible server, e.g. http://judge.llm:8000/v1 (openai)."""
+    served_model_name: Annotated[str, Field(min_length=1, max_length=253)] | None = None
+    """Model name sent in requests; empty uses the role's name (vllm) or `model` (openai)."""
+    vllm: VLLMServer = Field(default_factory=VLLMServer)
+    """The vLLM server the operator deploys (backend vllm)."""
+    request: RequestSettings = Field(default_factory=RequestSettings)
+    """Client settings: token budget, timeout, concurrency, retries."""
+
+    rules = (
+        Rule(
+            "model",
+            "is required unless backend is rule",
+            "self.backend == 'rule' || has(self.model)",
+            lambda s: s.backend == "rule" or s.model is not None,
+        ),
+        Rule(
+            "url",
+            "is required when backend is openai, and only then",
+            "(self.backend == 'openai') == has(self.url)",
+            lambda s: (s.backend == "openai") == (s.url is not None),
+        ),
+        Rule(
+            "model",
+            "is immutable once the job exists",
+            "has(self.model) == has(oldSelf.model)"
+            " && (!has(self.model) || self.model == oldSelf.model)",
+        ),
+    )
+
+
+# --- the parts of a run ------------------------------------------------------------------------
+
+
+class StudentSpec(SpecModel):
+    """The model being distilled into."""
+
+    model: Ref
+    """The student's starting weights: s3://bucket/path, store://path, /path, or org/name."""
+
+    rules = (Rule("", "is immutable once the job exists", "self == oldSelf"),)
+
+
+class TeacherSpec(SpecModel):
+    """Where the teacher's reasoning comes from."""
+
+    source: Literal["dataset", "decompositions", "model"] = "dataset"
+    """dataset: teacher reasoning paths in a dataset column (dataset.columns.teacherReasoning);
+    decompositions: the teacher's GSRM decompositions, precomputed in a column
+    (dataset.columns.teacherDecomposition); model: a teacher model samples the paths first."""
+    model: InferenceSpec | None = None
+    """The teacher model that samples reasoning paths (source model only)."""
+
+    rules = (
+        Rule(
+            "model",
+            "is required when source is model, and only then",
+            "(self.source == 'model') == has(self.model)",
+            lambda s: (s.source == "model") == (s.model is not None),
+        ),
+        Rule("source", "is immutable once the job exists", "self.source == oldSelf.source"),
+    )
+
+
+class DatasetColumns(SpecModel):
+    """Column names in the dataset."""
+
+    problem: str = Field(default="problem", min_length=1, max_length=256)
+    """The problem statement."""
+    answer: str = Field(default="answer", min_length=1, max_length=256)
+    """The gold answer (math-verify parses it for the accuracy reward)."""
+    teacher_reasoning: str = Field(default="teacher_reasoning", min_length=1, max_length=256)
+    """The teacher's thinking before </think> (teacher.source dataset)."""
+    teacher_decomposition: str = Field(
+        default="teacher_decomposition", min_length=1, max_length=256
+    )
+    """The GSRM decomposition of the teacher's thinking (teacher.source decompositions)."""
+    domain: str | None = Field(default=None, min_length=1, max_length=256)
+    """Per-row domain (math, code, science or puzzle); empty uses dataset.domain for every row."""
+
+
+class DatasetSpec(SpecModel):
+    """The training problems and which part of them RL uses."""
+
+    uri: Ref
+    """The dataset: a JSONL or Parquet file or prefix (s3://, store://, /path) or a hub id."""
+    split: str = Field(default="train", min_length=1, max_length=64)
+    """Split to read from a hub dataset."""
+    columns: DatasetColumns = Field(default_factory=DatasetColumns)
+    """Column names."""
+    domain: Domain = "math"
+    """Domain of every row (it selects the GSRM's prompt) unless columns.domain is set."""
+    limit: Annotated[int, Field(ge=1)] | None = None
+    """Use at most this many examples (after shuffling with `seed`)."""
+    fraction: Annotated[float, Field(gt=0, le=1)] | None = None
+    """Use this fraction of the examples, e.g. 0.001 for the paper's 0.1% regime."""
+    seed: Annotated[int, Field(ge=0)] = 42
+    """Shuffle seed for limit and fraction."""
+
+    rules = (
+        Rule(
+            "fraction",
+            "set limit or fraction, not both",
+            "!(has(self.limit) && has(self.fraction))",
+            lambda s: s.limit is None or s.fraction is None,
+        ),
+        Rule("", "is immutable once the job exists", "self == oldSelf"),
+    )
+
+
+class RewardsSpec(SpecModel):
+    """Weights of the reward functions (the paper: accuracy 15, format 10, tag count 10,
+    structure 15). A weight of 0 turns that reward off."""
+
+    accuracy: Annotated[float, Field(ge=0)] = 15.0
+    """Final boxed answer equals the gold answer (math-verify)."""
+    format: Annotated[float, Field(ge=0)] = 10.0
+    """Completion has the <think>...</think><answer>...</answer> layout."""
+    tag_count: Annotated[float, Field(ge=0)] = 10.0
+    """0.25 for each of the four tags appearing exactly once."""
+    structure: Annotated[float, Field(ge=0)] = 15.0
+    """GSRM structure reward: the student's steps match the teacher's (needs gsrm and judge)."""
+
+    rules = (
+        Rule(
+            "",
+            "at least one reward weight must be > 0",
+            "self.accuracy + self.format + self.tagCount + self.structure > 0.0",
+            lambda s: s.accuracy + s.format + s.tag_count + s.structure > 0,
+        ),
+    )
+
+
+class GRPOSpec(SpecModel):
+    """The GRPO recipe (TRL); defaults are the paper's."""
+
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 5e-5
+    """Peak learning rate."""
+    lr_scheduler_type: Literal[
+        "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_min_lr"
+    ] = "constant_with_warmup"
+    """Learning-rate schedule."""
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    """Fraction of the steps spent warming up."""
+    max_grad_norm: Annotated[float, Field(gt=0)] = 0.2
+    """Gradient clipping norm."""
+    num_generations: Annotated[int, Field(ge=2, le=256)] = 4
+    """Completions sampled per prompt (the GRPO group)."""
+    per_device_train_batch_size: Annotated[int, Field(ge=1)] = 2
+    """Completions per device per micro-batch."""
+    gradient_accumulation_steps: Annotated[int, Field(ge=1)] = 4
+    """Micro-batches per optimizer step."""
+    max_prompt_length: Annotated[int, Field(ge=1)] = 1024
+    """Prompt tokens kept (longer prompts are truncated from the left)."""
+    max_completion_length: Annotated[int, Field(ge=1)] = 4096
+    """Completion tokens generated at most."""
+    temperature: Annotated[float, Field(gt=0, le=10)] = 0.7
+    """Sampling temperature of the rollouts."""
+    beta: Annotated[float, Field(ge=0)] = 0.0
+    """KL penalty coefficient against the reference model (0 loads no reference model)."""
+    num_train_epochs: Annotated[float, Field(gt=0)] = 1.0
+    """Passes over the (limited) dataset."""
+    max_steps: Annotated[int, Field(ge=1)] | None = None
+    """Stop after this many optimizer steps (overrides numTrainEpochs)."""
+    save_steps: Annotated[int, Field(ge=1)] = 10
+    """Checkpoint into the store every this many steps."""
+    logging_steps: Annotated[int, Field(ge=1)] = 1
+    """Write metrics and the progress document every this many steps."""
+    seed: Annotated[int, Field(ge=0)] = 42
+    """Training seed."""
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    """Training precision (fp32 on CPU)."""
+    gradient_checkpointing: bool = True
+    """Trade compute for memory."""
+    system_prompt: str = Field(default=SYSTEM_PROMPT, max_length=8192)
+    """System prompt asking for the <think>/<answer> format and a boxed answer."""
+
+
+class RolloutSpec(SpecModel):
+    """How the student's completions are generated during GRPO.
+
+    server: a separate vLLM server that receives the learner's weights (the paper's topology);
+    colocate: vLLM inside each learner process; transformers: the learner generates itself
+    (CPU and tiny models).
+    """
+
+    mode: Literal["server", "colocate", "transformers"] = "server"
+    """server, colocate or transformers."""
+    vllm: VLLMServer = Field(default_factory=VLLMServer)
+    """The rollout vLLM server (mode server)."""
+
+
+class DeepSpeedSpec(SpecModel):
+    """DeepSpeed ZeRO settings of the learner."""
+
+    stage: Literal[0, 1, 2, 3] = 3
+    """ZeRO stage (0 turns ZeRO off: plain data parallel)."""
+    offload_optimizer: bool = False
+    """Keep optimizer state in CPU memory (stage 2 or 3)."""
+    offload_params: bool = False
+    """Keep parameters in CPU memory (stage 3)."""
+
+    rules = (
+        Rule(
+            "offloadParams",
+            "needs stage 3",
+            "!self.offloadParams || self.stage == 3",
+            lambda s: not s.offload_params or s.stage == 3,
+        ),
+        Rule(
+            "offloadOptimizer",
+            "needs stage 2 or 3",
+            "!self.offloadOptimizer || self.stage >= 2",
+            lambda s: not s.offload_optimizer or s.stage >= 2,
+        ),
+    )
+
+
+class LearnerSpec(Placement):
+    """The GRPO learner: a Kubeflow PyTorchJob running `rlkd train`."""
+
+    image: str | None = Field(default=None, min_length=1, max_length=512)
+    """Trainer image; empty uses the operator's default (chart values)."""
+    replicas: Annotated[int, Field(ge=1, le=512)] = 1
+    """Learner pods: one Master, the rest Workers."""
+    gpus_per_replica: Annotated[int, Field(ge=0, le=16)] = 4
+    """GPUs per learner pod (0 trains on CPU)."""
+    deepspeed: DeepSpeedSpec = Field(default_factory=DeepSpeedSpec)
+    """DeepSpeed ZeRO settings."""
+    backoff_limit: Annotated[int, Field(ge=0, le=100)] = 3
+    """Pod restarts before the PyTorchJob fails; training resumes from the last checkpoint."""
+
+
+class StorageSpec(SpecModel):
+    """The S3-compatible artifact store (MinIO, AWS S3, Ceph, SeaweedFS, ...).
+
+    Checkpoints, the progress document, caches and results go under
+    `<prefix>/<namespace>/<name>/` in the bucket.
+    """
+
+    endpoint: Endpoint
+    """Endpoint URL, e.g. http://minio.rlkd-system:9000 or https://s3.eu-west-1.amazonaws.com."""
+    bucket: S3Bucket
+    """Bucket (created if missing)."""
+    prefix: Annotated[str, Field(pattern=r"^([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?$")] = "rlkd"
+    """Key prefix inside the bucket."""
+    region: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+    """Region, for stores that need one."""
+    credentials_secret: ObjectName | None = None
+    """Secret in the job's namespace with keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY."""
+
+    rules = (
+        Rule(
+            "bucket",
+            "must not contain two adjacent dots",
+            "!self.bucket.contains('..')",
+            lambda s: ".." not in s.bucket,
+        ),
+        Rule(
+            "bucket",
+            "must not be formatted as an IP address",
+            f"!self.bucket.matches('{BUCKET_IP_PATTERN}')",
+            lambda s: not re.fullmatch(BUCKET_IP_PATTERN, s.bucket),
+        ),
+    )
+
+
+class RLKDJobSpec(SpecModel):
+    """An RLKD distillation run: a student learns, with GRPO, to reason in the teacher's
+    structure, rewarded by a GSRM and a judge."""
+
+    student: StudentSpec
+    """The model being distilled into."""
+    dataset: DatasetSpec
+    """Training problems, gold answers and teacher reasoning."""
+    teacher: TeacherSpec = Field(default_factory=TeacherSpec)
+    """Where the teacher's reasoning comes from."""
+    gsrm: InferenceSpec | None = None
+    """The Generative Structure Reward Model that decomposes reasoning into steps (required when
+    rewards.structure > 0)."""
+    judge: InferenceSpec | None = None
+    """The judge that compares teacher and student steps with yes/no answers (required when
+    rewards.structure > 0)."""
+    rewards: RewardsSpec = Field(default_factory=RewardsSpec)
+    """Reward weights."""
+    grpo: GRPOSpec = Field(default_factory=GRPOSpec)
+    """The GRPO recipe."""
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
+    """How rollouts are generated."""
+    learner: LearnerSpec = Field(default_factory=LearnerSpec)
+    """The learner pods."""
+    storage: StorageSpec | None = None
+    """The artifact store; empty uses the operator's default store (chart values)."""
+    suspend: bool = False
+    """Suspend the run: the learner stops and inference scales to zero; false resumes."""
+    ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
+    """Delete the job (and its children) this long after it succeeds or fails."""
+
+    rules = (
+        Rule(
+            "gsrm",
+            "is required when rewards.structure > 0 (or set rewards.structure to 0)",
+            "self.rewards.structure == 0.0 || has(self.gsrm)",
+            lambda s: s.rewards.structure == 0 or s.gsrm is not None,
+        ),
+        Rule(
+            "judge",
+            "is required when rewards.structure > 0 (or set rewards.structure to 0)",
+            "self.rewards.structure == 0.0 || has(self.judge)",
+            lambda s: s.rewards.structure == 0 or s.judge is not None,
+        ),
+        Rule(
+            "grpo.perDeviceTrainBatchSize",
+            "times learner.replicas (x gpusPerReplica when > 0) times "
+            "grpo.gradientAccumulationSteps must be a multiple of grpo.numGenerations",
+            "(self.grpo.perDeviceTrainBatchSize * self.learner.replicas"
+            " * (self.learner.gpusPerReplica > 0 ? self.learner.gpusPerReplica : 1)"
+            " * self.grpo.gradientAccumulationSteps) % self.grpo.numGenerations == 0",
+            lambda s: (
+                (
+                    s.grpo.per_device_train_batch_size
+                    * s.learner.replicas
+                    * max(s.learner.gpus_per_replica, 1)
+                    * s.grpo.gradient_accumulation_steps
+                )
+                % s.grpo.num_generations
+                == 0
+            ),
+        ),
+    )

@@ -1,0 +1,96 @@
+"""Names and references that appear in many places of the spec, each checked by one pattern.
+
+Patterns stay inside the regex subset shared by Python, Rust (pydantic) and RE2 (the API server),
+so the CRD enforces exactly what `rlkd validate` enforces.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import AfterValidator, Field
+
+# A bucket name by the S3 rules: 3-63 characters of lowercase letters, digits, dots and hyphens,
+# starting and ending with a letter or digit; no "..", not an IP address (rules of the storage
+# spec). `s3_bucket_problems` names each broken rule, for messages and for the store itself.
+S3_BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
+_BUCKET_CHARS = re.compile(r"[a-z0-9.-]*")
+BUCKET_IP_PATTERN = r"^[0-9]+(\.[0-9]+){3}$"
+
+
+def s3_bucket_problems(name: str) -> list[str]:
+    """Every way `name` breaks the S3 bucket naming rules (empty when it is valid)."""
+    problems = []
+    if not 3 <= len(name) <= 63:
+        problems.append(f"must be 3 to 63 characters long, not {len(name)}")
+    if not _BUCKET_CHARS.fullmatch(name):
+        problems.append("may hold only lowercase letters, digits, dots and hyphens")
+    if name and not (name[0].isalnum() and name[-1].isalnum()):
+        problems.append("must start and end with a lowercase letter or a digit")
+    if ".." in name:
+        problems.append("must not contain two adjacent dots")
+    if re.fullmatch(BUCKET_IP_PATTERN, name):
+        problems.append("must not be formatted as an IP address")
+    return problems
+
+
+S3Bucket = Annotated[str, Field(pattern=S3_BUCKET_PATTERN, max_length=63)]
+
+# Where a model or dataset lives. One of:
+#   s3://bucket/key          an object prefix in any S3-compatible store
+#   store://path/in/store    a path inside this job's artifact store (spec.storage)
+#   /absolute/path           a path inside the container (baked into the image or a mounted volume)
+#   org/name or name         a Hugging Face Hub id, for clusters that can reach the Hub
+_KEY = r"[A-Za-z0-9._~=+@-]+(/[A-Za-z0-9._~=+@-]+)*/?"
+REF_PATTERN = (
+    r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/"
+    + _KEY
+    + r"|store://"
+    + _KEY
+    + r"|/"
+    + _KEY
+    + r"|[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?)$"
+)
+REF_FORMS = (
+    "s3://bucket/path, store://path (in the job's store), /absolute/path, or a hub id org/name"
+)
+
+
+def _valid_ref(ref: str) -> str:
+    if any(part in {"..", "."} for part in re.split(r"/+", ref.partition("://")[2] or ref)):
+        raise ValueError(f"must not contain '.' or '..' path segments (got {ref!r})")
+    return ref
+
+
+Ref = Annotated[
+    str,
+    Field(pattern=REF_PATTERN, min_length=1, max_length=1024, examples=["s3://models/qwen2.5-7b"]),
+    AfterValidator(_valid_ref),
+]
+
+# Kubernetes object names that the spec refers to (Secrets) are DNS-1123 subdomains.
+DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+ObjectName = Annotated[str, Field(pattern=DNS1123_SUBDOMAIN, max_length=253)]
+
+# Kubernetes resource quantities, e.g. "8", "500m", "64Gi".
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
+
+# The S3 endpoint: scheme and host (and port), no path.
+ENDPOINT_PATTERN = r"^https?://[^\s/]+/?$"
+Endpoint = Annotated[str, Field(pattern=ENDPOINT_PATTERN, max_length=512)]
+
+# An OpenAI-compatible server's base URL, path allowed (usually /v1).
+URL_PATTERN = r"^https?://[^\s/]+(/\S*)?$"
+URL = Annotated[str, Field(pattern=URL_PATTERN, max_length=512)]
+
+# What to say when a value does not match one of the patterns above.
+PATTERN_HINTS = {
+    REF_PATTERN: f"must be a model or dataset reference: {REF_FORMS}",
+    ENDPOINT_PATTERN: "must be an http:// or https:// URL without a path, "
+    "e.g. http://minio.rlkd-system:9000",
+    URL_PATTERN: "must be an http:// or https:// URL, e.g. http://judge.llm:8000/v1",
+    DNS1123_SUBDOMAIN: "must be a Kubernetes object name: lowercase letters, digits, '-' and '.'",
+    QUANTITY_PATTERN: "must be a Kubernetes quantity, e.g. 8, 500m or 64Gi",
+}

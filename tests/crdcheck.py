@@ -1,0 +1,119 @@
+"""Check a custom resource against a CRD offline, as the API server would.
+
+No kube-apiserver runs here (see TESTING.md), so this helper does what the server does with a
+CRD's schema, in the server's order: apply structural defaults, validate types and bounds with
+jsonschema (OpenAPI 3.0 keywords, so Draft 4 semantics for exclusiveMinimum), reject unknown
+fields (the server's strict field validation, which kubectl uses by default), then evaluate the
+`x-kubernetes-validations` CEL rules with cel-python, numbers as doubles like the server does.
+It is a stand-in for the server, not a mock of our code: every rule checked is the CRD's own.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any, NamedTuple
+
+import celpy
+import jsonschema
+
+Path = tuple[str | int, ...]
+
+
+class CRDError(NamedTuple):
+    path: str
+    message: str
+    rule: bool = False  # a CEL rule said it (not the schema)
+
+
+def dotted(path: Path) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def apply_defaults(value: Any, schema: dict[str, Any]) -> Any:
+    """Structural defaulting: absent properties with a default get it, recursively."""
+    if isinstance(value, dict) and "properties" in schema:
+        for name, sub in schema["properties"].items():
+            if name not in value and "default" in sub:
+                value[name] = copy.deepcopy(sub["default"])
+            if name in value:
+                value[name] = apply_defaults(value[name], sub)
+    elif isinstance(value, list) and "items" in schema:
+        return [apply_defaults(item, schema["items"]) for item in value]
+    return value
+
+
+def _strict(schema: Any) -> Any:
+    """The schema with unknown fields rejected and the x-kubernetes extensions dropped."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _strict(v) for k, v in schema.items() if not k.startswith("x-kubernetes")}
+    if "properties" in schema and schema.get("type") == "object":
+        out["additionalProperties"] = False
+    return out
+
+
+def _as_cel_input(value: Any, schema: dict[str, Any]) -> Any:
+    if schema.get("type") == "number" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, dict):
+        props = schema.get("properties", {})
+        extra = schema.get("additionalProperties")
+        extra = extra if isinstance(extra, dict) else {}
+        return {k: _as_cel_input(v, props.get(k, extra)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_as_cel_input(v, schema.get("items", {})) for v in value]
+    return value
+
+
+@cache
+def _program(rule: str) -> celpy.Runner:
+    env = celpy.Environment()
+    return env.program(env.compile(rule))
+
+
+def cel_errors(
+    value: Any, schema: dict[str, Any], old: Any = None, path: Path = ()
+) -> list[CRDError]:
+    """Every broken CEL rule under `path`; transition rules (oldSelf) only where `old` exists."""
+    errors = []
+    for entry in schema.get("x-kubernetes-validations", []):
+        transition = "oldSelf" in entry["rule"]
+        if transition and old is None:
+            continue
+        activation = {"self": celpy.json_to_cel(_as_cel_input(value, schema))}
+        if transition:
+            activation["oldSelf"] = celpy.json_to_cel(_as_cel_input(old, schema))
+        if not bool(_program(entry["rule"]).evaluate(activation)):
+            field = tuple(p for p in entry.get("fieldPath", "").split(".") if p)
+            errors.append(CRDError(dotted(path + field), entry["message"], rule=True))
+    if isinstance(value, dict):
+        for name, sub in schema.get("properties", {}).items():
+            if name in value:
+                old_sub = old.get(name) if isinstance(old, dict) else None
+                errors += cel_errors(value[name], sub, old_sub, (*path, name))
+    elif isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            errors += cel_errors(item, schema["items"], None, (*path, index))
+    return errors
+
+
+def crd_errors(
+    obj: dict[str, Any], crd: dict[str, Any], old: dict[str, Any] | None = None
+) -> list[CRDError]:
+    """What the API server would say to creating `obj` (or updating `old` to it)."""
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    obj = apply_defaults(copy.deepcopy(obj), schema)
+    old = apply_defaults(copy.deepcopy(old), schema) if old is not None else None
+    validator = jsonschema.Draft4Validator(_strict(schema))
+    errors = [
+        CRDError(dotted(tuple(e.absolute_path)), e.message) for e in validator.iter_errors(obj)
+    ]
+    if errors:  # the rules assume well-typed values; schema errors already reject the object
+        return errors
+    return cel_errors(obj, schema, old)

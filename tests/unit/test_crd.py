@@ -1,0 +1,149 @@
+"""The CRD is derived from the typed model: it must equal the committed copy, be a structural
+schema the API server accepts, and carry the model's defaults, bounds and rules."""
+
+from __future__ import annotations
+
+import typing
+from pathlib import Path
+from typing import Any
+
+import celpy
+import kubernetes_validate
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from rlkd.cli import main
+from rlkd.spec import RLKDJobSpec
+from rlkd.spec.crd import build_crd, crd_yaml
+from rlkd.spec.validate import _models_in
+
+ROOT = Path(__file__).resolve().parents[2]
+COMMITTED = ROOT / "manifests" / "crd" / "rlkd.ai_rlkdjobs.yaml"
+
+
+def schema() -> dict[str, Any]:
+    return build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def walk(node: dict[str, Any], path: str = ""):
+    yield path, node
+    for name, sub in node.get("properties", {}).items():
+        yield from walk(sub, f"{path}.{name}" if path else name)
+    if "items" in node:
+        yield from walk(node["items"], f"{path}[]")
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from walk(node["additionalProperties"], f"{path}{{}}")
+
+
+def test_committed_crd_equals_generated(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["crd"]) == 0
+    printed = capsys.readouterr().out
+    assert printed == crd_yaml()
+    assert COMMITTED.read_text() == printed, "CRD drifted: run `make generate` and commit"
+
+
+def test_crd_is_a_valid_custom_resource_definition() -> None:
+    crd = yaml.safe_load(crd_yaml())
+    kubernetes_validate.validate(crd, "1.32", strict=True)
+
+
+def test_schema_is_structural() -> None:
+    """The API server's structural-schema rules: every node typed, no references or
+    unions, never properties and additionalProperties together, no null defaults."""
+    for path, node in walk(schema()):
+        assert "type" in node or path == "", path
+        assert not {"$ref", "anyOf", "oneOf", "allOf", "not", "$defs", "title"} & node.keys(), path
+        assert not ("properties" in node and "additionalProperties" in node), path
+        assert node.get("default", 0) is not None, path
+        if node.get("type") == "object" and path.startswith("spec"):
+            assert "properties" in node or "additionalProperties" in node, path
+
+
+def test_every_spec_field_is_documented_for_kubectl_explain() -> None:
+    for path, node in walk(schema()):
+        if path.startswith(("spec", "status")) and not path.endswith(("[]", "{}")):
+            assert node.get("description"), f"{path} has no description"
+
+
+def test_every_cel_rule_compiles() -> None:
+    env = celpy.Environment()
+    rules = [v["rule"] for _, n in walk(schema()) for v in n.get("x-kubernetes-validations", [])]
+    assert len(rules) >= 10
+    for rule in rules:
+        env.compile(rule)
+
+
+def _model_defaults(model: type[BaseModel], prefix: str = "spec") -> dict[str, Any]:
+    """Every default the model declares, by CRD path ({} for a defaulted sub-object)."""
+    out = {}
+    for name, field in model.model_fields.items():
+        path = f"{prefix}.{field.alias or name}"
+        if field.default_factory is not None:
+            if isinstance(field.default_factory(), BaseModel):
+                out[path] = {}
+        elif not field.is_required() and field.default is not None:
+            out[path] = field.default
+        suffix = "[]" if typing.get_origin(field.annotation) is list else ""
+        for nested in _models_in(field.annotation):
+            out |= _model_defaults(nested, path + suffix)
+    return out
+
+
+def test_crd_defaults_equal_model_defaults() -> None:
+    crd_defaults = {
+        path: node["default"]
+        for path, node in walk(schema())
+        if "default" in node and path.startswith("spec")
+    }
+    assert crd_defaults == _model_defaults(RLKDJobSpec)
+    assert crd_defaults["spec.grpo.learningRate"] == 5e-5
+
+
+def test_status_has_a_schema_without_defaults() -> None:
+    status = schema()["properties"]["status"]
+    assert set(status["properties"]) >= {"phase", "conditions", "observedGeneration", "progress"}
+    assert status["properties"]["phase"]["enum"] == [
+        "Pending",
+        "Provisioning",
+        "Training",
+        "Evaluating",
+        "Succeeded",
+        "Failed",
+        "Suspended",
+    ]
+    conditions = status["properties"]["conditions"]
+    assert conditions["x-kubernetes-list-type"] == "map"
+    assert conditions["x-kubernetes-list-map-keys"] == ["type"]
+    assert not [path for path, node in walk(status) if "default" in node]
+
+
+def test_printer_columns_and_names() -> None:
+    crd = build_crd()
+    assert crd["metadata"]["name"] == "rlkdjobs.rlkd.ai"
+    names = crd["spec"]["names"]
+    assert (names["kind"], names["plural"], names["shortNames"]) == (
+        "RLKDJob",
+        "rlkdjobs",
+        ["rlkd"],
+    )
+    assert crd["spec"]["scope"] == "Namespaced"
+    version = crd["spec"]["versions"][0]
+    assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
+    columns = {c["name"]: c for c in version["additionalPrinterColumns"]}
+    assert {"Phase", "Step", "Reward", "Age"} <= columns.keys()
+    paths = {path for path, _ in walk(version["schema"]["openAPIV3Schema"])}
+    for column in columns.values():
+        if column["jsonPath"] != ".metadata.creationTimestamp":
+            assert column["jsonPath"].lstrip(".") in paths, column
+
+
+def test_immutable_fields_carry_transition_rules() -> None:
+    spec = schema()["properties"]["spec"]["properties"]
+    for field in ("student", "dataset"):
+        assert {"rule": "self == oldSelf", "message": "is immutable once the job exists"} in spec[
+            field
+        ]["x-kubernetes-validations"]
+    for field in ("gsrm", "judge"):
+        rules = [v["rule"] for v in spec[field]["x-kubernetes-validations"]]
+        assert any("oldSelf.model" in r for r in rules)

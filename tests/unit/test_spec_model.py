@@ -1,0 +1,203 @@
+"""The typed RLKDJob model: the paper's recipe as defaults, strict types, the rules."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlkd.errors import SpecError
+from rlkd.spec import RLKDJob
+from rlkd.spec.validate import parse_job
+from rlkd.spec.yamlio import load_all
+
+
+def minimal(**spec: object) -> dict:
+    return {
+        "apiVersion": "rlkd.ai/v1alpha1",
+        "kind": "RLKDJob",
+        "metadata": {"name": "job"},
+        "spec": {
+            "student": {"model": "Qwen/Qwen2.5-Math-7B"},
+            "dataset": {"uri": "s3://data/train.jsonl"},
+            "gsrm": {"model": "s3://models/gsrm"},
+            "judge": {"model": "Qwen/Qwen2.5-7B-Instruct"},
+            **spec,
+        },
+    }
+
+
+@pytest.mark.parametrize(
+    ("attr", "expected"),
+    [
+        ("rewards.accuracy", 15.0),
+        ("rewards.format", 10.0),
+        ("rewards.tag_count", 10.0),
+        ("rewards.structure", 15.0),
+        ("grpo.learning_rate", 5e-5),
+        ("grpo.lr_scheduler_type", "constant_with_warmup"),
+        ("grpo.warmup_ratio", 0.1),
+        ("grpo.max_grad_norm", 0.2),
+        ("grpo.num_generations", 4),
+        ("grpo.per_device_train_batch_size", 2),
+        ("grpo.gradient_accumulation_steps", 4),
+        ("grpo.max_prompt_length", 1024),
+        ("grpo.max_completion_length", 4096),
+        ("grpo.temperature", 0.7),
+        ("grpo.precision", "bf16"),
+        ("grpo.gradient_checkpointing", True),
+        ("grpo.save_steps", 10),
+        ("learner.gpus_per_replica", 4),
+        ("learner.deepspeed.stage", 3),
+        ("rollout.mode", "server"),
+        ("teacher.source", "dataset"),
+        ("gsrm.backend", "vllm"),
+        ("suspend", False),
+    ],
+)
+def test_defaults_are_the_papers_recipe(attr: str, expected: object) -> None:
+    value = parse_job(minimal()).spec
+    for part in attr.split("."):
+        value = getattr(value, part)
+    assert value == expected
+
+
+def test_system_prompt_asks_for_the_format_and_a_boxed_answer() -> None:
+    prompt = parse_job(minimal()).spec.grpo.system_prompt
+    for needle in ("<think>", "</think>", "<answer>", "</answer>", "\\boxed{}"):
+        assert needle in prompt
+
+
+def test_round_trip_through_the_manifest_form() -> None:
+    job = parse_job(minimal(grpo={"learningRate": 1e-4}))
+    again = parse_job(job.to_dict())
+    assert again == job
+    assert job.to_dict()["spec"]["grpo"]["learningRate"] == 1e-4
+
+
+@pytest.mark.parametrize(
+    ("grpo", "line"),
+    [
+        ({"numGenerations": "4"}, "spec.grpo.numGenerations: must be an integer (got '4')"),
+        (
+            {"gradientCheckpointing": "yes"},
+            "spec.grpo.gradientCheckpointing: must be true or false",
+        ),
+        ({"temperature": True}, "spec.grpo.temperature: must be a number (got true)"),
+    ],
+)
+def test_types_are_strict_like_the_api_server(grpo: dict, line: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_job(minimal(grpo=grpo))
+    assert exc.value.problems[0].startswith(line)
+
+
+def test_integers_are_accepted_for_numbers() -> None:
+    assert parse_job(minimal(grpo={"temperature": 1})).spec.grpo.temperature == 1.0
+
+
+@pytest.mark.parametrize(
+    "ref",
+    [
+        "s3://models/qwen2.5-7b",
+        "s3://my.bucket/a/b/",
+        "store://models/tiny-student",
+        "/models/qwen",
+        "Qwen/Qwen2.5-Math-7B",
+        "gpt2",
+    ],
+)
+def test_model_references_accepted(ref: str) -> None:
+    assert parse_job(minimal(student={"model": ref})).spec.student.model == ref
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["s3://Models/x", "s3://b", "store:///abs", "store://a/../b", "/a/./b", "hf:x", "a/b/c", ""],
+)
+def test_model_references_rejected(ref: str) -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_job(minimal(student={"model": ref}))
+    assert exc.value.problems[0].startswith("spec.student.model: ")
+
+
+@pytest.mark.parametrize(
+    ("spec", "line"),
+    [
+        ({"rewards": {"structure": 0}, "gsrm": None, "judge": None}, None),
+        ({"gsrm": {"backend": "rule"}, "judge": {"backend": "rule"}}, None),
+        ({"gsrm": {"backend": "openai", "model": "m", "url": "http://gsrm:8000/v1"}}, None),
+        (
+            {"gsrm": {"backend": "transformers"}},
+            "spec.gsrm.model: is required unless backend is rule",
+        ),
+        (
+            {"gsrm": {"model": "m", "url": "http://x"}},
+            "spec.gsrm.url: is required when backend is openai, and only then",
+        ),
+        ({"teacher": {"source": "model", "model": {"model": "deepseek-ai/DeepSeek-R1"}}}, None),
+        (
+            {"teacher": {"source": "dataset", "model": {"model": "m"}}},
+            "spec.teacher.model: is required when source is model, and only then",
+        ),
+        ({"learner": {"deepspeed": {"stage": 2, "offloadOptimizer": True}}}, None),
+        (
+            {"learner": {"deepspeed": {"stage": 1, "offloadOptimizer": True}}},
+            "spec.learner.deepspeed.offloadOptimizer: needs stage 2 or 3",
+        ),
+        ({"learner": {"replicas": 2, "gpusPerReplica": 0}, "grpo": {"numGenerations": 8}}, None),
+        (
+            {"learner": {"gpusPerReplica": 1}, "grpo": {"gradientAccumulationSteps": 1}},
+            "spec.grpo.perDeviceTrainBatchSize: times learner.replicas (x gpusPerReplica when > 0)"
+            " times grpo.gradientAccumulationSteps must be a multiple of grpo.numGenerations",
+        ),
+    ],
+)
+def test_cross_field_rules(spec: dict, line: str | None) -> None:
+    doc = minimal(**spec)
+    doc["spec"] = {k: v for k, v in doc["spec"].items() if v is not None}
+    if line is None:
+        parse_job(doc)
+        return
+    with pytest.raises(SpecError) as exc:
+        parse_job(doc)
+    assert exc.value.problems == [line]
+
+
+def test_every_problem_is_reported_not_just_the_first() -> None:
+    doc = minimal(grpo={"learningRate": 0, "numGenerations": 1}, learner={"replicas": 0})
+    doc["spec"]["dataset"]["limit"] = 1
+    doc["spec"]["dataset"]["fraction"] = 0.5
+    with pytest.raises(SpecError) as exc:
+        parse_job(doc)
+    assert sorted(exc.value.problems) == [
+        "spec.dataset.fraction: set limit or fraction, not both",
+        "spec.grpo.learningRate: must be > 0 (got 0)",
+        "spec.grpo.numGenerations: must be >= 2 (got 1)",
+        "spec.learner.replicas: must be >= 1 (got 0)",
+    ]
+
+
+def test_metadata_typos_are_caught_and_server_fields_accepted() -> None:
+    doc = minimal()
+    doc["metadata"] |= {"uid": "1", "resourceVersion": "7", "generation": 2, "lables": {}}
+    with pytest.raises(SpecError) as exc:
+        parse_job(doc)
+    assert exc.value.problems == ["metadata.lables: unknown field; did you mean labels?"]
+
+
+def test_yaml_reads_exponents_like_kubernetes() -> None:
+    [doc] = load_all("a: 5e-5\nb: 1E3\nc: 1.5\nd: '5e-5'\ne: 5e\nf: .inf\n")
+    assert doc == {"a": 5e-5, "b": 1000.0, "c": 1.5, "d": "5e-5", "e": "5e", "f": float("inf")}
+
+
+def test_yaml_duplicate_keys_are_errors() -> None:
+    import yaml
+
+    with pytest.raises(yaml.YAMLError, match="duplicate key 'grpo'"):
+        load_all("spec:\n  grpo: {}\n  grpo: {}\n")
+
+
+def test_a_job_is_immutable_in_memory() -> None:
+    job = parse_job(minimal())
+    with pytest.raises(Exception, match="frozen"):
+        job.spec.grpo.learning_rate = 1.0  # type: ignore[misc]
+    assert isinstance(job, RLKDJob)
