@@ -32,6 +32,7 @@ format: $(VENV)/.installed
 # Regenerate what derives from the typed spec (a test fails when the committed copy drifts).
 generate: $(VENV)/.installed
 	$(BIN)/rlkd crd > $(CRD)
+	$(BIN)/python -m rlkd.spec.reference > docs/spec-reference.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

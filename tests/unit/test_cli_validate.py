@@ -146,3 +146,48 @@ def test_installed_command_never_shows_a_traceback(tmp_path: Path) -> None:
 
     result = subprocess.run([rlkd, "validate", str(PAPER)], capture_output=True, text=True)
     assert (result.returncode, result.stderr) == (0, "")
+
+
+def test_validate_and_crd_load_no_heavy_stack() -> None:
+    """`rlkd validate` and `rlkd crd` run in CI and GitOps hooks: no ML stack, kopf or S3 SDK."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from rlkd.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main(['validate', {str(PAPER)!r}]) == 0 and main(['crd']) == 0\n"
+        "heavy = {'torch', 'transformers', 'trl', 'kopf', 'kubernetes', 'minio'}\n"
+        "print(sorted(heavy & sys.modules.keys()))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (result.returncode, result.stdout.strip()) == (0, "[]"), result.stderr
+
+
+def test_rules_are_reported_beside_field_errors(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Cross-field rules whose fields are valid are checked even when other fields are not,
+    at every level (a nested object, the spec, the name)."""
+    path = write(
+        tmp_path,
+        "apiVersion: rlkd.ai/v1alpha1\nkind: RLKDJob\nmetadata:\n  name: Bad_Name\nspec:\n"
+        "  student: {model: Qwen/Qwen2.5-Math-7B}\n"
+        "  dataset: {uri: s3://data/train.jsonl, limit: 5, fraction: 0.1, seed: -1}\n"
+        "  gsrm: {backend: openai, request: {maxTokens: 0}}\n"
+        "  grpo: {learningRate: -1, numGenerations: 3}\n"
+        "  learner: {deepspeed: {stage: 1, offloadOptimizer: true, offloadParams: 'no'}}\n",
+    )
+    code, out = run(capsys, path)
+    assert code == 1
+    assert [line.removeprefix(f"{path}: ") for line in out] == [
+        "spec.dataset.seed: must be >= 0 (got -1)",
+        "spec.dataset.fraction: set limit or fraction, not both",
+        "spec.gsrm.request.maxTokens: must be >= 1 (got 0)",
+        "spec.gsrm.model: is required unless backend is rule",
+        "spec.gsrm.url: is required when backend is openai, and only then",
+        "spec.grpo.learningRate: must be > 0 (got -1)",
+        "spec.learner.deepspeed.offloadParams: must be true or false (got 'no')",
+        "spec.learner.deepspeed.offloadOptimizer: needs stage 2 or 3",
+        "spec.judge: is required when rewards.structure > 0 (or set rewards.structure to 0)",
+        "metadata.name: must be a DNS-1123 label that starts with a letter: lowercase letters,"
+        " digits and '-' (it names the PyTorchJob and the Services)",
+    ]

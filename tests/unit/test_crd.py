@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from rlkd.cli import main
 from rlkd.spec import RLKDJobSpec
 from rlkd.spec.crd import build_crd, crd_yaml
+from rlkd.spec.reference import reference_markdown
 from rlkd.spec.validate import _models_in
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,6 +42,13 @@ def test_committed_crd_equals_generated(capsys: pytest.CaptureFixture[str]) -> N
     printed = capsys.readouterr().out
     assert printed == crd_yaml()
     assert COMMITTED.read_text() == printed, "CRD drifted: run `make generate` and commit"
+
+
+def test_committed_reference_equals_generated() -> None:
+    reference = (ROOT / "docs" / "spec-reference.md").read_text()
+    assert reference == reference_markdown(), "reference drifted: run `make generate` and commit"
+    for section in ("spec.grpo", "spec.learner.deepspeed", "spec.storage", "spec.gsrm.vllm"):
+        assert f"## `{section}`" in reference
 
 
 def test_crd_is_a_valid_custom_resource_definition() -> None:
