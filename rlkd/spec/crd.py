@@ -110,7 +110,7 @@ def build_crd() -> dict[str, Any]:
     root = {
         "type": "object",
         "description": "An RLKD distillation run: a student learns, with GRPO, to reason in the "
-        "teacher's structure, rewarded by a GSRM and a judge. See https://github.com/rlkd-ai/rlkd.",
+        "teacher's structure, rewarded by a GSRM and a judge.",
         "required": ["spec"],
         "properties": {
             "apiVersion": {"type": "string", "description": "rlkd.ai/v1alpha1"},
