@@ -46,14 +46,20 @@ def apply_defaults(value: Any, schema: dict[str, Any]) -> Any:
     return value
 
 
-def _strict(schema: Any) -> Any:
-    """The schema with unknown fields rejected and the x-kubernetes extensions dropped."""
+def _strict(schema: Any, path: Path = ()) -> Any:
+    """The schema with unknown fields rejected and the x-kubernetes extensions dropped. The
+    root's metadata is ObjectMeta, which the server checks itself: left open here."""
     if isinstance(schema, list):
-        return [_strict(item) for item in schema]
+        return [_strict(item, path) for item in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: _strict(v) for k, v in schema.items() if not k.startswith("x-kubernetes")}
-    if "properties" in schema and schema.get("type") == "object":
+    out = {}
+    for key, value in schema.items():
+        if key == "properties":
+            out[key] = {name: _strict(sub, (*path, name)) for name, sub in value.items()}
+        elif not key.startswith("x-kubernetes"):
+            out[key] = _strict(value, path)
+    if "properties" in schema and schema.get("type") == "object" and path != ("metadata",):
         out["additionalProperties"] = False
     return out
 

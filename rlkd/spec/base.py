@@ -23,9 +23,10 @@ class Rule(NamedTuple):
     """A rule a schema alone cannot say.
 
     `holds` is what rlkd checks offline; `cel` is what the API server checks (the CRD carries it
-    as an `x-kubernetes-validations` entry). A test evaluates both on the same documents, so the
-    two cannot drift apart. `field` is the camelCase path below the model that the message is
-    about ("" for the model itself). A transition rule (uses `oldSelf`) has no offline check.
+    as an `x-kubernetes-validations` entry). A test evaluates both on the same documents, so a
+    change to one side alone fails it. `field` is the camelCase path below the model that the
+    message is about ("" for the model itself). A transition rule (uses `oldSelf`) has no
+    offline check.
     """
 
     field: str
@@ -40,7 +41,9 @@ class SpecModel(BaseModel):
 
     model_config = ConfigDict(
         alias_generator=to_camel,
-        populate_by_name=True,
+        validate_by_alias=True,
+        validate_by_name=False,  # `max_steps:` in YAML is a typo of maxSteps, not an alias
+        allow_inf_nan=False,  # kubectl cannot send .inf or .nan
         extra="forbid",
         frozen=True,
         strict=True,

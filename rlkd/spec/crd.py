@@ -1,7 +1,7 @@
 """Derive the RLKDJob CustomResourceDefinition from the typed spec.
 
-pydantic writes a JSON Schema; this module turns it into a structural OpenAPI v3 schema the API
-server accepts: references inlined, Optional collapsed, numeric bounds in OpenAPI 3.0 form, the
+pydantic writes a JSON Schema; this module turns it into a structural OpenAPI v3 schema:
+references inlined, Optional collapsed, numeric bounds in OpenAPI 3.0 form, the
 models' cross-field rules as CEL (`x-kubernetes-validations`), and sub-objects whose fields all
 have defaults defaulted to `{}` so the server fills in the whole recipe.
 """
@@ -17,7 +17,7 @@ from pydantic_core import core_schema
 
 from rlkd.spec.base import SpecModel
 from rlkd.spec.job import RLKDJobSpec
-from rlkd.spec.resource import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, RLKDJob
+from rlkd.spec.resource import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, ObjectMeta
 from rlkd.spec.status import RLKDJobStatus
 
 CRD_NAME = f"{PLURAL}.{GROUP}"
@@ -87,7 +87,7 @@ def _to_openapi(node: Any, defs: dict[str, Any], *, keep_defaults: bool) -> Any:
             continue
         elif key == "description":
             out[key] = " ".join(value.split())
-        elif key in ("properties",):
+        elif key == "properties":
             out[key] = {
                 name: _to_openapi(sub, defs, keep_defaults=keep_defaults)
                 for name, sub in value.items()
@@ -115,11 +115,14 @@ def build_crd() -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": "rlkd.ai/v1alpha1"},
             "kind": {"type": "string", "description": "RLKDJob"},
-            "metadata": {"type": "object"},
+            # At the root a CRD may only restrict metadata.name (and generateName).
+            "metadata": {
+                "type": "object",
+                "properties": {"name": openapi_schema(ObjectMeta)["properties"]["name"]},
+            },
             "spec": openapi_schema(RLKDJobSpec),
             "status": openapi_schema(RLKDJobStatus, keep_defaults=False),
         },
-        "x-kubernetes-validations": rule_validations(RLKDJob),
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",

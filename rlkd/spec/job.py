@@ -16,6 +16,12 @@ from rlkd.spec.refs import BUCKET_IP_PATTERN, URL, Endpoint, ObjectName, Quantit
 
 Domain = Literal["math", "code", "science", "puzzle"]
 
+# Upper bounds keep every integer inside what the API server (int64), CEL arithmetic and the
+# libraries (numpy seeds are 32-bit) accept.
+MAX_INT32 = 2**31 - 1
+MAX_SEED = 2**32 - 1
+MAX_TOKENS = 2**20
+
 SYSTEM_PROMPT = (
     "You are a careful problem solver. First reason step by step inside <think> and </think>, "
     "then give the final result inside <answer> and </answer>, like this:\n"
@@ -38,8 +44,30 @@ class Toleration(SpecModel):
     """Taint value to match when operator is Equal."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """Taint effect to match; empty matches every effect."""
-    toleration_seconds: Annotated[int, Field(ge=0)] | None = None
+    toleration_seconds: Annotated[int, Field(ge=0, le=MAX_INT32)] | None = None
     """For NoExecute: how long the pod stays bound after the taint appears."""
+
+    # The Pod rules, checked here so the operator never builds a Pod the API server refuses.
+    rules = (
+        Rule(
+            "key",
+            "is required unless operator is Exists",
+            "has(self.key) || self.operator == 'Exists'",
+            lambda s: s.key is not None or s.operator == "Exists",
+        ),
+        Rule(
+            "value",
+            "must be empty when operator is Exists",
+            "self.operator != 'Exists' || !has(self.value)",
+            lambda s: s.operator != "Exists" or s.value is None,
+        ),
+        Rule(
+            "tolerationSeconds",
+            "needs effect NoExecute",
+            "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            lambda s: s.toleration_seconds is None or s.effect == "NoExecute",
+        ),
+    )
 
 
 class Resources(SpecModel):
@@ -74,7 +102,7 @@ class VLLMServer(Placement):
     """Server replicas behind the role's Service."""
     tensor_parallel_size: Annotated[int, Field(ge=1, le=64)] = 1
     """GPUs per replica the model is sharded over (vLLM --tensor-parallel-size)."""
-    max_model_len: Annotated[int, Field(ge=256)] | None = None
+    max_model_len: Annotated[int, Field(ge=256, le=MAX_TOKENS)] | None = None
     """Context length the server accepts (vLLM --max-model-len); empty uses the model's own."""
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
     """Fraction of each GPU's memory vLLM may use (vLLM --gpu-memory-utilization)."""
@@ -89,9 +117,9 @@ class VLLMServer(Placement):
 class RequestSettings(SpecModel):
     """How the reward engine talks to an inference server."""
 
-    max_tokens: Annotated[int, Field(ge=1)] = 4096
+    max_tokens: Annotated[int, Field(ge=1, le=MAX_TOKENS)] = 4096
     """Token budget of one generation by the GSRM or a teacher (the judge always asks for 2)."""
-    timeout_seconds: Annotated[float, Field(gt=0)] = 300.0
+    timeout_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
     """Time limit of one request."""
     max_concurrency: Annotated[int, Field(ge=1, le=1024)] = 64
     """Requests in flight at once to this server."""
@@ -206,11 +234,11 @@ class DatasetSpec(SpecModel):
     """Column names."""
     domain: Domain = "math"
     """Domain of every row (it selects the GSRM's prompt) unless columns.domain is set."""
-    limit: Annotated[int, Field(ge=1)] | None = None
+    limit: Annotated[int, Field(ge=1, le=MAX_INT32)] | None = None
     """Use at most this many examples (after shuffling with `seed`)."""
     fraction: Annotated[float, Field(gt=0, le=1)] | None = None
     """Use this fraction of the examples, e.g. 0.001 for the paper's 0.1% regime."""
-    seed: Annotated[int, Field(ge=0)] = 42
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 42
     """Shuffle seed for limit and fraction."""
 
     rules = (
@@ -228,13 +256,13 @@ class RewardsSpec(SpecModel):
     """Weights of the reward functions (the paper: accuracy 15, format 10, tag count 10,
     structure 15). A weight of 0 turns that reward off."""
 
-    accuracy: Annotated[float, Field(ge=0)] = 15.0
+    accuracy: Annotated[float, Field(ge=0, le=1e6)] = 15.0
     """Final boxed answer equals the gold answer (math-verify)."""
-    format: Annotated[float, Field(ge=0)] = 10.0
+    format: Annotated[float, Field(ge=0, le=1e6)] = 10.0
     """Completion has the <think>...</think><answer>...</answer> layout."""
-    tag_count: Annotated[float, Field(ge=0)] = 10.0
+    tag_count: Annotated[float, Field(ge=0, le=1e6)] = 10.0
     """0.25 for each of the four tags appearing exactly once."""
-    structure: Annotated[float, Field(ge=0)] = 15.0
+    structure: Annotated[float, Field(ge=0, le=1e6)] = 15.0
     """GSRM structure reward: the student's steps match the teacher's (needs gsrm and judge)."""
 
     rules = (
@@ -258,31 +286,40 @@ class GRPOSpec(SpecModel):
     """Learning-rate schedule."""
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
     """Fraction of the steps spent warming up."""
-    max_grad_norm: Annotated[float, Field(gt=0)] = 0.2
+    max_grad_norm: Annotated[float, Field(gt=0, le=1e6)] = 0.2
     """Gradient clipping norm."""
     num_generations: Annotated[int, Field(ge=2, le=256)] = 4
     """Completions sampled per prompt (the GRPO group)."""
-    per_device_train_batch_size: Annotated[int, Field(ge=1)] = 2
+    per_device_train_batch_size: Annotated[int, Field(ge=1, le=4096)] = 2
     """Completions per device per micro-batch."""
-    gradient_accumulation_steps: Annotated[int, Field(ge=1)] = 4
+    gradient_accumulation_steps: Annotated[int, Field(ge=1, le=4096)] = 4
     """Micro-batches per optimizer step."""
-    max_prompt_length: Annotated[int, Field(ge=1)] = 1024
-    """Prompt tokens kept (longer prompts are truncated from the left)."""
-    max_completion_length: Annotated[int, Field(ge=1)] = 4096
+    max_prompt_length: Annotated[int, Field(ge=1, le=MAX_TOKENS)] = 1024
+    """Prompt tokens at most: longer prompts are dropped from the dataset when it is prepared
+    (a truncated problem would be a different problem)."""
+    max_completion_length: Annotated[int, Field(ge=1, le=MAX_TOKENS)] = 4096
     """Completion tokens generated at most."""
     temperature: Annotated[float, Field(gt=0, le=10)] = 0.7
     """Sampling temperature of the rollouts."""
-    beta: Annotated[float, Field(ge=0)] = 0.0
-    """KL penalty coefficient against the reference model (0 loads no reference model)."""
-    num_train_epochs: Annotated[float, Field(gt=0)] = 1.0
+    beta: Annotated[float, Field(ge=0, le=1e3)] = 0.04
+    """KL penalty coefficient against the reference model (0 loads no reference model). The
+    method does not state it; 0.04 was TRL's default when the paper's runs were made."""
+    loss_type: Literal["grpo", "bnpo", "dr_grpo", "dapo"] = "bnpo"
+    """How token losses are aggregated (TRL loss_type). The method does not state it; bnpo was
+    TRL's default when the paper's runs were made. Pinned here so a TRL upgrade cannot change
+    the recipe silently."""
+    num_train_epochs: Annotated[float, Field(gt=0, le=1e4)] = 1.0
     """Passes over the (limited) dataset."""
-    max_steps: Annotated[int, Field(ge=1)] | None = None
+    max_steps: Annotated[int, Field(ge=1, le=MAX_INT32)] | None = None
     """Stop after this many optimizer steps (overrides numTrainEpochs)."""
-    save_steps: Annotated[int, Field(ge=1)] = 10
+    save_steps: Annotated[int, Field(ge=1, le=MAX_INT32)] = 10
     """Checkpoint into the store every this many steps."""
-    logging_steps: Annotated[int, Field(ge=1)] = 1
+    save_total_limit: Annotated[int, Field(ge=1, le=1000)] | None = 3
+    """Checkpoints kept in the store (older ones are deleted; resuming needs only the latest).
+    A 7B ZeRO-3 checkpoint with optimizer state is over 100 GB. Empty keeps all."""
+    logging_steps: Annotated[int, Field(ge=1, le=MAX_INT32)] = 1
     """Write metrics and the progress document every this many steps."""
-    seed: Annotated[int, Field(ge=0)] = 42
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 42
     """Training seed."""
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
     """Training precision (fp32 on CPU)."""
@@ -358,7 +395,9 @@ class StorageSpec(SpecModel):
     """Endpoint URL, e.g. http://minio.rlkd-system:9000 or https://s3.eu-west-1.amazonaws.com."""
     bucket: S3Bucket
     """Bucket (created if missing)."""
-    prefix: Annotated[str, Field(pattern=r"^([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?$")] = "rlkd"
+    prefix: Annotated[
+        str, Field(pattern=r"^([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?$", max_length=512)
+    ] = "rlkd"
     """Key prefix inside the bucket."""
     region: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     """Region, for stores that need one."""
@@ -409,7 +448,7 @@ class RLKDJobSpec(SpecModel):
     """The artifact store; empty uses the operator's default store (chart values)."""
     suspend: bool = False
     """Suspend the run: the learner stops and inference scales to zero; false resumes."""
-    ttl_seconds_after_finished: Annotated[int, Field(ge=0)] | None = None
+    ttl_seconds_after_finished: Annotated[int, Field(ge=0, le=MAX_INT32)] | None = None
     """Delete the job (and its children) this long after it succeeds or fails."""
 
     rules = (
@@ -424,6 +463,23 @@ class RLKDJobSpec(SpecModel):
             "is required when rewards.structure > 0 (or set rewards.structure to 0)",
             "self.rewards.structure == 0.0 || has(self.judge)",
             lambda s: s.rewards.structure == 0 or s.judge is not None,
+        ),
+        Rule(
+            "rollout.mode",
+            "must be transformers when learner.gpusPerReplica is 0 (vLLM rollouts need GPUs)",
+            "self.learner.gpusPerReplica > 0 || self.rollout.mode == 'transformers'",
+            lambda s: s.learner.gpus_per_replica > 0 or s.rollout.mode == "transformers",
+        ),
+        Rule(
+            "grpo.precision",
+            "must be fp32 when learner.gpusPerReplica is 0 (bf16 and fp16 training need GPUs)",
+            "self.learner.gpusPerReplica > 0 || self.grpo.precision == 'fp32'",
+            lambda s: s.learner.gpus_per_replica > 0 or s.grpo.precision == "fp32",
+        ),
+        Rule(
+            "",
+            "gsrm and judge cannot be added or removed once the job exists",
+            "has(self.gsrm) == has(oldSelf.gsrm) && has(self.judge) == has(oldSelf.judge)",
         ),
         Rule(
             "grpo.perDeviceTrainBatchSize",

@@ -9,14 +9,15 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
 # A bucket name by the S3 rules: 3-63 characters of lowercase letters, digits, dots and hyphens,
 # starting and ending with a letter or digit; no "..", not an IP address (rules of the storage
 # spec). `s3_bucket_problems` names each broken rule, for messages and for the store itself.
 S3_BUCKET_PATTERN = r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$"
 _BUCKET_CHARS = re.compile(r"[a-z0-9.-]*")
-BUCKET_IP_PATTERN = r"^[0-9]+(\.[0-9]+){3}$"
+# [.] rather than \. : the pattern is also embedded in a CEL string, where \. is no escape.
+BUCKET_IP_PATTERN = r"^[0-9]+([.][0-9]+){3}$"
 
 
 def s3_bucket_problems(name: str) -> list[str]:
@@ -42,7 +43,9 @@ S3Bucket = Annotated[str, Field(pattern=S3_BUCKET_PATTERN, max_length=63)]
 #   store://path/in/store    a path inside this job's artifact store (spec.storage)
 #   /absolute/path           a path inside the container (baked into the image or a mounted volume)
 #   org/name or name         a Hugging Face Hub id, for clusters that can reach the Hub
-_KEY = r"[A-Za-z0-9._~=+@-]+(/[A-Za-z0-9._~=+@-]+)*/?"
+# A path segment has at least one character that is not a dot: no "." or ".." segments.
+_SEGMENT = r"[A-Za-z0-9._~=+@-]*[A-Za-z0-9_~=+@-][A-Za-z0-9._~=+@-]*"
+_KEY = _SEGMENT + r"(/" + _SEGMENT + r")*/?"
 REF_PATTERN = (
     r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/"
     + _KEY
@@ -53,21 +56,17 @@ REF_PATTERN = (
     + r"|[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?)$"
 )
 REF_FORMS = (
-    "s3://bucket/path, store://path (in the job's store), /absolute/path, or a hub id org/name"
+    "s3://bucket/path, store://path (in the job's store), /absolute/path, or a hub id org/name;"
+    " no '.' or '..' segments"
 )
+Ref = Annotated[str, Field(pattern=REF_PATTERN, min_length=1, max_length=1024)]
 
-
-def _valid_ref(ref: str) -> str:
-    if any(part in {"..", "."} for part in re.split(r"/+", ref.partition("://")[2] or ref)):
-        raise ValueError(f"must not contain '.' or '..' path segments (got {ref!r})")
-    return ref
-
-
-Ref = Annotated[
-    str,
-    Field(pattern=REF_PATTERN, min_length=1, max_length=1024, examples=["s3://models/qwen2.5-7b"]),
-    AfterValidator(_valid_ref),
-]
+# The RLKDJob's own name. Children are named after it (the PyTorchJob exactly, Services
+# `<name>-<role>`), and PyTorchJob and Service names must be DNS-1035 labels of at most 63
+# characters: so it is a DNS-1123 label that starts with a letter and leaves room for a suffix.
+NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+MAX_NAME_LENGTH = 45
+JobName = Annotated[str, Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)]
 
 # Kubernetes object names that the spec refers to (Secrets) are DNS-1123 subdomains.
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -93,4 +92,6 @@ PATTERN_HINTS = {
     URL_PATTERN: "must be an http:// or https:// URL, e.g. http://judge.llm:8000/v1",
     DNS1123_SUBDOMAIN: "must be a Kubernetes object name: lowercase letters, digits, '-' and '.'",
     QUANTITY_PATTERN: "must be a Kubernetes quantity, e.g. 8, 500m or 64Gi",
+    NAME_PATTERN: "must be a DNS-1123 label that starts with a letter: lowercase letters, digits"
+    " and '-' (it names the PyTorchJob and the Services)",
 }

@@ -7,7 +7,6 @@ user sees in YAML, what is wrong, what was given, and a hint where one helps.
 from __future__ import annotations
 
 import difflib
-import types
 import typing
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -60,7 +59,7 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     args = typing.get_args(annotation)
     if origin is typing.Annotated:
         args = args[:1]
-    elif origin in (dict,) or origin is types.GenericAlias:
+    elif origin is dict:
         args = args[1:]
     return [model for arg in args for model in _models_in(arg)]
 
@@ -138,7 +137,7 @@ def _problems_of(error: dict[str, Any]) -> list[Problem]:
     elif kind in ("string_too_short", "string_too_long"):
         limit = ctx.get("min_length", ctx.get("max_length"))
         side = "least" if kind == "string_too_short" else "most"
-        message, given = f"must be at {side} {limit} characters", ""
+        message, given = f"must be at {side} {limit} characters", f" (got {len(error['input'])})"
     elif kind in ("too_short", "too_long"):
         limit = ctx.get("min_length", ctx.get("max_length"))
         side = "least" if kind == "too_short" else "most"
@@ -163,8 +162,18 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"invalid YAML at line {mark.line + 1}, column {mark.column + 1}: {exc.problem}{context}"
 
 
+def _without_nulls(value: Any) -> Any:
+    """The document as the API server validates it: `key: null` is pruned (then defaulted)."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 def check_document(doc: Any) -> tuple[RLKDJob | None, list[Problem]]:
     """Validate one parsed document: the job, or every problem found in it."""
+    doc = _without_nulls(doc)
     if not isinstance(doc, dict):
         return None, [Problem("", f"expected an {KIND} mapping (got {_show(doc)})")]
     identity = [
@@ -194,17 +203,19 @@ def check_file(path: str | Path) -> tuple[list[RLKDJob], list[str]]:
     name = str(path)
     try:
         docs = load_all(Path(path).read_text(encoding="utf-8"))
+        checked = [check_document(doc) for doc in docs]
     except OSError as exc:
         return [], [f"{name}: cannot read the file: {exc.strerror or exc}"]
     except UnicodeDecodeError:
         return [], [f"{name}: not a UTF-8 text file"]
     except yaml.YAMLError as exc:
         return [], [f"{name}: {_yaml_problem(exc)}"]
+    except RecursionError:
+        return [], [f"{name}: the YAML is nested too deeply"]
     if not docs:
         return [], [f"{name}: empty file: expected at least one {KIND} document"]
     jobs, lines = [], []
-    for index, doc in enumerate(docs, start=1):
-        job, problems = check_document(doc)
+    for index, (job, problems) in enumerate(checked, start=1):
         where = f" [document {index}]" if len(docs) > 1 else ""
         lines += [f"{name}: {problem}{where}" for problem in problems]
         if job is not None:

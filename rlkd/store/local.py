@@ -30,7 +30,7 @@ class LocalStore(StoreBase):
         self.uri = self.root.as_uri()
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        with self._errors(self.uri_for(key)), atomic_output(self._path(key)) as out:
+        with self._errors(self.uri_for(key)), atomic_output(self._target(key)) as out:
             out.write(data)
 
     def get_bytes(self, key: str) -> bytes:
@@ -41,7 +41,7 @@ class LocalStore(StoreBase):
         with (
             self._errors(self.uri_for(key)),
             open(path, "rb") as src,
-            atomic_output(self._path(key)) as out,
+            atomic_output(self._target(key)) as out,
         ):
             shutil.copyfileobj(src, out)
 
@@ -78,6 +78,23 @@ class LocalStore(StoreBase):
         path = self.root / key
         if not path.resolve().is_relative_to(self.root):
             raise StoreError(f"{uri} resolves outside the store root {self.root}; remove the link")
+        return path
+
+    def _target(self, key: str) -> Path:
+        """The file a write of `key` goes to. Files cannot also be directories, so a local store
+        cannot hold both `a` and `a/b` (S3 can): say so rather than fail on the file system."""
+        path = self._path(key)
+        clash = next((p for p in path.parents if p.is_file()), None)
+        if path.is_dir() or clash is not None:
+            other = (
+                f"keys below {key!r}"
+                if clash is None
+                else repr(clash.relative_to(self.root).as_posix())
+            )
+            raise StoreError(
+                f"cannot write {self.uri_for(key)}: the store already holds {other}, and a local "
+                "store cannot hold both an object and keys below it; choose another key"
+            )
         return path
 
     @contextmanager

@@ -125,9 +125,12 @@ class S3Store(StoreBase):
             try:
                 self._client.stat_object(self.config.bucket, self._name(key))
             except S3Error as exc:
-                if exc.code == "NoSuchKey":
-                    return False
-                raise
+                if exc.code != "NoSuchKey":
+                    raise
+                # A HEAD answers 404 for a missing bucket too: tell the two apart.
+                if not self._client.bucket_exists(self.config.bucket):
+                    raise self._no_bucket(self.uri_for(key)) from exc
+                return False
             return True
 
     def delete(self, key: str) -> None:

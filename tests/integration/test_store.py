@@ -307,6 +307,31 @@ def test_missing_bucket_without_create_is_object_not_found(s3_config):
     assert "create" in message
 
 
+@pytest.mark.s3
+def test_bucket_removed_under_an_open_store_is_not_a_missing_key(s3_config, s3_server):
+    store = S3Store(s3_config)
+    client = Minio(
+        s3_server.endpoint.removeprefix("http://"),
+        access_key=s3_server.credentials.access_key,
+        secret_key=s3_server.credentials.secret_key,
+        secure=False,
+    )
+    client.remove_bucket(s3_config.bucket)
+    with pytest.raises(ObjectNotFoundError, match=f"bucket {s3_config.bucket!r} does not exist"):
+        store.exists("model.bin")
+
+
+def test_local_store_cannot_hold_an_object_and_keys_below_it(tmp_path):
+    store = LocalStore(tmp_path / "store")
+    store.put_bytes("a", b"1")
+    with pytest.raises(StoreError, match="the store already holds 'a', and a local store cannot"):
+        store.put_bytes("a/b", b"2")
+    store.put_bytes("c/d", b"3")
+    with pytest.raises(StoreError, match="the store already holds keys below 'c'"):
+        store.put_bytes("c", b"4")
+    assert store.list() == ["a", "c/d"]
+
+
 class _NotS3(BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(404)

@@ -179,6 +179,8 @@ def test_rules_are_reported_beside_field_errors(
     code, out = run(capsys, path)
     assert code == 1
     assert [line.removeprefix(f"{path}: ") for line in out] == [
+        "metadata.name: must be a DNS-1123 label that starts with a letter: lowercase letters,"
+        " digits and '-' (it names the PyTorchJob and the Services) (got 'Bad_Name')",
         "spec.dataset.seed: must be >= 0 (got -1)",
         "spec.dataset.fraction: set limit or fraction, not both",
         "spec.gsrm.request.maxTokens: must be >= 1 (got 0)",
@@ -188,6 +190,4 @@ def test_rules_are_reported_beside_field_errors(
         "spec.learner.deepspeed.offloadParams: must be true or false (got 'no')",
         "spec.learner.deepspeed.offloadOptimizer: needs stage 2 or 3",
         "spec.judge: is required when rewards.structure > 0 (or set rewards.structure to 0)",
-        "metadata.name: must be a DNS-1123 label that starts with a letter: lowercase letters,"
-        " digits and '-' (it names the PyTorchJob and the Services)",
     ]

@@ -3,6 +3,7 @@ schema the API server accepts, and carry the model's defaults, bounds and rules.
 
 from __future__ import annotations
 
+import re
 import typing
 from pathlib import Path
 from typing import Any
@@ -155,3 +156,30 @@ def test_immutable_fields_carry_transition_rules() -> None:
     for field in ("gsrm", "judge"):
         rules = [v["rule"] for v in spec[field]["x-kubernetes-validations"]]
         assert any("oldSelf.model" in r for r in rules)
+
+
+def _rules():
+    for path, node in walk(schema()):
+        for entry in node.get("x-kubernetes-validations", []):
+            yield path, node, entry
+
+
+_CEL_STRING = re.compile(r"""(?<![rR])('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")""")
+_CEL_ESCAPE = re.compile(r"""\\([\\'"`?abfnrtv]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|[0-3][0-7]{2})""")
+
+
+def test_cel_string_literals_use_only_escapes_cel_go_accepts() -> None:
+    """cel-python forgives `'\\.'`; cel-go (the API server) refuses to compile it."""
+    for path, _, entry in _rules():
+        for literal in _CEL_STRING.findall(entry["rule"]):
+            leftover = _CEL_ESCAPE.sub("", literal)
+            assert "\\" not in leftover, f"{path}: bad escape in {entry['rule']}"
+
+
+def test_field_paths_name_fields_of_their_schema() -> None:
+    """The API server refuses a CRD whose rule's fieldPath is not a property path."""
+    for path, node, entry in _rules():
+        target = node
+        for part in entry.get("fieldPath", "").split(".")[1:]:
+            assert part in target.get("properties", {}), f"{path}: bad fieldPath {entry}"
+            target = target["properties"][part]

@@ -99,7 +99,10 @@ def _update(base: dict, **changes: object) -> dict:
         *parents, last = dotted.split("__")
         for part in parents:
             node = node.setdefault(part, {})
-        node[last] = value
+        if value is None:
+            del node[last]
+        else:
+            node[last] = value
     return new
 
 
@@ -110,6 +113,10 @@ def _update(base: dict, **changes: object) -> dict:
         ({"spec__dataset__seed": 7}, ("spec.dataset", "is immutable")),
         ({"spec__gsrm__model": "s3://models/other"}, ("spec.gsrm.model", "is immutable")),
         ({"spec__teacher__source": "decompositions"}, ("spec.teacher.source", "is immutable")),
+        (
+            {"spec__gsrm": None, "spec__rewards__structure": 0},
+            ("spec", "gsrm and judge cannot be added or removed"),
+        ),
         ({"spec__grpo__learningRate": 1e-5}, None),
         ({"spec__suspend": True}, None),
         ({"spec__gsrm__vllm__replicas": 2}, None),
@@ -128,6 +135,6 @@ def test_updates_respect_immutability(change: dict, error: tuple[str, str] | Non
 def test_yaml_loader_matches_kubernetes_on_examples() -> None:
     """PyYAML would read `5e-5` as a string; the CRD check must see the number kubectl sends."""
     for path in EXAMPLES:
-        assert yaml.safe_load(path.read_text()) is not None
+        assert isinstance(yaml.safe_load(path.read_text())["spec"]["grpo"]["learningRate"], str)
         [doc] = load_all(path.read_text())
         assert isinstance(doc["spec"]["grpo"]["learningRate"], float)

@@ -143,7 +143,31 @@ def test_model_references_rejected(ref: str) -> None:
             {"learner": {"deepspeed": {"stage": 1, "offloadOptimizer": True}}},
             "spec.learner.deepspeed.offloadOptimizer: needs stage 2 or 3",
         ),
-        ({"learner": {"replicas": 2, "gpusPerReplica": 0}, "grpo": {"numGenerations": 8}}, None),
+        (
+            {
+                "learner": {"replicas": 2, "gpusPerReplica": 0},
+                "grpo": {"numGenerations": 8, "precision": "fp32"},
+                "rollout": {"mode": "transformers"},
+            },
+            None,
+        ),
+        (
+            {"learner": {"gpusPerReplica": 0}, "grpo": {"precision": "fp32"}},
+            "spec.rollout.mode: must be transformers when learner.gpusPerReplica is 0"
+            " (vLLM rollouts need GPUs)",
+        ),
+        (
+            {"learner": {"tolerations": [{"operator": "Exists", "effect": "NoSchedule"}]}},
+            None,
+        ),
+        (
+            {"learner": {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}},
+            "spec.learner.tolerations[0].value: must be empty when operator is Exists",
+        ),
+        (
+            {"learner": {"tolerations": [{"key": "k", "tolerationSeconds": 60}]}},
+            "spec.learner.tolerations[0].tolerationSeconds: needs effect NoExecute",
+        ),
         (
             {"learner": {"gpusPerReplica": 1}, "grpo": {"gradientAccumulationSteps": 1}},
             "spec.grpo.perDeviceTrainBatchSize: times learner.replicas (x gpusPerReplica when > 0)"
@@ -184,9 +208,60 @@ def test_metadata_typos_are_caught_and_server_fields_accepted() -> None:
     assert exc.value.problems == ["metadata.lables: unknown field; did you mean labels?"]
 
 
-def test_yaml_reads_exponents_like_kubernetes() -> None:
-    [doc] = load_all("a: 5e-5\nb: 1E3\nc: 1.5\nd: '5e-5'\ne: 5e\nf: .inf\n")
-    assert doc == {"a": 5e-5, "b": 1000.0, "c": 1.5, "d": "5e-5", "e": "5e", "f": float("inf")}
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("5e-5", 5e-5),
+        ("1E3", 1000),
+        ("1.5", 1.5),
+        ("'5e-5'", "5e-5"),
+        ("5e", "5e"),
+        ("20.0", 20),  # JSON has one number type: kubectl sends the integer 20
+        ("2024-06-01", "2024-06-01"),  # no timestamps
+        ("12:30", "12:30"),  # no base-60 integers
+        ("y", True),
+        ("n", False),
+        ("off", False),
+        ("0x10", 16),
+        ("010", 8),
+        ("1_000", 1000),
+        ("+1", 1),
+        (".5", 0.5),
+    ],
+)
+def test_yaml_reads_scalars_like_kubectl(text: str, value: object) -> None:
+    [doc] = load_all(f"a: {text}\n")
+    assert doc == {"a": value} and type(doc["a"]) is type(value)
+
+
+def test_yaml_keys_merges_and_anchors() -> None:
+    [doc] = load_all("1: a\ntrue: b\nbase: &b {x: 1, k: 2}\nmerged:\n  <<: *b\n  k: 3\n")
+    assert doc == {"1": "a", "true": "b", "base": {"x": 1, "k": 2}, "merged": {"x": 1, "k": 3}}
+
+
+@pytest.mark.parametrize("text", ["? [a]\n: 1\n", "{a: 1}: 1\n"])
+def test_yaml_keys_must_be_plain_values(text: str) -> None:
+    import yaml
+
+    with pytest.raises(yaml.YAMLError, match="found a key that is a list or a mapping"):
+        load_all(text)
+
+
+def test_snake_case_names_are_unknown_fields() -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_job(minimal(grpo={"max_steps": 20}))
+    assert exc.value.problems == ["spec.grpo.max_steps: unknown field; did you mean maxSteps?"]
+
+
+def test_nulls_are_pruned_like_the_api_server_does() -> None:
+    job = parse_job(minimal(rollout=None, storage=None, grpo={"maxSteps": None}))
+    assert job.spec.rollout.mode == "server" and job.spec.grpo.max_steps is None
+
+
+def test_infinity_is_not_a_number_kubectl_can_send() -> None:
+    with pytest.raises(SpecError) as exc:
+        parse_job(minimal(grpo={"maxGradNorm": float("inf")}))
+    assert exc.value.problems[0].startswith("spec.grpo.maxGradNorm: ")
 
 
 def test_yaml_duplicate_keys_are_errors() -> None:
