@@ -41,8 +41,10 @@ class SpecModel(BaseModel):
 
     model_config = ConfigDict(
         alias_generator=to_camel,
+        # Code may say SpecModel(max_steps=...); documents are read with by_name=False (see
+        # rlkd.spec.validate), where `max_steps:` is a typo of maxSteps, not an alias.
         validate_by_alias=True,
-        validate_by_name=False,  # `max_steps:` in YAML is a typo of maxSteps, not an alias
+        validate_by_name=True,
         allow_inf_nan=False,  # kubectl cannot send .inf or .nan
         extra="forbid",
         frozen=True,
@@ -99,7 +101,7 @@ class SpecModel(BaseModel):
                 kind = field.annotation
                 if field.metadata:
                     kind = Annotated[(kind, *field.metadata)]
-                values[name] = TypeAdapter(kind).validate_python(data[key])
+                values[name] = TypeAdapter(kind).validate_python(data[key], by_name=False)
             elif not field.is_required():
                 values[name] = field.get_default(call_default_factory=True)
         return SimpleNamespace(**values)

@@ -36,11 +36,11 @@ SYSTEM_PROMPT = (
 class Toleration(SpecModel):
     """A Kubernetes toleration, so pods can land on tainted GPU nodes."""
 
-    key: str | None = None
+    key: str | None = Field(default=None, max_length=316)
     """Taint key to tolerate (empty with operator Exists tolerates every taint)."""
     operator: Literal["Exists", "Equal"] = "Equal"
     """Exists matches any value; Equal matches `value`."""
-    value: str | None = None
+    value: str | None = Field(default=None, max_length=63)
     """Taint value to match when operator is Equal."""
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
     """Taint effect to match; empty matches every effect."""

@@ -184,7 +184,7 @@ def check_document(doc: Any) -> tuple[RLKDJob | None, list[Problem]]:
     if identity:
         return None, identity
     try:
-        return RLKDJob.model_validate(doc), []
+        return RLKDJob.model_validate(doc, by_name=False), []
     except ValidationError as exc:
         return None, [p for error in exc.errors() for p in _problems_of(error)]
 

@@ -253,6 +253,12 @@ def test_snake_case_names_are_unknown_fields() -> None:
     assert exc.value.problems == ["spec.grpo.max_steps: unknown field; did you mean maxSteps?"]
 
 
+def test_code_may_build_models_by_python_name() -> None:
+    from rlkd.spec import GRPOSpec
+
+    assert GRPOSpec(max_steps=20).to_dict()["maxSteps"] == 20
+
+
 def test_nulls_are_pruned_like_the_api_server_does() -> None:
     job = parse_job(minimal(rollout=None, storage=None, grpo={"maxSteps": None}))
     assert job.spec.rollout.mode == "server" and job.spec.grpo.max_steps is None
