@@ -4,6 +4,7 @@ schema the API server accepts, and carry the model's defaults, bounds and rules.
 from __future__ import annotations
 
 import re
+import subprocess
 import typing
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from rlkd.spec import RLKDJobSpec
 from rlkd.spec.crd import build_crd, crd_yaml
 from rlkd.spec.reference import reference_markdown
 from rlkd.spec.validate import _models_in
+from rlkd.spec.yamlio import load_all
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "manifests" / "crd" / "rlkd.ai_rlkdjobs.yaml"
@@ -183,3 +185,14 @@ def test_field_paths_name_fields_of_their_schema() -> None:
         for part in entry.get("fieldPath", "").split(".")[1:]:
             assert part in target.get("properties", {}), f"{path}: bad fieldPath {entry}"
             target = target["properties"][part]
+
+
+def test_kustomize_installs_exactly_the_generated_crd() -> None:
+    """GitOps tools apply manifests/crd through kustomize (the machine's real kubectl)."""
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(ROOT / "manifests" / "crd")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert load_all(out) == [build_crd()]  # kubectl's number rules: `5e-05` is a number
