@@ -84,7 +84,8 @@ class LocalStore(StoreBase):
         """The file a write of `key` goes to. Files cannot also be directories, so a local store
         cannot hold both `a` and `a/b` (S3 can): say so rather than fail on the file system."""
         path = self._path(key)
-        clash = next((p for p in path.parents if p.is_file()), None)
+        inside = path.relative_to(self.root).parents  # only the key's own directories
+        clash = next((self.root / p for p in inside if (self.root / p).is_file()), None)
         if path.is_dir() or clash is not None:
             other = (
                 f"keys below {key!r}"
