@@ -12,7 +12,16 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from rlkd.spec.base import Rule, SpecModel
-from rlkd.spec.refs import BUCKET_IP_PATTERN, URL, Endpoint, ObjectName, Quantity, Ref, S3Bucket
+from rlkd.spec.refs import (
+    BUCKET_IP_PATTERN,
+    URL,
+    Endpoint,
+    ObjectName,
+    Quantity,
+    Ref,
+    S3Bucket,
+    StorePrefix,
+)
 
 Domain = Literal["math", "code", "science", "puzzle"]
 
@@ -395,9 +404,7 @@ class StorageSpec(SpecModel):
     """Endpoint URL, e.g. http://minio.rlkd-system:9000 or https://s3.eu-west-1.amazonaws.com."""
     bucket: S3Bucket
     """Bucket (created if missing)."""
-    prefix: Annotated[
-        str, Field(pattern=r"^([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?$", max_length=512)
-    ] = "rlkd"
+    prefix: StorePrefix = "rlkd"
     """Key prefix inside the bucket."""
     region: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     """Region, for stores that need one."""

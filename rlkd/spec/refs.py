@@ -43,8 +43,15 @@ S3Bucket = Annotated[str, Field(pattern=S3_BUCKET_PATTERN, max_length=63)]
 #   store://path/in/store    a path inside this job's artifact store (spec.storage)
 #   /absolute/path           a path inside the container (baked into the image or a mounted volume)
 #   org/name or name         a Hugging Face Hub id, for clusters that can reach the Hub
-# A path segment has at least one character that is not a dot: no "." or ".." segments.
-_SEGMENT = r"[A-Za-z0-9._~=+@-]*[A-Za-z0-9_~=+@-][A-Za-z0-9._~=+@-]*"
+
+
+def _segment(chars: str) -> str:
+    """A path segment of `chars` and dots with at least one non-dot: no "." or ".." segments
+    (the store refuses them as keys)."""
+    return f"[.{chars}]*[{chars}][.{chars}]*"
+
+
+_SEGMENT = _segment("A-Za-z0-9_~=+@-")
 _KEY = _SEGMENT + r"(/" + _SEGMENT + r")*/?"
 REF_PATTERN = (
     r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/"
@@ -67,6 +74,11 @@ Ref = Annotated[str, Field(pattern=REF_PATTERN, min_length=1, max_length=1024)]
 NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 MAX_NAME_LENGTH = 45
 JobName = Annotated[str, Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)]
+
+# The storage prefix: key segments, no leading or trailing '/'.
+_PREFIX_SEGMENT = _segment("A-Za-z0-9_-")
+STORE_PREFIX_PATTERN = r"^(" + _PREFIX_SEGMENT + r"(/" + _PREFIX_SEGMENT + r")*)?$"
+StorePrefix = Annotated[str, Field(pattern=STORE_PREFIX_PATTERN, max_length=512)]
 
 # Kubernetes object names that the spec refers to (Secrets) are DNS-1123 subdomains.
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -91,6 +103,8 @@ PATTERN_HINTS = {
     "e.g. http://minio.rlkd-system:9000",
     URL_PATTERN: "must be an http:// or https:// URL, e.g. http://judge.llm:8000/v1",
     DNS1123_SUBDOMAIN: "must be a Kubernetes object name: lowercase letters, digits, '-' and '.'",
+    STORE_PREFIX_PATTERN: "must be '' or path segments of letters, digits, '.', '_' and '-' joined"
+    " by '/', without '.' or '..' segments, e.g. rlkd/team-a",
     QUANTITY_PATTERN: "must be a Kubernetes quantity, e.g. 8, 500m or 64Gi",
     NAME_PATTERN: "must be a DNS-1123 label that starts with a letter: lowercase letters, digits"
     " and '-' (it names the PyTorchJob and the Services)",

@@ -253,6 +253,28 @@ def test_snake_case_names_are_unknown_fields() -> None:
     assert exc.value.problems == ["spec.grpo.max_steps: unknown field; did you mean maxSteps?"]
 
 
+@pytest.mark.parametrize(
+    ("prefix", "ok"),
+    [
+        ("", True),
+        ("rlkd", True),
+        ("team-a/runs.v2", True),
+        ("a/../b", False),
+        ("./a", False),
+        ("/a", False),
+        ("a/", False),
+    ],
+)
+def test_storage_prefix_is_a_store_key(prefix: str, ok: bool) -> None:
+    storage = {"endpoint": "http://minio:9000", "bucket": "rlkd", "prefix": prefix}
+    if ok:
+        assert parse_job(minimal(storage=storage)).spec.storage.prefix == prefix
+        return
+    with pytest.raises(SpecError) as exc:
+        parse_job(minimal(storage=storage))
+    assert exc.value.problems[0].startswith("spec.storage.prefix: must be '' or path segments")
+
+
 def test_code_may_build_models_by_python_name() -> None:
     from rlkd.spec import GRPOSpec
 
