@@ -2,6 +2,7 @@
 
 from rlkd.spec.job import (
     DatasetSpec,
+    EvaluationSpec,
     GRPOSpec,
     InferenceSpec,
     LearnerSpec,
@@ -23,6 +24,7 @@ __all__ = [
     "PLURAL",
     "VERSION",
     "DatasetSpec",
+    "EvaluationSpec",
     "GRPOSpec",
     "InferenceSpec",
     "LearnerSpec",

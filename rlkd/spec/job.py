@@ -427,6 +427,22 @@ class StorageSpec(SpecModel):
     )
 
 
+class EvaluationSpec(SpecModel):
+    """A greedy evaluation of the trained student, run by the learner after training (phase
+    Evaluating). Sampled rewards during GRPO understate greedy accuracy, so it is measured
+    separately."""
+
+    uri: Ref | None = None
+    """Evaluation problems (same columns as the dataset); empty uses held-out rows of the training
+    dataset that training did not see."""
+    split: str = Field(default="test", min_length=1, max_length=64)
+    """Split to read from a hub dataset."""
+    limit: Annotated[int, Field(ge=1, le=MAX_INT32)] = 200
+    """Evaluate at most this many problems."""
+    max_completion_length: Annotated[int, Field(ge=1, le=MAX_TOKENS)] | None = None
+    """Tokens generated per problem; empty uses grpo.maxCompletionLength."""
+
+
 class RLKDJobSpec(SpecModel):
     """An RLKD distillation run: a student learns, with GRPO, to reason in the teacher's
     structure, rewarded by a GSRM and a judge."""
@@ -451,6 +467,8 @@ class RLKDJobSpec(SpecModel):
     """How rollouts are generated."""
     learner: LearnerSpec = Field(default_factory=LearnerSpec)
     """The learner pods."""
+    evaluation: EvaluationSpec | None = None
+    """Evaluate the trained student greedily before the job succeeds; empty skips evaluation."""
     storage: StorageSpec | None = None
     """The artifact store; empty uses the operator's default store (chart values)."""
     suspend: bool = False

@@ -1,0 +1,1 @@
+"""The structure-reward engine: GSRM step decomposition, the judge, and the RLKD reward."""

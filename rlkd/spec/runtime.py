@@ -1,0 +1,29 @@
+"""Names the pods and the code inside them agree on: the environment a learner gets from the
+operator, and the port inference servers listen on. Defined once, used by the builders that set
+them and by the code that reads them."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+InferenceRole = Literal["gsrm", "judge", "teacher", "rollout"]
+INFERENCE_ROLES: tuple[InferenceRole, ...] = InferenceRole.__args__
+
+INFERENCE_PORT = 8000
+"""Port of every vLLM server the operator deploys (its Service too)."""
+
+JOB_FILE_ENV = "RLKD_JOB_FILE"
+"""Path of the resolved RLKDJob (YAML) that `rlkd train` reads."""
+STORE_ENDPOINT_ENV = "RLKD_STORE_ENDPOINT"
+STORE_BUCKET_ENV = "RLKD_STORE_BUCKET"
+STORE_PREFIX_ENV = "RLKD_STORE_PREFIX"
+"""The run's own prefix in the bucket (rlkd.spec.progress.run_prefix)."""
+STORE_REGION_ENV = "RLKD_STORE_REGION"
+STORE_SECRET_DIR = "/var/run/secrets/rlkd/store"
+"""Where the storage Secret is mounted (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY files)."""
+
+
+def endpoint_env(role: InferenceRole) -> str:
+    """The variable holding the base URL (…/v1) of the server deployed for `role`, e.g.
+    RLKD_GSRM_URL."""
+    return f"RLKD_{role.upper()}_URL"
