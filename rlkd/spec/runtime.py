@@ -14,6 +14,8 @@ INFERENCE_PORT = 8000
 
 JOB_FILE_ENV = "RLKD_JOB_FILE"
 """Path of the resolved RLKDJob (YAML) that `rlkd train` reads."""
+DEEPSPEED_FILE_ENV = "RLKD_DEEPSPEED_FILE"
+"""Path of the DeepSpeed JSON (rlkd.spec.deepspeed.deepspeed_config of the resolved job)."""
 STORE_ENDPOINT_ENV = "RLKD_STORE_ENDPOINT"
 STORE_BUCKET_ENV = "RLKD_STORE_BUCKET"
 STORE_PREFIX_ENV = "RLKD_STORE_PREFIX"
