@@ -1,1 +1,6 @@
 """The structure-reward engine: GSRM step decomposition, the judge, and the RLKD reward."""
+
+from rlkd.gsrm.steps import parse_steps
+from rlkd.gsrm.types import Step
+
+__all__ = ["Step", "parse_steps"]
