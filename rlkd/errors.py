@@ -23,3 +23,9 @@ class ObjectNotFoundError(StoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class BackendError(RLKDError):
+    """A GSRM or judge backend is misconfigured or broke its contract (e.g. returned fewer
+    results than it was asked for). Failures of the server itself are data (`Failure`), not
+    this error."""
