@@ -190,7 +190,7 @@ def test_structure_reads_a_domain_column_and_rejects_unknown_domains() -> None:
 
 
 def test_structure_missing_teacher_column_names_the_field() -> None:
-    with pytest.raises(DatasetError, match="spec.dataset.columns.teacherReasoning"):
+    with pytest.raises(DatasetError, match=r"spec\.dataset\.columns\.teacherReasoning"):
         structure_function()(prompts=["p"], completions=[STUDENT], problem=["x"])
 
 
