@@ -26,7 +26,7 @@ from rlkd.spec.job import Domain, RLKDJobSpec
 Completion = str | list[dict[str, Any]]
 RewardFunction = Callable[..., list[float | None]]
 
-DOMAINS: frozenset[str] = frozenset(typing.get_args(Domain))
+_DOMAINS: frozenset[str] = frozenset(typing.get_args(Domain))
 
 
 def completion_text(completion: Completion) -> str:
@@ -37,7 +37,7 @@ def completion_text(completion: Completion) -> str:
     return "".join(m["content"] for m in completion if m.get("role", "assistant") == "assistant")
 
 
-def column(columns: dict[str, Any], name: str, field: str, count: int) -> list[Any]:
+def _column(columns: dict[str, Any], name: str, field: str, count: int) -> list[Any]:
     """One dataset column as TRL passes it, or a DatasetError naming the spec field to fix."""
     if name not in columns:
         have = ", ".join(sorted(k for k in columns if isinstance(columns[k], list))) or "none"
@@ -145,9 +145,9 @@ class StructureReward:
     def items(self, completions: Sequence[Completion], columns: dict[str, Any]) -> list[ScoreItem]:
         """What the engine scores, read from the columns the spec names."""
         n = len(completions)
-        problems = column(columns, self.columns.problem, "dataset.columns.problem", n)
+        problems = _column(columns, self.columns.problem, "dataset.columns.problem", n)
         if self.decompositions:
-            texts = column(
+            texts = _column(
                 columns,
                 self.columns.teacher_decomposition,
                 "dataset.columns.teacherDecomposition",
@@ -155,18 +155,18 @@ class StructureReward:
             )
             teachers: list[str | tuple[Step, ...]] = [tuple(parse_steps(t)) for t in texts]
         else:
-            teachers = column(
+            teachers = _column(
                 columns, self.columns.teacher_reasoning, "dataset.columns.teacherReasoning", n
             )
         if self.columns.domain is None:
             domains = [self.domain] * n
         else:
-            domains = column(columns, self.columns.domain, "dataset.columns.domain", n)
-            unknown = sorted(set(domains) - DOMAINS)
+            domains = _column(columns, self.columns.domain, "dataset.columns.domain", n)
+            unknown = sorted(set(domains) - _DOMAINS)
             if unknown:
                 raise DatasetError(
                     f"column {self.columns.domain!r} (spec.dataset.columns.domain) holds the "
-                    f"domain {unknown[0]!r}; use one of {', '.join(sorted(DOMAINS))}"
+                    f"domain {unknown[0]!r}; use one of {', '.join(sorted(_DOMAINS))}"
                 )
         return [
             ScoreItem(completion_text(c), teacher, problem, domain)
@@ -184,7 +184,7 @@ def reward_functions(
     answer_column = spec.dataset.columns.answer
 
     def accuracy_reward(completions: Sequence[Completion], **columns: Any) -> list[float | None]:
-        gold = column(columns, answer_column, "dataset.columns.answer", len(completions))
+        gold = _column(columns, answer_column, "dataset.columns.answer", len(completions))
         return accuracy(completions, gold)
 
     accuracy_reward.__name__ = "accuracy"

@@ -77,7 +77,7 @@ class Alignment:
         """The sum of r_i; meaningful once no question is pending and nothing failed."""
         if self._pending:
             raise RuntimeError("the reward is not known before the last round is recorded")
-        return sum(self._r)
+        return float(sum(self._r))
 
 
 async def judge_rounds(alignments: Sequence[Alignment], judge: Judge) -> int:
