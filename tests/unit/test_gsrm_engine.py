@@ -197,3 +197,28 @@ async def test_a_decomposer_that_drops_results_is_a_backend_error() -> None:
 
     with pytest.raises(BackendError, match="returned 0 results for 1 requests"):
         await StructureEngine(Short(), Judge()).score([ScoreItem(completion("x"), "")])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"problem": "another problem"},
+        {"domain": "science"},
+        {"reasoning": TEACHER_B},
+        {"prompt_version": "rlkd-gsrm-v0"},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+async def test_cache_key_covers_every_input(
+    store: Store, change: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = DecomposeRequest(TEACHER_A, "p", "math")
+    await StructureEngine(Decomposer(), Judge(), store).teacher_steps([request])
+    if "prompt_version" in change:
+        monkeypatch.setattr("rlkd.gsrm.engine.PROMPT_VERSION", change["prompt_version"])
+    else:
+        request = DecomposeRequest(**{**vars(request), **change})
+    decomposer = Decomposer()
+    await StructureEngine(decomposer, Judge(), store).teacher_steps([request])
+    assert len(decomposer.calls) == 1
+    assert len(store.list("cache/gsrm-teacher/")) == 2
