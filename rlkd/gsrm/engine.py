@@ -14,9 +14,8 @@ import asyncio
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import NoReturn
 
-from rlkd.errors import BackendError
+from rlkd.errors import BackendError, ObjectNotFoundError
 from rlkd.gsrm.loop import run_sync
 from rlkd.gsrm.prompts import PROMPT_VERSION
 from rlkd.gsrm.reward import Alignment, judge_rounds
@@ -24,7 +23,7 @@ from rlkd.gsrm.steps import thinking
 from rlkd.gsrm.types import Decomposer, DecomposeRequest, Decomposition, Failure, Judge, Step
 from rlkd.spec.job import Domain
 from rlkd.store.base import Store
-from rlkd.store.cache import cached_json
+from rlkd.store.cache import cache_entry
 
 CACHE_NAMESPACE = "gsrm-teacher"
 
@@ -142,24 +141,16 @@ class StructureEngine:
         found = {}
         for request in requests:
             try:
-                doc = cached_json(store, CACHE_NAMESPACE, self._cache_inputs(request), _miss)
-            except _Miss:
+                doc = store.get_json(cache_entry(CACHE_NAMESPACE, self._cache_inputs(request)))
+            except ObjectNotFoundError:
                 continue
             found[request] = tuple(Step(**step) for step in doc["steps"])
         return found
 
     def _save(self, store: Store, decompositions: dict[DecomposeRequest, tuple[Step, ...]]) -> None:
         for request, steps in decompositions.items():
-            doc = {"steps": [vars(step) for step in steps]}
-            cached_json(store, CACHE_NAMESPACE, self._cache_inputs(request), lambda d=doc: d)
-
-
-class _Miss(Exception):
-    """Raised out of `cached_json`'s compute to look an entry up without writing one."""
-
-
-def _miss() -> NoReturn:
-    raise _Miss
+            key = cache_entry(CACHE_NAMESPACE, self._cache_inputs(request))
+            store.put_json(key, {"steps": [vars(step) for step in steps]})
 
 
 async def precompute_teachers(
