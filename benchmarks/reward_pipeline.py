@@ -164,7 +164,7 @@ def post(url: str, body: dict) -> dict:
         return json.loads(reply.read())
 
 
-def reference_step(url: str, world: World) -> None:
+def reference_step(url: str, world: World, threads: int) -> None:
     """One GRPO step's structure rewards as the reference computes them."""
     pairs = world.completions()
 
@@ -211,7 +211,7 @@ def reference_step(url: str, world: World) -> None:
                 r[i] /= 2
         return sum(r)
 
-    with ThreadPoolExecutor() as pool:
+    with ThreadPoolExecutor(threads) as pool:
         list(pool.map(reward, teachers, students))
 
 
@@ -281,15 +281,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--token-ms", type=float, default=10.0, help="latency per generated token")
     parser.add_argument("--judge-reply-tokens", type=int, default=40, help="free-form reply length")
     parser.add_argument("--steps", type=int, default=2, help="GRPO steps measured per pattern")
+    parser.add_argument(
+        "--reference-threads",
+        type=int,
+        default=min(32, (os.cpu_count() or 1) + 4),
+        help="the reference's judge thread pool (default: ThreadPoolExecutor's, min(32, cpus + 4))",
+    )
     args = parser.parse_args(argv)
 
     world = World(args.prompts, args.generations, args.judge_reply_tokens)
+    threads = args.reference_threads
     server = Server(world)
     latency = Latency(args.request_ms / 1000, args.token_ms / 1000)
     with OpenAIStub(server.respond, latency) as stub:
         engine = our_engine(stub.url)
         rows = [
-            measure("reference", stub, server, lambda: reference_step(stub.url, world), args.steps),
+            measure(
+                "reference",
+                stub,
+                server,
+                lambda: reference_step(stub.url, world, threads),
+                args.steps,
+            ),
             measure("ours, first step", stub, server, lambda: our_step(engine, world), 1),
             measure(
                 "ours, steady state", stub, server, lambda: our_step(engine, world), args.steps
@@ -298,11 +311,10 @@ def main(argv: list[str] | None = None) -> None:
         for backend in (engine.decomposer, engine.judge):
             run_sync(backend.model.aclose())
 
-    workers = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
     print(
         f"GRPO batch {args.prompts} prompts x {args.generations} generations; server latency "
         f"{args.request_ms:g} ms/request + {args.token_ms:g} ms/token; reference judge pool "
-        f"{workers} threads, free-form replies of {args.judge_reply_tokens} tokens"
+        f"{threads} threads, free-form replies of {args.judge_reply_tokens} tokens"
     )
     header = ("pattern", "requests", "GSRM gens", "judge qs", "gen tokens", "judge tok/q", "wall s")
     print("| " + " | ".join(header) + " |")
