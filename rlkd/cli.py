@@ -4,11 +4,12 @@ exit 1 with a message, never a traceback."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
 from rlkd import __version__
-from rlkd.errors import RLKDError
+from rlkd.errors import RLKDError, SpecError
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -36,6 +37,20 @@ def cmd_crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_render(args: argparse.Namespace) -> int:
+    """Print the children of an RLKDJob file (multi-document YAML), built offline."""
+    from rlkd.k8s.defaults import OperatorDefaults
+    from rlkd.k8s.render import render_file
+
+    try:
+        sys.stdout.write(render_file(args.file, OperatorDefaults.from_env(os.environ)))
+    except SpecError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlkd",
@@ -60,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the CustomResourceDefinition generated from the typed spec.",
     )
     crd.set_defaults(func=cmd_crd)
+
+    render = sub.add_parser(
+        "render",
+        help="print the Kubernetes objects an RLKDJob becomes",
+        description="Print, as multi-document YAML, the children the operator creates for the "
+        "RLKDJob in FILE: the ConfigMap, the vLLM Deployments and Services, the PyTorchJob. "
+        "Offline; the operator's defaults come from the same environment variables as the "
+        "operator's (RLKD_VLLM_IMAGE, RLKD_TRAINER_IMAGE, RLKD_DEFAULT_STORAGE_*; see "
+        "docs/children.md). Exit 1 with one line per problem when FILE is not valid.",
+    )
+    render.add_argument("file", metavar="FILE")
+    render.set_defaults(func=cmd_render)
     return parser
 
 

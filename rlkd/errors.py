@@ -29,3 +29,7 @@ class BackendError(RLKDError):
     """A GSRM or judge backend is misconfigured or broke its contract (e.g. returned fewer
     results than it was asked for). Failures of the server itself are data (`Failure`), not
     this error."""
+
+
+class DatasetError(RLKDError):
+    """The dataset does not have what the spec says it has (a column, a domain value)."""

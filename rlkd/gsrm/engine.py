@@ -75,19 +75,22 @@ class StructureEngine:
         decomposed = iter(await self.teacher_steps(texts))
         teachers = [next(decomposed) if isinstance(i.teacher, str) else i.teacher for i in items]
 
-        reasons: list[set[str]] = []
-        alignments: list[Alignment] = []
-        for teacher, student in zip(teachers, students, strict=True):
-            failed = {d.reason for d in (teacher, student) if isinstance(d, Failure)}
-            reasons.append(failed)
-            alignments.append(Alignment((), ()) if failed else Alignment(teacher, student))
+        # A side that failed to decompose leaves nothing to judge: an empty alignment that
+        # asks no question, whose item gets None below.
+        alignments = [
+            Alignment(teacher, student)
+            if not isinstance(teacher, Failure) and not isinstance(student, Failure)
+            else Alignment((), ())
+            for teacher, student in zip(teachers, students, strict=True)
+        ]
         await judge_rounds(alignments, self.judge)
 
-        rewards: list[float | None] = []
-        for failed, alignment in zip(reasons, alignments, strict=True):
-            failed |= alignment.failures
-            rewards.append(None if failed else alignment.reward)
-        errors = Counter(reason for failed in reasons for reason in failed)
+        failed = [
+            {d.reason for d in (teacher, student) if isinstance(d, Failure)} | alignment.failures
+            for teacher, student, alignment in zip(teachers, students, alignments, strict=True)
+        ]
+        rewards = [None if f else a.reward for f, a in zip(failed, alignments, strict=True)]
+        errors = Counter(reason for reasons in failed for reason in reasons)
         return BatchResult(rewards, dict(sorted(errors.items())))
 
     def score_sync(self, items: Sequence[ScoreItem]) -> BatchResult:

@@ -77,16 +77,17 @@ class Alignment:
         """The sum of r_i; meaningful once no question is pending and nothing failed."""
         if self._pending:
             raise RuntimeError("the reward is not known before the last round is recorded")
-        return sum(self._r)
+        return float(sum(self._r))
 
 
 async def judge_rounds(alignments: Sequence[Alignment], judge: Judge) -> int:
-    """Ask `judge` until every alignment is settled, one call per round with the questions of
-    all alignments; returns the number of rounds."""
+    """Ask `judge` until every alignment is settled, one call per round with the distinct
+    questions of all alignments (the judge runs greedily, so a repeated question, e.g. from
+    identical completions of one prompt, is asked once); returns the number of rounds."""
     rounds = 0
     while True:
-        asked = [(alignment, alignment.questions) for alignment in alignments]
-        questions = [question for _, round_questions in asked for question in round_questions]
+        asked = [alignment.questions for alignment in alignments]
+        questions = list(dict.fromkeys(q for round_questions in asked for q in round_questions))
         if not questions:
             return rounds
         verdicts = await judge.judge(questions)
@@ -96,10 +97,9 @@ async def judge_rounds(alignments: Sequence[Alignment], judge: Judge) -> int:
                 "a Judge must return one verdict per question, in order"
             )
         rounds += 1
-        start = 0
-        for alignment, round_questions in asked:
-            alignment.record(verdicts[start : start + len(round_questions)])
-            start += len(round_questions)
+        verdict_of = dict(zip(questions, verdicts, strict=True))
+        for alignment, round_questions in zip(alignments, asked, strict=True):
+            alignment.record([verdict_of[q] for q in round_questions])
 
 
 JudgeFunction = Callable[[Kind, str, str], bool]

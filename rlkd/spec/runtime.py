@@ -14,6 +14,8 @@ INFERENCE_PORT = 8000
 
 JOB_FILE_ENV = "RLKD_JOB_FILE"
 """Path of the resolved RLKDJob (YAML) that `rlkd train` reads."""
+DEEPSPEED_FILE_ENV = "RLKD_DEEPSPEED_FILE"
+"""Path of the DeepSpeed JSON (rlkd.spec.deepspeed.deepspeed_config of the resolved job)."""
 STORE_ENDPOINT_ENV = "RLKD_STORE_ENDPOINT"
 STORE_BUCKET_ENV = "RLKD_STORE_BUCKET"
 STORE_PREFIX_ENV = "RLKD_STORE_PREFIX"
@@ -21,6 +23,9 @@ STORE_PREFIX_ENV = "RLKD_STORE_PREFIX"
 STORE_REGION_ENV = "RLKD_STORE_REGION"
 STORE_SECRET_DIR = "/var/run/secrets/rlkd/store"
 """Where the storage Secret is mounted (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY files)."""
+RETRY_EXIT_CODE = 138
+"""The exit code with which `rlkd train` asks for its pod to be restarted: the Training Operator's
+user-defined retryable code (see rlkd.k8s.learner.RESTART_POLICY). Other failures exit 1."""
 
 
 def endpoint_env(role: InferenceRole) -> str:

@@ -107,3 +107,22 @@ _Loader.add_constructor(BOOL_TAG, _Loader.construct_yaml_bool)
 def load_all(text: str) -> list[Any]:
     """Every document in a YAML stream, empty documents dropped."""
     return [doc for doc in yaml.load_all(text, Loader=_Loader) if doc is not None]
+
+
+class _Dumper(yaml.SafeDumper):
+    """Writes YAML that `load_all` reads back as the same values: a string that our loader would
+    take for a number or a boolean (`y`, `5e-5`) is quoted, because the dumper decides what needs
+    quotes with the loader's own rules."""
+
+    def represent_str(self, data: str) -> yaml.ScalarNode:
+        style = "|" if "\n" in data else None  # prompts and embedded files stay readable
+        return self.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_Dumper.yaml_implicit_resolvers = {k: list(v) for k, v in _Loader.yaml_implicit_resolvers.items()}
+_Dumper.add_representer(str, _Dumper.represent_str)
+
+
+def dump_all(docs: list[Any]) -> str:
+    """Documents as a multi-document YAML stream, keys in the order given."""
+    return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)

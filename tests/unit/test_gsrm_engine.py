@@ -88,8 +88,10 @@ async def test_one_decomposer_call_per_side_and_one_judge_call_per_round() -> No
     # ... and each distinct teacher text once, though four completions share it.
     assert sorted(teachers) == sorted([TEACHER_A, TEACHER_B])
     # The longest alignment (4 equal steps) takes 5 rounds, which all completions share:
-    # round k holds meta_k of each aligned completion with Q and A of its step k-1.
-    assert [len(r) for r in judge.rounds] == [6, 3 + 3 + 3 + 3 + 2, 3 + 3 + 2 + 2, 3, 2]
+    # round k holds meta_k of each aligned completion with Q and A of its step k-1, each
+    # distinct question once (completions of one prompt often ask the same one).
+    assert [len(r) for r in judge.rounds] == [3, 7, 7, 3, 2]
+    assert all(len(set(r)) == len(r) for r in judge.rounds)
 
 
 async def test_teacher_decompositions_are_cached_for_the_run() -> None:
@@ -195,3 +197,28 @@ async def test_a_decomposer_that_drops_results_is_a_backend_error() -> None:
 
     with pytest.raises(BackendError, match="returned 0 results for 1 requests"):
         await StructureEngine(Short(), Judge()).score([ScoreItem(completion("x"), "")])
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"problem": "another problem"},
+        {"domain": "science"},
+        {"reasoning": TEACHER_B},
+        {"prompt_version": "rlkd-gsrm-v0"},
+    ],
+    ids=lambda change: next(iter(change)),
+)
+async def test_cache_key_covers_every_input(
+    store: Store, change: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    request = DecomposeRequest(TEACHER_A, "p", "math")
+    await StructureEngine(Decomposer(), Judge(), store).teacher_steps([request])
+    if "prompt_version" in change:
+        monkeypatch.setattr("rlkd.gsrm.engine.PROMPT_VERSION", change["prompt_version"])
+    else:
+        request = DecomposeRequest(**{**vars(request), **change})
+    decomposer = Decomposer()
+    await StructureEngine(decomposer, Judge(), store).teacher_steps([request])
+    assert len(decomposer.calls) == 1
+    assert len(store.list("cache/gsrm-teacher/")) == 2

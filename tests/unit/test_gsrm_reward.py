@@ -9,7 +9,7 @@ import pytest
 
 from rlkd.errors import BackendError
 from rlkd.gsrm import Step
-from rlkd.gsrm.reward import Alignment, judge_rounds, structure_reward
+from rlkd.gsrm.reward import Alignment, FunctionJudge, judge_rounds, structure_reward
 from rlkd.gsrm.types import Failure, Kind, Question, Verdict
 
 
@@ -145,16 +145,27 @@ def test_a_judge_that_drops_verdicts_is_a_backend_error() -> None:
 
 
 async def test_failure_stops_questions_for_that_completion_only() -> None:
-    failing, fine = Alignment(TEACHER, TEACHER), Alignment(TEACHER, TEACHER)
+    failing = Alignment(steps("x1|y1|z1", "x2|y2|z2"), steps("x1|y1|z1", "x2|y2|z2"))
+    fine = Alignment(TEACHER, TEACHER)
+    rounds: list[list[Question]] = []
 
-    class FailFirst:
+    class FailX:
         async def judge(self, questions: Sequence[Question]) -> list[Verdict]:
-            head = [Failure("server_error")] if failing.questions else []
-            return [*head, *[True] * (len(questions) - len(head))]
+            rounds.append(list(questions))
+            return [Failure("server_error") if q.teacher == "x1" else True for q in questions]
 
-    assert await judge_rounds([failing, fine], FailFirst()) == 5
+    assert await judge_rounds([failing, fine], FailX()) == 5
     assert failing.failures == {"server_error"} and not failing.questions
     assert fine.reward == 4.0 and not fine.failures
+    assert sum(q.teacher.startswith("x") for r in rounds for q in r) == 1
+
+
+async def test_a_question_repeated_in_a_round_is_asked_once() -> None:
+    judge = Recorder()
+    same = [Alignment(TEACHER, steps("m1|q1|a1")) for _ in range(4)]
+    await judge_rounds(same, FunctionJudge(judge))
+    assert [kind for kind, _, _ in judge.asked] == ["meta", "subproblem", "answer"]
+    assert [a.reward for a in same] == [1.0] * 4
 
 
 def test_reward_before_the_last_round_is_an_error() -> None:

@@ -1,0 +1,83 @@
+"""What the operator's chart values give the builders: pinned images and the default store.
+
+The operator Deployment sets them as environment variables; `rlkd render` reads the same ones,
+so a render on a laptop matches what the operator builds on the cluster.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from rlkd import __version__
+from rlkd.errors import SpecError
+from rlkd.spec.job import StorageSpec
+from rlkd.spec.refs import PATTERN_HINTS, S3_BUCKET_PATTERN, s3_bucket_problems
+
+VLLM_IMAGE = "vllm/vllm-openai:v0.30.0"
+"""Upstream vLLM server image. Pinned inside the range TRL's rollout client supports
+(vLLM 0.22 to 0.31 for TRL 1.16), with the Run:ai streamer that loads models from S3."""
+TRAINER_IMAGE = f"ghcr.io/rlkd/rlkd-trainer:{__version__}"
+"""The learner image (images/README.md): torch, then rlkd[train]."""
+
+VLLM_IMAGE_ENV = "RLKD_VLLM_IMAGE"
+TRAINER_IMAGE_ENV = "RLKD_TRAINER_IMAGE"
+STORAGE_ENV_PREFIX = "RLKD_DEFAULT_STORAGE_"
+# The default store, one variable per StorageSpec field; ENDPOINT and BUCKET are required once
+# any of them is set.
+STORAGE_ENV = {
+    field: STORAGE_ENV_PREFIX + field.upper()
+    for field in ("endpoint", "bucket", "prefix", "region", "credentials_secret")
+}
+
+
+@dataclass(frozen=True)
+class OperatorDefaults:
+    """Settings that belong to the installation, not to one RLKDJob."""
+
+    vllm_image: str = VLLM_IMAGE
+    """Image of every vLLM server whose spec names none (`vllm.image`)."""
+    trainer_image: str = TRAINER_IMAGE
+    """Image of the learner pods when `learner.image` is empty."""
+    storage: StorageSpec | None = None
+    """The store of every RLKDJob without `spec.storage`; None makes that field required."""
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> OperatorDefaults:
+        """Read RLKD_VLLM_IMAGE, RLKD_TRAINER_IMAGE and RLKD_DEFAULT_STORAGE_{ENDPOINT, BUCKET,
+        PREFIX, REGION, CREDENTIALS_SECRET}; unset or empty variables keep the defaults."""
+        return cls(
+            vllm_image=env.get(VLLM_IMAGE_ENV) or VLLM_IMAGE,
+            trainer_image=env.get(TRAINER_IMAGE_ENV) or TRAINER_IMAGE,
+            storage=_storage_from_env(env),
+        )
+
+
+def _storage_from_env(env: Mapping[str, str]) -> StorageSpec | None:
+    values = {field: env[var] for field, var in STORAGE_ENV.items() if env.get(var)}
+    if not values:
+        return None
+    missing = [STORAGE_ENV[f] for f in ("endpoint", "bucket") if f not in values]
+    if missing:
+        raise SpecError(
+            [f"{var}: is required when any {STORAGE_ENV_PREFIX}* is set" for var in missing]
+        )
+    try:
+        return StorageSpec(**values)
+    except ValidationError as exc:
+        raise SpecError([_env_problem(error) for error in exc.errors()]) from None
+
+
+def _env_problem(error: Any) -> str:
+    """One line naming the variable (a cross-field rule names its field in the message)."""
+    where = STORAGE_ENV[str(error["loc"][0])] if error["loc"] else f"{STORAGE_ENV_PREFIX}*"
+    message = error["msg"]
+    if error["type"] == "string_pattern_mismatch" and error["ctx"]["pattern"] == S3_BUCKET_PATTERN:
+        message = "must be a valid S3 bucket name: " + "; ".join(s3_bucket_problems(error["input"]))
+    elif error["type"] == "string_pattern_mismatch":
+        message = PATTERN_HINTS.get(error["ctx"]["pattern"], message)
+    return f"{where}: {message}"

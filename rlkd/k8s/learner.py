@@ -1,0 +1,130 @@
+"""The learner: a Kubeflow PyTorchJob (`kubeflow.org/v1`) whose pods run `rlkd train`.
+
+Built with kubeflow-training's model classes and serialised by the Kubernetes client, imported
+inside the builder: they are the only Kubernetes libraries `rlkd render` loads (never kopf).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rlkd.k8s.config import DEEPSPEED_KEY, JOB_KEY, MOUNT_DIR
+from rlkd.k8s.defaults import OperatorDefaults
+from rlkd.k8s.inference import inference_roles
+from rlkd.k8s.naming import child_metadata, config_name, labels, learner_name, service_url
+from rlkd.k8s.pods import SHM_MOUNT, SHM_VOLUME, env, resources, scheduling
+from rlkd.k8s.resolve import storage_of
+from rlkd.spec.progress import run_prefix
+from rlkd.spec.resource import RLKDJob
+from rlkd.spec.runtime import (
+    DEEPSPEED_FILE_ENV,
+    JOB_FILE_ENV,
+    STORE_BUCKET_ENV,
+    STORE_ENDPOINT_ENV,
+    STORE_PREFIX_ENV,
+    STORE_REGION_ENV,
+    STORE_SECRET_DIR,
+    endpoint_env,
+)
+
+API_VERSION = "kubeflow.org/v1"
+KIND = "PyTorchJob"
+CONTAINER_NAME = "pytorch"
+"""The training operator finds the training container by this name (its ports and env)."""
+RESTART_POLICY = "ExitCode"
+"""The Training Operator restarts a pod only for exit codes 130, 137 and 143 (interrupted,
+killed, terminated: preemption, node loss) and 138 (rlkd.spec.runtime.RETRY_EXIT_CODE, how
+`rlkd train` asks for a retry); any other code fails the job at once, so a bug or a bad spec
+burns no GPU hours on retries. Restarts count against backoffLimit; training resumes from the
+last checkpoint."""
+CLEAN_POD_POLICY = "Running"
+"""When the job ends, delete pods still running (freeing their GPUs); keep finished pods' logs."""
+
+
+def learner_env(job: RLKDJob) -> list[dict[str, Any]]:
+    """The environment contract of `rlkd train` (rlkd.spec.runtime): files, store, servers."""
+    storage = storage_of(job)
+    variables = [
+        env(JOB_FILE_ENV, f"{MOUNT_DIR}/{JOB_KEY}"),
+        env(DEEPSPEED_FILE_ENV, f"{MOUNT_DIR}/{DEEPSPEED_KEY}"),
+        env(STORE_ENDPOINT_ENV, storage.endpoint),
+        env(STORE_BUCKET_ENV, storage.bucket),
+        env(
+            STORE_PREFIX_ENV, run_prefix(storage.prefix, job.metadata.namespace, learner_name(job))
+        ),
+    ]
+    if storage.region:
+        variables.append(env(STORE_REGION_ENV, storage.region))
+    variables += [
+        env(endpoint_env(role), service_url(job, role)) for role in inference_roles(job.spec)
+    ]
+    return variables
+
+
+def _pod_template(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
+    learner = job.spec.learner
+    storage = storage_of(job)
+    mounts = [SHM_MOUNT, {"name": "config", "mountPath": MOUNT_DIR, "readOnly": True}]
+    volumes = [SHM_VOLUME, {"name": "config", "configMap": {"name": config_name(job)}}]
+    if storage.credentials_secret:
+        mounts.append(
+            {"name": "store-credentials", "mountPath": STORE_SECRET_DIR, "readOnly": True}
+        )
+        volumes.append(
+            {"name": "store-credentials", "secret": {"secretName": storage.credentials_secret}}
+        )
+    container: dict[str, Any] = {
+        "name": CONTAINER_NAME,
+        "image": learner.image or defaults.trainer_image,
+        "command": ["rlkd", "train"],
+        "env": learner_env(job),
+        "volumeMounts": mounts,
+    }
+    if amounts := resources(learner, learner.gpus_per_replica):
+        container["resources"] = amounts
+    return {
+        "metadata": {"labels": labels(job, "learner")},
+        "spec": {
+            "enableServiceLinks": False,
+            "containers": [container],
+            "volumes": volumes,
+            **scheduling(learner),
+        },
+    }
+
+
+def build_pytorchjob(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
+    """The PyTorchJob of a resolved job: one Master, `replicas - 1` Workers, one process per GPU
+    (one per pod on CPU), suspended while the spec says so."""
+    from kubeflow.training.models import (
+        KubeflowOrgV1PyTorchJob,
+        KubeflowOrgV1PyTorchJobSpec,
+        KubeflowOrgV1ReplicaSpec,
+        KubeflowOrgV1RunPolicy,
+    )
+    from kubernetes.client import ApiClient
+
+    learner = job.spec.learner
+    template = _pod_template(job, defaults)
+    replicas = {"Master": 1, "Worker": learner.replicas - 1}
+    pytorchjob = KubeflowOrgV1PyTorchJob(
+        api_version=API_VERSION,
+        kind=KIND,
+        metadata=child_metadata(job, learner_name(job), "learner"),
+        spec=KubeflowOrgV1PyTorchJobSpec(
+            nproc_per_node=str(max(learner.gpus_per_replica, 1)),
+            pytorch_replica_specs={
+                kind: KubeflowOrgV1ReplicaSpec(
+                    replicas=count, restart_policy=RESTART_POLICY, template=template
+                )
+                for kind, count in replicas.items()
+                if count > 0
+            },
+            run_policy=KubeflowOrgV1RunPolicy(
+                backoff_limit=learner.backoff_limit,
+                clean_pod_policy=CLEAN_POD_POLICY,
+                suspend=job.spec.suspend,
+            ),
+        ),
+    )
+    return ApiClient().sanitize_for_serialization(pytorchjob)

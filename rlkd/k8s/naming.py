@@ -1,0 +1,95 @@
+"""Names, labels and owner references of an RLKDJob's children, in one place.
+
+Names are deterministic, so the operator finds its children again by name alone. The job's name
+is at most 45 characters (rlkd.spec.refs.MAX_NAME_LENGTH), so `<job>-<role>` stays a DNS label
+(63) for the Services and the PyTorchJob's pods (`<job>-worker-<n>`) fit too.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from rlkd.spec.resource import API_VERSION, KIND, RLKDJob
+from rlkd.spec.runtime import INFERENCE_PORT, InferenceRole
+
+DEFAULT_NAMESPACE = "default"
+"""The namespace of a job whose document names none (what kubectl would use)."""
+JOB_LABEL = "rlkd.ai/job"
+ROLE_LABEL = "rlkd.ai/role"
+Component = Literal["config", "inference", "learner"]
+
+
+def namespace_of(job: RLKDJob) -> str:
+    """The namespace the job and all its children live in."""
+    return job.metadata.namespace or DEFAULT_NAMESPACE
+
+
+def learner_name(job: RLKDJob) -> str:
+    """The PyTorchJob: named exactly as the RLKDJob, so `kubectl get pytorchjob <name>` works."""
+    return job.metadata.name
+
+
+def config_name(job: RLKDJob) -> str:
+    """The ConfigMap holding the resolved job."""
+    return f"{job.metadata.name}-config"
+
+
+def inference_name(job: RLKDJob, role: InferenceRole) -> str:
+    """The Deployment and the Service of one inference role."""
+    return f"{job.metadata.name}-{role}"
+
+
+def service_url(job: RLKDJob, role: InferenceRole) -> str:
+    """The OpenAI-compatible base URL of a role's server, as the learner reaches it."""
+    return f"http://{inference_name(job, role)}.{namespace_of(job)}.svc:{INFERENCE_PORT}/v1"
+
+
+def selector_labels(job: RLKDJob, role: InferenceRole) -> dict[str, str]:
+    """The labels a role's Service and Deployment select pods by (immutable once created)."""
+    return {JOB_LABEL: job.metadata.name, ROLE_LABEL: role}
+
+
+def labels(job: RLKDJob, component: Component, role: InferenceRole | None = None) -> dict[str, str]:
+    """The labels of every child (and of the pods they make)."""
+    out = {
+        "app.kubernetes.io/name": "rlkd",
+        "app.kubernetes.io/instance": job.metadata.name,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": "rlkd",
+        "app.kubernetes.io/managed-by": "rlkd-operator",
+        JOB_LABEL: job.metadata.name,
+    }
+    if role is not None:
+        out[ROLE_LABEL] = role
+    return out
+
+
+def owner_references(job: RLKDJob) -> list[dict[str, Any]]:
+    """The RLKDJob as controlling owner, so deleting it deletes the children. Empty when the uid
+    is unknown (an offline render: only the API server assigns uids)."""
+    if not job.metadata.uid:
+        return []
+    return [
+        {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": job.metadata.name,
+            "uid": job.metadata.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+    ]
+
+
+def child_metadata(
+    job: RLKDJob, name: str, component: Component, role: InferenceRole | None = None
+) -> dict[str, Any]:
+    """The `metadata` of one child."""
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace_of(job),
+        "labels": labels(job, component, role),
+    }
+    if owners := owner_references(job):
+        meta["ownerReferences"] = owners
+    return meta

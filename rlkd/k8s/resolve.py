@@ -1,0 +1,53 @@
+"""The job as its children see it: the operator's defaults filled in, references made concrete.
+
+Builders take a resolved job, so a child never depends on what the document left empty.
+"""
+
+from __future__ import annotations
+
+from rlkd.errors import SpecError
+from rlkd.k8s.defaults import STORAGE_ENV, OperatorDefaults
+from rlkd.k8s.naming import namespace_of
+from rlkd.spec.job import StorageSpec
+from rlkd.spec.resource import RLKDJob
+
+STORE_SCHEME = "store://"
+S3_SCHEME = "s3://"
+
+
+def resolve_job(job: RLKDJob, defaults: OperatorDefaults) -> RLKDJob:
+    """`job` with its namespace and store filled in (status dropped), or SpecError."""
+    storage = job.spec.storage or defaults.storage
+    if storage is None:
+        raise SpecError(
+            [
+                "spec.storage: is required: this operator has no default store; set spec.storage, "
+                "or give the operator one (chart values storage.endpoint and storage.bucket, "
+                f"or the environment variables {STORAGE_ENV['endpoint']} and "
+                f"{STORAGE_ENV['bucket']})"
+            ]
+        )
+    return job.model_copy(
+        update={
+            "metadata": job.metadata.model_copy(update={"namespace": namespace_of(job)}),
+            "spec": job.spec.model_copy(update={"storage": storage}),
+            "status": None,
+        }
+    )
+
+
+def storage_of(job: RLKDJob) -> StorageSpec:
+    """The store of a resolved job."""
+    if job.spec.storage is None:
+        raise SpecError(["spec.storage: is empty: build children from resolve_job(job, defaults)"])
+    return job.spec.storage
+
+
+def model_uri(ref: str, storage: StorageSpec) -> str:
+    """Where a server loads `ref` from: store://path becomes s3://<bucket>/<storage.prefix>/path
+    (shared models live beside the runs, not inside one run's prefix); s3:// URIs, container
+    paths and hub ids stay as they are."""
+    if not ref.startswith(STORE_SCHEME):
+        return ref
+    key = "/".join(p for p in (storage.prefix.strip("/"), ref.removeprefix(STORE_SCHEME)) if p)
+    return f"{S3_SCHEME}{storage.bucket}/{key}"

@@ -1,0 +1,57 @@
+"""The learner's DeepSpeed config follows spec.learner.deepspeed and spec.grpo.precision."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from jobs import make_job
+
+from rlkd.spec.deepspeed import deepspeed_config
+
+
+@pytest.mark.parametrize(
+    ("deepspeed", "zero"),
+    [
+        ({"stage": 0}, {"stage": 0}),
+        ({"stage": 1}, {"stage": 1}),
+        (
+            {"stage": 2, "offloadOptimizer": True},
+            {
+                "stage": 2,
+                "overlap_comm": True,
+                "contiguous_gradients": True,
+                "offload_optimizer": {"device": "cpu", "pin_memory": True},
+            },
+        ),
+        (
+            {"stage": 3, "offloadOptimizer": True, "offloadParams": True},
+            {
+                "stage": 3,
+                "overlap_comm": True,
+                "contiguous_gradients": True,
+                "offload_optimizer": {"device": "cpu", "pin_memory": True},
+                "offload_param": {"device": "cpu", "pin_memory": True},
+                "stage3_gather_16bit_weights_on_model_save": True,
+            },
+        ),
+    ],
+)
+def test_zero_settings(deepspeed: dict[str, Any], zero: dict[str, Any]) -> None:
+    config = deepspeed_config(make_job({"learner": {"deepspeed": deepspeed}}).spec)
+    assert config["zero_optimization"] == zero
+
+
+@pytest.mark.parametrize(
+    ("precision", "bf16", "fp16"),
+    [("bf16", True, False), ("fp16", False, True), ("fp32", False, False)],
+)
+def test_precision(precision: str, bf16: bool, fp16: bool) -> None:
+    config = deepspeed_config(make_job({"grpo": {"precision": precision}}).spec)
+    assert (config["bf16"], config["fp16"]) == ({"enabled": bf16}, {"enabled": fp16})
+
+
+def test_batch_sizes_and_clipping_are_left_to_the_trainer() -> None:
+    config = deepspeed_config(make_job().spec)
+    keys = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
+    assert {config[k] for k in (*keys, "gradient_clipping")} == {"auto"}
