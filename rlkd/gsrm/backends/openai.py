@@ -1,10 +1,11 @@
 """The openai backend: any OpenAI-compatible server (vLLM) over async HTTP (aiohttp).
 
 One chat request per conversation, all in flight at once up to `max_concurrency`: vLLM batches
-concurrent requests continuously on the server, so they cost what one request with a list of
-prompts costs (measured: docs/reward-engine-benchmark.md), while each conversation keeps its
-own retries and its own error, and the server applies the model's chat template. aiohttp, not
-httpx: httpx's client spent ~10 ms of CPU per request at this concurrency, aiohttp ~0.5 ms.
+concurrent requests continuously on the server, so they cost about what one request with a list
+of prompts costs (within ~20% on a 2-core CPU box: docs/reward-engine-benchmark.md), while each
+conversation keeps its own retries and its own error, and the server applies the model's chat
+template. aiohttp, not httpx: at 64 connections httpx's client spent 11-17 ms of CPU per
+request, aiohttp ~0.5 ms.
 
 A connection error, a timeout, a 429 or a 5xx is retried `max_retries` times with exponential
 backoff and jitter, then returned as a `Failure`; any other 4xx (a prompt longer than the
