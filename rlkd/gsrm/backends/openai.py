@@ -2,7 +2,7 @@
 
 One chat request per conversation, all in flight at once up to `max_concurrency`: vLLM batches
 concurrent requests continuously on the server, so they cost about what one request with a list
-of prompts costs (within ~20% on a 2-core CPU box: docs/reward-engine-benchmark.md), while each
+of prompts costs (8-30% more on a 2-core CPU box: docs/reward-engine-benchmark.md), while each
 conversation keeps its own retries and its own error, and the server applies the model's chat
 template. aiohttp, not httpx: at 64 connections httpx's client spent 11-17 ms of CPU per
 request, aiohttp ~0.5 ms.
