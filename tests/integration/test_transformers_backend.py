@@ -1,0 +1,91 @@
+"""The transformers backend on a tiny random Qwen2 built offline: batched greedy generation
+through the chat template, token budgets, and results of the Decomposer and Judge shapes. The
+model's text is random, so the assertions are about shapes, limits and batching."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tinymodel import train_tokenizer
+from transformers import AutoTokenizer, Qwen2Tokenizer
+
+from rlkd.gsrm.backends import build_decomposer, build_judge
+from rlkd.gsrm.backends.chat import ChatDecomposer, ChatJudge
+from rlkd.gsrm.backends.transformers import TransformersChat
+from rlkd.gsrm.types import DecomposeRequest, Failure, Question, Step
+from rlkd.spec.job import InferenceSpec, RequestSettings
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "Is 12 + 30 equal to 42?"}],
+    [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Let x = 5."}],
+    [{"role": "user", "content": "What is the area of a circle of radius r? Then 3x + 4 = 19."}],
+]
+
+
+@pytest.fixture(scope="module")
+def chat(tiny_model: Path) -> TransformersChat:
+    return TransformersChat(str(tiny_model), batch_size=2, device="cpu")
+
+
+async def test_a_batch_decodes_as_each_conversation_alone(chat: TransformersChat) -> None:
+    batched = await chat.chat(CONVERSATIONS, max_tokens=12)
+    alone = [(await chat.chat([c], max_tokens=12))[0] for c in CONVERSATIONS]
+    assert batched == alone
+
+
+@pytest.mark.parametrize(
+    ("every_token_ends", "truncated"),
+    [
+        (False, True),  # no end token: every reply runs to the budget
+        (True, False),  # every token is an end token: every reply ends at once
+    ],
+)
+async def test_a_reply_is_truncated_exactly_when_it_reaches_the_budget_without_ending(
+    chat: TransformersChat, every_token_ends: bool, truncated: bool
+) -> None:
+    config = chat.model.generation_config
+    stops = list(range(chat.model.config.vocab_size)) if every_token_ends else None
+    eos, config.eos_token_id = config.eos_token_id, stops
+    try:
+        replies = await chat.chat(CONVERSATIONS, max_tokens=4)
+    finally:
+        config.eos_token_id = eos
+    assert [r.truncated for r in replies] == [truncated] * len(CONVERSATIONS)
+
+
+def test_the_factory_builds_decomposer_and_judge_in_process(tiny_model: Path) -> None:
+    spec = InferenceSpec(
+        model=str(tiny_model), backend="transformers", request=RequestSettings(max_tokens=8)
+    )
+    decomposer = build_decomposer(spec, env={})
+    judge = build_judge(spec, env={})
+    assert isinstance(decomposer, ChatDecomposer)
+    assert isinstance(judge, ChatJudge)
+    assert isinstance(decomposer.model, TransformersChat)
+    assert decomposer.model.batch_size == spec.request.max_concurrency
+
+
+async def test_decompositions_and_verdicts_have_the_protocol_shapes(tiny_model: Path) -> None:
+    spec = InferenceSpec(
+        model=str(tiny_model), backend="transformers", request=RequestSettings(max_tokens=8)
+    )
+    requests = [DecomposeRequest("Let x = 5, so 2x = 10."), DecomposeRequest("42.", "2 + 40?")]
+    decompositions = await build_decomposer(spec, env={}).decompose(requests)
+    verdicts = await build_judge(spec, env={}).judge([Question("meta", "a", "b")] * 3)
+
+    assert len(decompositions) == 2
+    for d in decompositions:
+        assert d == Failure("token_limit", "decomposition cut at 8 tokens") or (
+            isinstance(d, list) and all(isinstance(s, Step) for s in d)
+        )
+    assert len(verdicts) == 3
+    assert all(isinstance(v, bool) or v.reason == "unparseable_reply" for v in verdicts)
+
+
+def test_the_tiny_model_reloads_as_qwen2_and_tokenises_as_trained(tiny_model: Path) -> None:
+    reloaded = AutoTokenizer.from_pretrained(tiny_model)
+    text = "[Meta-reasoning 1]: Let x = 5.\n\n  So 3x + 4 = 19, yes!\t\\boxed{25}"
+    assert isinstance(reloaded, Qwen2Tokenizer)
+    assert reloaded(text)["input_ids"] == train_tokenizer().encode(text).ids
+    assert reloaded.decode(reloaded(text)["input_ids"]) == text
