@@ -32,15 +32,23 @@ class Emulator(kmock.KubernetesEmulator):
     """kmock's emulator plus the metadata a real API server assigns on every write."""
 
     _versions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _serving: set[kmock.Request] = attrs.field(factory=set, init=False)
 
     async def _handle(self, request: kmock.Request) -> Any:
-        if request.resource is not None and request.action in (
-            kmock.action.CREATE,
-            kmock.action.UPDATE,
-        ):
+        writes = (kmock.action.CREATE, kmock.action.UPDATE)
+        if request.resource is not None and request.action in writes:
             # Request is frozen, and a copy would lose its parsed intentions: stamp in place.
             object.__setattr__(request, "data", self._stamped(request))
-        return await super()._handle(request)
+        self._serving.add(request)
+        try:
+            return await super()._handle(request)
+        finally:
+            self._serving.discard(request)
+
+    def __iter__(self) -> Any:
+        """Only the requests being served. kmock matches each request's reactions by scanning
+        this, which over the whole history is quadratic; `_requests` still holds them all."""
+        return iter(list(self._serving))
 
     def _stamped(self, request: kmock.Request) -> Any:
         version = str(next(self._versions))
