@@ -9,7 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from rlkd import __version__
-from rlkd.errors import RLKDError
+from rlkd.errors import RLKDError, SpecError
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -39,7 +39,6 @@ def cmd_crd(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     """Print the children of an RLKDJob file (multi-document YAML), built offline."""
-    from rlkd.errors import SpecError
     from rlkd.k8s.defaults import OperatorDefaults
     from rlkd.k8s.render import render_file
 

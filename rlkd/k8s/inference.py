@@ -79,8 +79,7 @@ def role_server(spec: RLKDJobSpec, role: InferenceRole) -> Server:
     return Server(served.model, served.served_model_name or role, served.vllm)
 
 
-def _container(job: RLKDJob, role: InferenceRole, image: str) -> dict[str, Any]:
-    server = role_server(job.spec, role)
+def _container(job: RLKDJob, role: InferenceRole, server: Server, image: str) -> dict[str, Any]:
     storage = storage_of(job)
     vllm = server.vllm
     model = model_uri(server.model, storage)
@@ -130,7 +129,8 @@ def build_deployment(
 ) -> dict[str, Any]:
     """The vLLM Deployment of `role` in a resolved job; `replicas` overrides the spec's count
     (0 scales the server to zero)."""
-    vllm = role_server(job.spec, role).vllm
+    server = role_server(job.spec, role)
+    vllm = server.vllm
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -144,7 +144,9 @@ def build_deployment(
                 "metadata": {"labels": labels(job, "inference", role)},
                 "spec": {
                     "enableServiceLinks": False,
-                    "containers": [_container(job, role, vllm.image or defaults.vllm_image)],
+                    "containers": [
+                        _container(job, role, server, vllm.image or defaults.vllm_image)
+                    ],
                     "volumes": [SHM_VOLUME],
                     **scheduling(vllm),
                 },

@@ -32,9 +32,11 @@ KIND = "PyTorchJob"
 CONTAINER_NAME = "pytorch"
 """The training operator finds the training container by this name (its ports and env)."""
 RESTART_POLICY = "ExitCode"
-"""Exit codes 1-127 fail the job at once (a bug or a bad spec does not burn GPU hours on
-retries); 128 and above (killed, preempted, OOM, or `rlkd train` asking for a retry) restart the
-pod, up to backoffLimit times, and training resumes from the last checkpoint."""
+"""The Training Operator restarts a pod only for exit codes 130, 137 and 143 (interrupted,
+killed, terminated: preemption, node loss) and 138 (rlkd.spec.runtime.RETRY_EXIT_CODE, how
+`rlkd train` asks for a retry); any other code fails the job at once, so a bug or a bad spec
+burns no GPU hours on retries. Restarts count against backoffLimit; training resumes from the
+last checkpoint."""
 CLEAN_POD_POLICY = "Running"
 """When the job ends, delete pods still running (freeing their GPUs); keep finished pods' logs."""
 
