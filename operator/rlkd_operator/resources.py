@@ -5,6 +5,7 @@ shipped manifest and the requests the operator really makes inside it)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from rlkd.spec.resource import GROUP, KIND, PLURAL, VERSION
 
@@ -74,6 +75,20 @@ CHILDREN = {r.kind: r for r in (CONFIGMAPS, SERVICES, DEPLOYMENTS, PYTORCHJOBS)}
 """The kinds the builders make, by kind."""
 
 
-def cluster_role_rules() -> list[dict[str, list[str]]]:
-    """The ClusterRole's rules: one per resource, exactly the verbs above."""
-    return [{"apiGroups": [r.group], "resources": [r.plural], "verbs": list(r.verbs)} for r in ALL]
+def cluster_role() -> dict[str, Any]:
+    """The operator's ClusterRole: one rule per resource, exactly the verbs above."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "rlkd-operator"},
+        "rules": [
+            {"apiGroups": [r.group], "resources": [r.plural], "verbs": list(r.verbs)} for r in ALL
+        ],
+    }
+
+
+if __name__ == "__main__":  # make generate: manifests/base/clusterrole.yaml
+    import yaml
+
+    print("# Generated from rlkd_operator.resources by `make generate`; do not edit.")
+    print(yaml.safe_dump(cluster_role(), sort_keys=False), end="")

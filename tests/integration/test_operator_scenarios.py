@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from kube_emulator import Emulator, kube_emulator, requests_outside, running_operator, wait_for
 from operator_fixtures import available, job_body, pytorchjob_in
+from prometheus_client import generate_latest
 from s3server import S3Server
 
 from rlkd.spec.progress import MODEL_PREFIX, PROGRESS_KEY
@@ -140,9 +141,9 @@ def children_of(cluster: Cluster, job: str = "demo") -> dict[str, Any]:
     return {f"{api.kind}/{n}": cluster.get(api, n) for api, names_ in names.items() for n in names_}
 
 
-async def test_a_job_runs_from_apply_to_success_and_gives_its_gpus_back(world) -> None:
+async def test_a_job_runs_from_apply_to_success_and_gives_its_gpus_back(world, caplog) -> None:
     cluster, kubeconfig = world
-    async with running_operator(kubeconfig, (NS,)):
+    async with running_operator(kubeconfig, (NS,)) as runtime:
         await cluster.apply_job()
         await wait_for(lambda: cluster.phase() == "Provisioning")
         assert cluster.get(PYTORCHJOBS, "demo") is None
@@ -169,6 +170,12 @@ async def test_a_job_runs_from_apply_to_success_and_gives_its_gpus_back(world) -
             and status["message"] == "training: step 3/20, mean reward 12.5"
         )
         assert status["progress"]["rewardErrors"] == {"judge_timeout": 2} and status["startTime"]
+        metrics = generate_latest(runtime.metrics.registry).decode()
+        assert 'rlkd_jobs{phase="Training"} 1.0' in metrics
+        assert (
+            'rlkd_job_reward_errors{job="demo",namespace="ns1",reason="judge_timeout"} 2.0'
+            in metrics
+        )
 
         store.put_bytes(MODEL_PREFIX + "config.json", b"{}")
         model = store.uri_for(MODEL_PREFIX.rstrip("/"))
@@ -185,6 +192,9 @@ async def test_a_job_runs_from_apply_to_success_and_gives_its_gpus_back(world) -
             )
         )
         await wait_for(lambda: cluster.event_reasons() == ["Provisioning", "Training", "Succeeded"])
+    secret = cluster.s3.credentials.secret_key
+    events = [o.raw for k, o in cluster.emulator.objects.items() if k[0].plural == EVENTS.plural]
+    assert secret not in f"{cluster.get(RLKDJOBS, 'demo')} {events} {caplog.text}"
 
 
 async def test_a_failed_learner_fails_the_job_with_its_reason(world) -> None:
@@ -266,3 +276,28 @@ async def test_a_bad_spec_fails_and_the_operator_keeps_serving_others(world) -> 
         assert failed["reason"] == "InvalidSpec" and "spec.grpo.learningRate" in failed["message"]
         await wait_for(lambda: cluster.get(DEPLOYMENTS, "fine-judge"))
         assert cluster.get(CONFIGMAPS, "broken-config") is None
+
+
+async def test_a_missing_dataset_says_so_and_is_checked_again(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)):
+        await cluster.apply_job(dataset={"uri": "store://datasets/later.jsonl"})
+
+        def store_condition() -> dict[str, Any] | None:
+            conditions = (cluster.get(RLKDJOBS, "demo").get("status") or {}).get("conditions", [])
+            return next((c for c in conditions if c["type"] == "StoreReady"), None)
+
+        condition = await wait_for(store_condition)
+        assert (condition["status"], condition["reason"]) == ("False", "DatasetMissing")
+        assert "datasets/later.jsonl" in condition["message"] and cluster.phase() == "Provisioning"
+        assert cluster.get(CONFIGMAPS, "demo-config") is None
+        S3Store(
+            S3Config(
+                endpoint=cluster.s3.endpoint,
+                bucket=cluster.bucket,
+                prefix="rlkd",
+                credentials=cluster.s3.credentials,
+            )
+        ).put_bytes("datasets/later.jsonl", b"{}\n")
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+        assert store_condition()["status"] == "True"
