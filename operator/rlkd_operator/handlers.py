@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+from kubernetes import client
 
 from rlkd.k8s import OperatorDefaults
 from rlkd.k8s.naming import JOB_LABEL
@@ -26,15 +27,16 @@ logger = logging.getLogger("rlkd.operator")
 
 @dataclass
 class Runtime:
-    """Everything the handlers share (kopf's `memo`)."""
+    """Everything the handlers share (kopf's `memo`; resource handlers get shallow copies, so
+    every field is a shared object or set once at startup)."""
 
     defaults: OperatorDefaults
+    options: operator_settings.Options
+    configuration: client.Configuration
     kube: Kube
     stores: Stores
-    options: operator_settings.Options
-    configuration: Any
-    world: World = field(default_factory=World)
-    metrics: Metrics | None = None
+    world: World
+    metrics: Metrics
     poller: asyncio.Task[None] | None = None
 
 
@@ -107,10 +109,8 @@ async def reconcile(memo: Runtime, key: JobKey) -> None:
         except Exception:
             logger.exception("reconciling RLKDJob %s/%s failed; retrying later", *key)
             memo.world.retry.add(key)
-            if memo.metrics:
-                memo.metrics.errors.inc()
-        if memo.metrics:
-            memo.metrics.reconciles.inc()
+            memo.metrics.errors.inc()
+        memo.metrics.reconciles.inc()
 
 
 async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:

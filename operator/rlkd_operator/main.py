@@ -13,6 +13,7 @@ from rlkd_operator.kube import Kube, load_configuration
 from rlkd_operator.metrics import Metrics
 from rlkd_operator.settings import Options
 from rlkd_operator.stores import Stores
+from rlkd_operator.world import World
 
 
 def build_runtime(
@@ -21,15 +22,16 @@ def build_runtime(
     """What the handlers share, wired once: cluster access, stores, the watched world, metrics."""
     configuration = load_configuration(kubeconfig)
     kube = Kube(configuration)
-    runtime = handlers.Runtime(
+    world = World()
+    return handlers.Runtime(
         defaults=defaults,
-        kube=kube,
-        stores=Stores(kube.store_credentials),
         options=options,
         configuration=configuration,
+        kube=kube,
+        stores=Stores(kube.store_credentials),
+        world=world,
+        metrics=Metrics(world),
     )
-    runtime.metrics = Metrics(runtime.world)
-    return runtime
 
 
 def run(
@@ -44,7 +46,6 @@ def run(
     kopf.configure(verbose=verbose, log_format=kopf.LogFormat.JSON)
     logging.getLogger("rlkd").setLevel(logging.DEBUG if verbose else logging.INFO)
     runtime = build_runtime(options, OperatorDefaults.from_env())
-    assert runtime.metrics is not None
     runtime.metrics.serve(metrics_port, metrics_address)
     asyncio.run(
         kopf.operator(

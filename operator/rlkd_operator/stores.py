@@ -6,8 +6,11 @@ demand (rlkd_operator.decide.needs says when); the S3 SDK is synchronous, so the
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+from pydantic import ValidationError
 
 from rlkd.errors import ObjectNotFoundError, StoreError
 from rlkd.k8s.naming import namespace_of
@@ -17,6 +20,8 @@ from rlkd.spec.progress import MODEL_PREFIX, PROGRESS_KEY, ProgressDocument, run
 from rlkd.spec.resource import RLKDJob
 from rlkd.store import Credentials, S3Config, S3Store
 from rlkd_operator.decide import Needs, StoreCheck
+
+logger = logging.getLogger("rlkd.operator")
 
 CredentialsFor = Callable[[str, StorageSpec], Awaitable[Credentials]]
 """(namespace, storage) -> the key pair to reach that store."""
@@ -44,9 +49,11 @@ class Stores:
             doc, model = await asyncio.to_thread(_progress, store)
             return check, doc, model
         except StoreError as exc:
+            logger.warning("store of RLKDJob %s/%s: %s", *_key(job), exc)  # no secret in it
             self._open.pop(_key(job), None)
             # The progress of a running job stays as last read; only a check reports the error.
-            failed = StoreCheck(False, "StoreUnavailable", str(exc))
+            reason = "BucketMissing" if isinstance(exc, ObjectNotFoundError) else "StoreUnavailable"
+            failed = StoreCheck(False, reason, str(exc))
             return (failed if wants.store_check else None), None, False
 
     def forget(self, namespace: str, name: str) -> None:
@@ -107,5 +114,11 @@ def _progress(store: S3Store) -> tuple[ProgressDocument | None, bool]:
         raw: Any = store.get_json(PROGRESS_KEY)
     except ObjectNotFoundError:
         return None, False
-    doc = ProgressDocument.model_validate(raw, by_name=False)
+    try:
+        doc = ProgressDocument.model_validate(raw, by_name=False)
+    except ValidationError as exc:
+        where = store.uri_for(PROGRESS_KEY)
+        raise StoreError(
+            f"{where} is not a progress document ({exc.error_count()} errors)"
+        ) from None
     return doc, doc.stage == "finished" and bool(store.list(MODEL_PREFIX))
