@@ -115,7 +115,7 @@ async def bench(jobs: int, idle_seconds: float, workdir: Path) -> str:
 
                 def children_done() -> bool:
                     return all(
-                        emulator.get(api, NAMESPACE, f"{b['metadata']['name']}{suffix}")
+                        emulator.stored(api, NAMESPACE, f"{b['metadata']['name']}{suffix}")
                         for b in bodies
                         for api, suffix in (
                             (CONFIGMAPS, "-config"),

@@ -76,7 +76,7 @@ class Emulator(kmock.KubernetesEmulator):
             meta["generation"] = stored.get("metadata", {}).get("generation", 1) + 1
         return {**request.data, "metadata": {**request.data.get("metadata", {}), **meta}}
 
-    def get(self, resource: Any, namespace: str, name: str) -> dict[str, Any] | None:  # type: ignore[override]
+    def stored(self, resource: Any, namespace: str, name: str) -> dict[str, Any] | None:
         """The stored object, or None."""
         key = (_resource(resource), namespace, name)
         if key not in self.objects or self.objects[key].deleted:

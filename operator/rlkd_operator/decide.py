@@ -121,7 +121,7 @@ def decide(body: Body, observed: Observed, defaults: OperatorDefaults, now: date
     old = current_status(body)
     plan = _Plan(old, body.get("metadata", {}).get("generation"), now)
     try:
-        job = resolve_job(parse_job(_document(body)), defaults)  # SpecError: failed below
+        job = _resolved(body, defaults)
         if old.phase in FINISHED and not _retry_invalid(old, plan.generation):
             # Finished: the status stays, inference stays at zero.
             plan.apply = _manifests(job, defaults, observed, scale_to_zero=True, learner=False)
@@ -139,9 +139,18 @@ def decide(body: Body, observed: Observed, defaults: OperatorDefaults, now: date
 def job_of(body: Body, defaults: OperatorDefaults) -> RLKDJob | None:
     """The typed, resolved job; None when the spec cannot be built (decide says why)."""
     try:
-        return resolve_job(parse_job(_document(body)), defaults)
+        return _resolved(body, defaults)
     except SpecError:
         return None
+
+
+def _resolved(body: Body, defaults: OperatorDefaults) -> RLKDJob:
+    """The typed job with the operator's defaults filled in, or SpecError. Status is the
+    operator's own and is not part of what the user wrote."""
+    return resolve_job(
+        parse_job({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}),
+        defaults,
+    )
 
 
 def current_status(body: Body) -> RLKDJobStatus:
@@ -190,6 +199,8 @@ class _Plan:
         self.events: list[Event] = []
 
     def set(self, type_: str, holds: bool, reason: str, message: str = "") -> None:
+        """Set a condition, keeping its transition time while its status stays; a store that
+        turns bad is also a Warning Event (it needs a human)."""
         status = "True" if holds else "False"
         before = self.conditions.get(type_)
         kept = before is not None and before.status == status and before.last_transition_time
@@ -248,21 +259,26 @@ def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefau
     state = learner_state(learner)
     if state is not None:
         plan.set("LearnerRunning", state[0] in ("Running", "Restarting"), state[1], state[2])
-    if state is not None and state[0] == "Failed":
-        plan.fail(state[1], f"the learner failed: {state[2] or state[1]}")
-    elif state is not None and state[0] == "Succeeded" and _succeeded(plan, observed, learner):
-        pass
+    if _finished(plan, observed, learner, state):
+        plan.apply = _manifests(job, defaults, observed, scale_to_zero=True, learner=False)
     elif job.spec.suspend:
         plan.set("Suspended", True, "Suspended", "spec.suspend is true")
         plan.to("Suspended", "suspended: the learner is stopped and inference is scaled to zero")
         plan.apply = _manifests(job, defaults, observed, scale_to_zero=True, learner=bool(state))
-        return
     else:
         if "Suspended" in plan.conditions:
             plan.set("Suspended", False, "Resumed", "spec.suspend is false")
         _provision_or_train(plan, job, observed, defaults, state)
-        return
-    plan.apply = _manifests(job, defaults, observed, scale_to_zero=True, learner=False)
+
+
+def _finished(
+    plan: _Plan, observed: Observed, learner: Body | None, state: tuple[str, str, str] | None
+) -> bool:
+    """Failed or Succeeded by the learner's end; False while the run goes on."""
+    if state is not None and state[0] == "Failed":
+        plan.fail(state[1], f"the learner failed: {state[2] or state[1]}")
+        return True
+    return state is not None and state[0] == "Succeeded" and _succeeded(plan, observed, learner)
 
 
 def _provision_or_train(
@@ -275,8 +291,11 @@ def _provision_or_train(
     """The store first, then inference, then the learner once every inference Deployment is
     Available; Training (or Evaluating) while the learner runs."""
     store = plan.conditions.get("StoreReady")
-    if store is None or store.status != "True":
-        plan.to(*(("Provisioning", store.message) if store else ("Pending", "checking the store")))
+    if store is None:
+        plan.to("Pending", "checking the store")
+        return
+    if store.status != "True":
+        plan.to("Provisioning", store.message)
         return
     starting = [
         name
@@ -394,11 +413,6 @@ def _annotations(body: Body) -> Mapping[str, str]:
 def _available(deployment: Body | None) -> bool:
     conditions = (deployment or {}).get("status", {}).get("conditions") or []
     return any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions)
-
-
-def _document(body: Body) -> dict[str, Any]:
-    """The parts of the stored object the spec model reads (status is the operator's own)."""
-    return {key: body[key] for key in ("apiVersion", "kind", "metadata", "spec") if key in body}
 
 
 def _condition(status: RLKDJobStatus, type_: str) -> Condition | None:

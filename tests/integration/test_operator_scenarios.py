@@ -20,7 +20,15 @@ from rlkd.spec.progress import MODEL_PREFIX, PROGRESS_KEY
 from rlkd.store import S3Config
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
 from rlkd.store.s3 import S3Store
-from rlkd_operator.resources import CONFIGMAPS, DEPLOYMENTS, EVENTS, PYTORCHJOBS, RLKDJOBS, SERVICES
+from rlkd_operator.resources import (
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    EVENTS,
+    PYTORCHJOBS,
+    RLKDJOBS,
+    SECRETS,
+    SERVICES,
+)
 
 pytestmark = pytest.mark.s3
 NS = "ns1"
@@ -54,7 +62,7 @@ class Cluster:
         await self.call("PATCH", RLKDJOBS.path(NS, name), {"spec": spec})
 
     def get(self, api: Any, name: str) -> dict[str, Any] | None:
-        return self.emulator.get(api, NS, name)
+        return self.emulator.stored(api, NS, name)
 
     def phase(self, name: str = "demo") -> str | None:
         return ((self.get(RLKDJOBS, name) or {}).get("status") or {}).get("phase")
@@ -72,15 +80,16 @@ class Cluster:
             PYTORCHJOBS, job, pytorchjob_in(self.get(PYTORCHJOBS, job), state, message)
         )
 
-    def store(self, job: str = "demo") -> S3Store:
-        return S3Store(
-            S3Config(
-                endpoint=self.s3.endpoint,
-                bucket=self.bucket,
-                prefix=f"rlkd/{NS}/{job}",
-                credentials=self.s3.credentials,
-            )
+    def store(self, prefix: str = f"rlkd/{NS}/demo") -> S3Store:
+        """The test's bucket at `prefix`: by default, the demo job's run (what the learner
+        writes); "rlkd" is the store root that store:// URIs name."""
+        config = S3Config(
+            endpoint=self.s3.endpoint,
+            bucket=self.bucket,
+            prefix=prefix,
+            credentials=self.s3.credentials,
         )
+        return S3Store(config)
 
     def event_reasons(self) -> list[str]:
         events = [
@@ -105,17 +114,9 @@ class Cluster:
 @pytest.fixture
 async def world(tmp_path: Path, s3_server: S3Server) -> AsyncIterator[tuple[Cluster, Path]]:
     """An emulator with the storage Secret, and a bucket that holds the dataset."""
-    bucket = f"op-{uuid.uuid4().hex[:12]}"
-    S3Store(
-        S3Config(
-            endpoint=s3_server.endpoint,
-            bucket=bucket,
-            prefix="rlkd",
-            credentials=s3_server.credentials,
-        )
-    ).put_bytes("datasets/train.jsonl", b"{}\n")
     async with kube_emulator(tmp_path) as (emulator, kubeconfig):
-        cluster = Cluster(emulator, s3_server, bucket)
+        cluster = Cluster(emulator, s3_server, f"op-{uuid.uuid4().hex[:12]}")
+        cluster.store("rlkd").put_bytes("datasets/train.jsonl", b"{}\n")
         keys = {
             ACCESS_KEY_VAR: s3_server.credentials.access_key,
             SECRET_KEY_VAR: s3_server.credentials.secret_key,
@@ -126,7 +127,7 @@ async def world(tmp_path: Path, s3_server: S3Server) -> AsyncIterator[tuple[Clus
             "metadata": {"name": "store", "namespace": NS},
             "data": {k: base64.b64encode(v.encode()).decode() for k, v in keys.items()},
         }
-        await cluster.call("POST", "/api/v1/namespaces/ns1/secrets", secret)
+        await cluster.call("POST", SECRETS.path(NS), secret)
         yield cluster, kubeconfig
         assert requests_outside(emulator) == []  # the ClusterRole covers every request made
 
@@ -291,13 +292,6 @@ async def test_a_missing_dataset_says_so_and_is_checked_again(world) -> None:
         assert (condition["status"], condition["reason"]) == ("False", "DatasetMissing")
         assert "datasets/later.jsonl" in condition["message"] and cluster.phase() == "Provisioning"
         assert cluster.get(CONFIGMAPS, "demo-config") is None
-        S3Store(
-            S3Config(
-                endpoint=cluster.s3.endpoint,
-                bucket=cluster.bucket,
-                prefix="rlkd",
-                credentials=cluster.s3.credentials,
-            )
-        ).put_bytes("datasets/later.jsonl", b"{}\n")
+        cluster.store("rlkd").put_bytes("datasets/later.jsonl", b"{}\n")
         await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
         assert store_condition()["status"] == "True"
