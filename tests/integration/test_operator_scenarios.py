@@ -293,5 +293,5 @@ async def test_a_missing_dataset_says_so_and_is_checked_again(world) -> None:
         assert "datasets/later.jsonl" in condition["message"] and cluster.phase() == "Provisioning"
         assert cluster.get(CONFIGMAPS, "demo-config") is None
         cluster.store("rlkd").put_bytes("datasets/later.jsonl", b"{}\n")
-        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
-        assert store_condition()["status"] == "True"
+        await wait_for(lambda: store_condition()["status"] == "True")
+        assert cluster.get(DEPLOYMENTS, "demo-judge") is not None  # applied before the status
