@@ -216,6 +216,18 @@ async def test_a_failed_learner_fails_the_job_with_its_reason(world) -> None:
         await wait_for(lambda: cluster.event_reasons()[-1:] == ["Failed"])
 
 
+async def test_ttl_deletes_a_finished_job(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)):
+        await cluster.apply_job(ttlSecondsAfterFinished=0)
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+        assert "finalizers" not in cluster.get(RLKDJOBS, "demo")["metadata"]  # none needed
+        await cluster.inference_available()
+        await wait_for(lambda: cluster.get(PYTORCHJOBS, "demo"))
+        await cluster.learner("Failed")
+        await wait_for(lambda: cluster.get(RLKDJOBS, "demo") is None)
+
+
 async def test_suspend_and_resume(world) -> None:
     cluster, kubeconfig = world
     async with running_operator(kubeconfig, (NS,)):
