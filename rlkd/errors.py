@@ -23,3 +23,13 @@ class ObjectNotFoundError(StoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError would quote the message
         return str(self.args[0]) if self.args else ""
+
+
+class BackendError(RLKDError):
+    """A GSRM or judge backend is misconfigured or broke its contract (e.g. returned fewer
+    results than it was asked for). Failures of the server itself are data (`Failure`), not
+    this error."""
+
+
+class DatasetError(RLKDError):
+    """The dataset does not have what the spec says it has (a column, a domain value)."""

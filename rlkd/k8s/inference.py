@@ -106,14 +106,16 @@ def _container(job: RLKDJob, role: InferenceRole, server: Server, image: str) ->
         # init container, and the image already ships the Run:ai streamer.
         args += ["--load-format", "runai_streamer"]
         variables += s3_env(storage)
+    args += vllm.extra_args
     if role == "rollout":
+        # After the user's extra args: vLLM keeps the last value, and TRL's client needs these.
         args += ROLLOUT_ARGS
         variables.append(env("VLLM_SERVER_DEV_MODE", "1"))
     return {
         "name": "vllm",
         "image": image,
         "command": ["vllm", "serve"],
-        "args": args + list(vllm.extra_args),
+        "args": args,
         **({"env": variables} if variables else {}),
         "ports": [{"name": PORT_NAME, "containerPort": INFERENCE_PORT, "protocol": "TCP"}],
         "resources": resources(vllm, vllm.tensor_parallel_size),

@@ -31,12 +31,11 @@ API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
 CONTAINER_NAME = "pytorch"
 """The training operator finds the training container by this name (its ports and env)."""
-RESTART_POLICY = "ExitCode"
-"""The Training Operator restarts a pod only for exit codes 130, 137 and 143 (interrupted,
-killed, terminated: preemption, node loss) and 138 (rlkd.spec.runtime.RETRY_EXIT_CODE, how
-`rlkd train` asks for a retry); any other code fails the job at once, so a bug or a bad spec
-burns no GPU hours on retries. Restarts count against backoffLimit; training resumes from the
-last checkpoint."""
+RESTART_POLICY = "OnFailure"
+"""A failed container restarts in its pod, and the Training Operator counts those restarts
+against runPolicy.backoffLimit; training resumes from the last checkpoint. Not ExitCode: with
+it the operator re-creates pods whose restart count stays 0, so backoffLimit never ends a
+learner that keeps being OOM-killed (kubeflow/trainer#2045)."""
 CLEAN_POD_POLICY = "Running"
 """When the job ends, delete pods still running (freeing their GPUs); keep finished pods' logs."""
 

@@ -40,8 +40,11 @@ def inference_name(job: RLKDJob, role: InferenceRole) -> str:
 
 
 def service_url(job: RLKDJob, role: InferenceRole) -> str:
-    """The OpenAI-compatible base URL of a role's server, as the learner reaches it."""
-    return f"http://{inference_name(job, role)}.{namespace_of(job)}.svc:{INFERENCE_PORT}/v1"
+    """The base URL of a role's server, as the learner reaches it: the OpenAI-compatible
+    `.../v1` for the reward engine's clients, the server root for the rollout server (TRL's
+    client adds the paths, `/v1/...` and the weight-transfer ones, itself)."""
+    root = f"http://{inference_name(job, role)}.{namespace_of(job)}.svc:{INFERENCE_PORT}"
+    return root if role == "rollout" else f"{root}/v1"
 
 
 def selector_labels(job: RLKDJob, role: InferenceRole) -> dict[str, str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from rlkd.errors import SpecError
 from rlkd.k8s.children import build_children
 from rlkd.k8s.defaults import OperatorDefaults
+from rlkd.k8s.naming import namespace_of
 from rlkd.spec.resource import RLKDJob
 from rlkd.spec.validate import load_job
 from rlkd.spec.yamlio import dump_all
@@ -16,7 +17,7 @@ from rlkd.spec.yamlio import dump_all
 def render_job(job: RLKDJob, defaults: OperatorDefaults) -> str:
     """The children of `job` in apply order, with a header saying what the operator adds."""
     header = (
-        f"# The children of RLKDJob {job.metadata.namespace or 'default'}/{job.metadata.name}, "
+        f"# The children of RLKDJob {namespace_of(job)}/{job.metadata.name}, "
         "as the operator creates them.\n"
     )
     if not job.metadata.uid:

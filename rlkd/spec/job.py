@@ -351,6 +351,17 @@ class RolloutSpec(SpecModel):
     vllm: VLLMServer = Field(default_factory=VLLMServer)
     """The rollout vLLM server (mode server)."""
 
+    rules = (
+        Rule(
+            "vllm.replicas",
+            "must be 1 when mode is server: the learner pushes its weights to one server (for "
+            "more throughput raise vllm.tensorParallelSize or pass --data-parallel-size in "
+            "vllm.extraArgs)",
+            "self.mode != 'server' || self.vllm.replicas == 1",
+            lambda s: s.mode != "server" or s.vllm.replicas == 1,
+        ),
+    )
+
 
 class DeepSpeedSpec(SpecModel):
     """DeepSpeed ZeRO settings of the learner."""

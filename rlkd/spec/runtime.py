@@ -23,9 +23,6 @@ STORE_PREFIX_ENV = "RLKD_STORE_PREFIX"
 STORE_REGION_ENV = "RLKD_STORE_REGION"
 STORE_SECRET_DIR = "/var/run/secrets/rlkd/store"
 """Where the storage Secret is mounted (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY files)."""
-RETRY_EXIT_CODE = 138
-"""The exit code with which `rlkd train` asks for its pod to be restarted: the Training Operator's
-user-defined retryable code (see rlkd.k8s.learner.RESTART_POLICY). Other failures exit 1."""
 
 
 def endpoint_env(role: InferenceRole) -> str:

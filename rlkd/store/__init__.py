@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from rlkd.store.base import Store, validate_key
-from rlkd.store.cache import cache_key, cached_json
+from rlkd.store.cache import cache_entry, cache_key, cached_json
 from rlkd.store.config import Credentials, S3Config
 from rlkd.store.local import LocalStore
 
@@ -21,6 +21,7 @@ __all__ = [
     "S3Config",
     "S3Store",
     "Store",
+    "cache_entry",
     "cache_key",
     "cached_json",
     "validate_key",

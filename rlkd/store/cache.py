@@ -17,14 +17,19 @@ def cache_key(*parts: Any) -> str:
     return hashlib.sha256(encode_json(list(parts), "cache key inputs")).hexdigest()
 
 
-def cached_json(store: Store, namespace: str, inputs: Any, compute: Callable[[], Any]) -> Any:
-    """The document cached for `inputs` under `cache/<namespace>/`, computing and storing it
-    on a miss. Concurrent misses may compute twice; the atomic write keeps the entry whole."""
+def cache_entry(namespace: str, inputs: Any) -> str:
+    """The store key of the entry cached for `inputs` under `cache/<namespace>/`."""
     try:
         validate_key(namespace)
     except StoreError as exc:
         raise StoreError(f"invalid cache namespace {namespace!r}: {exc}") from exc
-    key = f"cache/{namespace}/{cache_key(inputs)}.json"
+    return f"cache/{namespace}/{cache_key(inputs)}.json"
+
+
+def cached_json(store: Store, namespace: str, inputs: Any, compute: Callable[[], Any]) -> Any:
+    """The document cached for `inputs` under `cache/<namespace>/`, computing and storing it
+    on a miss. Concurrent misses may compute twice; the atomic write keeps the entry whole."""
+    key = cache_entry(namespace, inputs)
     try:
         return store.get_json(key)
     except ObjectNotFoundError:

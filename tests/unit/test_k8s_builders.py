@@ -9,7 +9,7 @@ from jobs import DEFAULTS, STORE, make_job
 
 from rlkd.errors import SpecError
 from rlkd.k8s import OperatorDefaults, build_children, inference_roles
-from rlkd.k8s.inference import ROLLOUT_ARGS, role_server
+from rlkd.k8s.inference import role_server
 from rlkd.k8s.resolve import model_uri
 from rlkd.spec.job import StorageSpec
 
@@ -193,7 +193,14 @@ def test_store_without_a_secret_leaves_credentials_to_the_pod_identity() -> None
 def test_rollout_server_serves_the_student_with_weight_transfer() -> None:
     c = container(build_children(make_job(), DEFAULTS).inference["rollout"].deployment)
     assert c["args"][0] == "Qwen/Qwen2.5-Math-7B"
-    assert c["args"][-len(ROLLOUT_ARGS) :] == list(ROLLOUT_ARGS)
+    assert c["args"][-6:] == [
+        "--weight-transfer-config",
+        '{"backend": "nccl"}',
+        "--logprobs-mode",
+        "processed_logprobs",
+        "--max-logprobs",
+        "-1",
+    ]
     assert env_of(c) == {"VLLM_SERVER_DEV_MODE": "1"}
 
 
@@ -211,7 +218,9 @@ def test_inference_replicas_scale_to_zero(
     suspend: bool, override: int | None, replicas: int
 ) -> None:
     three = {"vllm": {"replicas": 3}}
-    job = make_job({"suspend": suspend, "gsrm": three, "judge": three, "rollout": three})
+    job = make_job(
+        {"suspend": suspend, "gsrm": three, "judge": three, "rollout": {"mode": "colocate"}}
+    )
     children = build_children(job, DEFAULTS, inference_replicas=override)
     assert {c.deployment["spec"]["replicas"] for c in children.inference.values()} == {replicas}
     assert children.learner["spec"]["runPolicy"]["suspend"] is suspend
@@ -228,7 +237,7 @@ def test_learner_has_a_master_and_the_rest_workers(replicas: int, kinds: list[st
     specs = learner["spec"]["pytorchReplicaSpecs"]
     assert list(specs) == kinds
     assert sum(s["replicas"] for s in specs.values()) == replicas
-    assert {s["restartPolicy"] for s in specs.values()} == {"ExitCode"}
+    assert {s["restartPolicy"] for s in specs.values()} == {"OnFailure"}
 
 
 def test_learner_follows_the_spec() -> None:
@@ -270,7 +279,7 @@ def test_learner_follows_the_spec() -> None:
         "RLKD_STORE_REGION": "us-east-1",
         "RLKD_GSRM_URL": "http://demo-gsrm.team-a.svc:8000/v1",
         "RLKD_JUDGE_URL": "http://demo-judge.team-a.svc:8000/v1",
-        "RLKD_ROLLOUT_URL": "http://demo-rollout.team-a.svc:8000/v1",
+        "RLKD_ROLLOUT_URL": "http://demo-rollout.team-a.svc:8000",
     }
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     assert mounts == {

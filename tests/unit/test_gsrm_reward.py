@@ -1,0 +1,173 @@
+"""The structure reward's semantics, pinned: the method's worked example, empty sides, length
+mismatches, missing parts, and how many judge questions each case costs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+
+from rlkd.errors import BackendError
+from rlkd.gsrm import Step
+from rlkd.gsrm.reward import Alignment, FunctionJudge, judge_rounds, structure_reward
+from rlkd.gsrm.types import Failure, Kind, Question, Verdict
+
+
+def steps(*parts: str) -> list[Step]:
+    """Steps from "meta|subproblem|answer" strings."""
+    return [Step(*p.split("|")) for p in parts]
+
+
+TEACHER = steps("m1|q1|a1", "m2|q2|a2", "m3|q3|a3", "m4|q4|a4")
+
+
+class Recorder:
+    """A plain judge: equal texts are the same; records every question asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[Kind, str, str]] = []
+
+    def __call__(self, kind: Kind, teacher: str, student: str) -> bool:
+        self.asked.append((kind, teacher, student))
+        return teacher == student
+
+
+CASES = [
+    # The method's example: meta same, same, different -> r = [1, 1, 0, 0]; Q_2 differs ->
+    # r_2 = 0.5; A_1 differs -> r_1 = 0.5; reward 1.0. Asked: 3 meta + 2 Q + 2 A.
+    pytest.param(
+        TEACHER,
+        steps("m1|q1|A1", "m2|Q2|a2", "M3|q3|a3", "m4|q4|a4", "m5|q5|a5"),
+        1.0,
+        ["meta", "meta", "subproblem", "answer", "meta", "subproblem", "answer"],
+        id="worked-example",
+    ),
+    pytest.param(
+        TEACHER,
+        TEACHER,
+        4.0,
+        ["meta", *["meta", "subproblem", "answer"] * 3, "subproblem", "answer"],
+        id="equal",
+    ),
+    pytest.param([], TEACHER, 0.0, [], id="empty-teacher"),
+    pytest.param(TEACHER, [], 0.0, [], id="empty-student"),
+    pytest.param([], [], 0.0, [], id="both-empty"),
+    pytest.param(TEACHER, steps("M1|q1|a1", "m2|q2|a2"), 0.0, ["meta"], id="first-meta-differs"),
+    pytest.param(
+        TEACHER,
+        steps("m1|q1|a1", "m2|q2|a2"),
+        2.0,
+        ["meta", "meta", "subproblem", "answer", "subproblem", "answer"],
+        id="student-shorter",
+    ),
+    pytest.param(
+        steps("m1|q1|a1"),
+        TEACHER,
+        1.0,
+        ["meta", "subproblem", "answer"],
+        id="student-longer",
+    ),
+    pytest.param(
+        steps("m1|q1|a1"),
+        steps("m1|Q1|A1"),
+        0.25,
+        ["meta", "subproblem", "answer"],
+        id="both-halve",
+    ),
+    pytest.param(
+        steps("m1|q1|", "m2||a2"),
+        steps("m1|Q1|A1", "m2|Q2|A2"),
+        1.0,
+        ["meta", "meta", "subproblem", "answer"],
+        id="missing-teacher-parts-not-asked",
+    ),
+    pytest.param(
+        steps("m1|q1|a1", "m2|q2|a2"),
+        steps("m1||", "m2|x|"),
+        1.5,
+        ["meta", "meta", "subproblem"],
+        id="missing-student-answers-not-asked",
+    ),
+    pytest.param(
+        steps("m1|q1|a1", "m2|q2|a2"),
+        steps("m1|q1|a1", "M2|q2|a2"),
+        1.0,
+        ["meta", "meta", "subproblem", "answer"],
+        id="no-questions-after-misalignment",
+    ),
+]
+
+
+@pytest.mark.parametrize(("teacher", "student", "reward", "kinds"), CASES)
+def test_semantics_and_questions(
+    teacher: list[Step], student: list[Step], reward: float, kinds: list[str]
+) -> None:
+    judge = Recorder()
+    assert structure_reward(student, teacher, judge) == reward
+    assert [kind for kind, _, _ in judge.asked] == kinds
+
+
+def test_worked_example_rounds() -> None:
+    """Round k asks meta_k with Q and A of step k-1, so 3 rounds cover the example."""
+    rounds: list[list[tuple[str, str, str]]] = []
+
+    class RoundJudge:
+        async def judge(self, questions: Sequence[Question]) -> list[Verdict]:
+            rounds.append([(q.kind, q.teacher, q.student) for q in questions])
+            return [q.teacher == q.student for q in questions]
+
+    student = steps("m1|q1|A1", "m2|Q2|a2", "M3|q3|a3", "m4|q4|a4", "m5|q5|a5")
+    assert structure_reward(student, TEACHER, RoundJudge()) == 1.0
+    assert rounds == [
+        [("meta", "m1", "m1")],
+        [("meta", "m2", "m2"), ("subproblem", "q1", "q1"), ("answer", "a1", "A1")],
+        [("meta", "m3", "M3"), ("subproblem", "q2", "Q2"), ("answer", "a2", "a2")],
+    ]
+
+
+class ScriptedJudge:
+    def __init__(self, verdicts: list[Verdict]) -> None:
+        self.verdicts = verdicts
+
+    async def judge(self, questions: Sequence[Question]) -> list[Verdict]:
+        return self.verdicts[: len(questions)]
+
+
+def test_judge_failure_raises_in_the_sync_api() -> None:
+    judge = ScriptedJudge([Failure("timeout", "read timed out")])
+    with pytest.raises(BackendError, match="timeout"):
+        structure_reward(TEACHER, TEACHER, judge)
+
+
+def test_a_judge_that_drops_verdicts_is_a_backend_error() -> None:
+    with pytest.raises(BackendError, match="returned 0 verdicts for 1 questions"):
+        structure_reward(TEACHER, TEACHER, ScriptedJudge([]))
+
+
+async def test_failure_stops_questions_for_that_completion_only() -> None:
+    failing = Alignment(steps("x1|y1|z1", "x2|y2|z2"), steps("x1|y1|z1", "x2|y2|z2"))
+    fine = Alignment(TEACHER, TEACHER)
+    rounds: list[list[Question]] = []
+
+    class FailX:
+        async def judge(self, questions: Sequence[Question]) -> list[Verdict]:
+            rounds.append(list(questions))
+            return [Failure("server_error") if q.teacher == "x1" else True for q in questions]
+
+    assert await judge_rounds([failing, fine], FailX()) == 5
+    assert failing.failures == {"server_error"} and not failing.questions
+    assert fine.reward == 4.0 and not fine.failures
+    assert sum(q.teacher.startswith("x") for r in rounds for q in r) == 1
+
+
+async def test_a_question_repeated_in_a_round_is_asked_once() -> None:
+    judge = Recorder()
+    same = [Alignment(TEACHER, steps("m1|q1|a1")) for _ in range(4)]
+    await judge_rounds(same, FunctionJudge(judge))
+    assert [kind for kind, _, _ in judge.asked] == ["meta", "subproblem", "answer"]
+    assert [a.reward for a in same] == [1.0] * 4
+
+
+def test_reward_before_the_last_round_is_an_error() -> None:
+    with pytest.raises(RuntimeError, match="not known"):
+        _ = Alignment(TEACHER, TEACHER).reward

@@ -1,0 +1,118 @@
+"""parse_steps reads every tag spelling the method lists; format_steps writes what it reads."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlkd.gsrm import Step, parse_steps
+from rlkd.gsrm.steps import format_steps, thinking
+
+ONE = [Step("m1", "q1", "a1")]
+TWO = [Step("m1", "q1", "a1"), Step("m2", "q2", "a2")]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "[Meta-reasoning 1]: m1\n[Sub-problem 1]: q1\n[Answer 1]: a1\n"
+            "[Meta-reasoning 2]: m2\n[Sub-problem 2]: q2\n[Answer 2]: a2",
+            TWO,
+            id="canonical",
+        ),
+        pytest.param(
+            "[Meat-reasoning 1]: m1\n[Query 1]: q1\n[Answer 1]: a1", ONE, id="meat-and-query"
+        ),
+        pytest.param("[sub-think 1] m1\n[Query 1] q1\n[Answer 1] a1", ONE, id="reference-tags"),
+        pytest.param(
+            "[META-REASONING 1]: m1\n[sub-PROBLEM 1]: q1\n[answer 1]: a1", ONE, id="any-case"
+        ),
+        pytest.param(
+            "[Meta-reasoning]: m1\n[Sub-problem]: q1\n[Answer]: a1\n"
+            "[Meta-reasoning]: m2\n[Sub-problem]: q2\n[Answer]: a2",
+            TWO,
+            id="unnumbered",
+        ),
+        pytest.param(
+            "[Meta-reasoning 1] m1 [Sub-problem 1] q1 [Answer 1] a1 "
+            "[Meta-reasoning 2] m2 [Sub-problem 2] q2 [Answer 2] a2",
+            TWO,
+            id="inline-no-colon",
+        ),
+        pytest.param(
+            "[Meta-reasoning 1]:\nm1\n\n[Sub-problem 1]:\nq1\n[Answer 1]:\na1", ONE, id="next-line"
+        ),
+        pytest.param(
+            "Meta-reasoning 1: m1\nSub-problem 1: q1\nAnswer 1: a1", ONE, id="bare-numbered"
+        ),
+        pytest.param("meta reasoning: m1\nquery: q1\nanswer: a1", ONE, id="bare-colon"),
+        pytest.param(
+            "**[Meta-reasoning 1]**: m1\n**[Sub-problem 1]**: q1\n**[Answer 1]**: a1",
+            ONE,
+            id="bold",
+        ),
+        pytest.param(
+            "Sure, here is the decomposition.\n[Meta-reasoning 1]: m1\n[Sub-problem 1]: q1\n"
+            "[Answer 1]: a1",
+            ONE,
+            id="preamble-ignored",
+        ),
+        pytest.param(
+            "[Meta-reasoning 1]: the answer is near\n[Sub-problem 1]: q1\n[Answer 1]: a1",
+            [Step("the answer is near", "q1", "a1")],
+            id="word-answer-in-text-is-no-tag",
+        ),
+    ],
+)
+def test_spellings(text: str, expected: list[Step]) -> None:
+    assert parse_steps(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param(
+            "[Meta-reasoning 1]: m1\n[Answer 1]: a1\n[Meta-reasoning 2]: m2\n[Sub-problem 2]: q2",
+            [Step("m1", "", "a1"), Step("m2", "q2", "")],
+            id="missing-subproblem-and-answer",
+        ),
+        pytest.param(
+            "[Sub-problem 1]: q1\n[Answer 1]: a1\n[Sub-problem 2]: q2\n[Answer 2]: a2",
+            [Step("", "q1", "a1"), Step("", "q2", "a2")],
+            id="missing-meta",
+        ),
+        pytest.param(
+            "[Meta-reasoning 1]: m1\n[Answer 2]: a2",
+            [Step("m1", "", ""), Step("", "", "a2")],
+            id="number-change-opens-a-step",
+        ),
+        pytest.param("[Meta-reasoning 1]:\n[Sub-problem 1]: q1", [Step("", "q1", "")], id="empty"),
+    ],
+)
+def test_missing_parts_stay_empty(text: str, expected: list[Step]) -> None:
+    assert parse_steps(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["", "   ", "I think the answer is 4.", "Answer is 4", "[Step 1]: nothing"]
+)
+def test_no_steps(text: str) -> None:
+    assert parse_steps(text) == []
+
+
+def test_format_round_trip() -> None:
+    steps = [Step("why\non two lines", "what?", "42"), Step("", "q", ""), Step("m", "", "a")]
+    assert parse_steps(format_steps(steps)) == steps
+
+
+@pytest.mark.parametrize(
+    ("completion", "expected"),
+    [
+        ("<think>\nabc\n</think>\n<answer>\n4\n</answer>", "abc"),
+        ("abc</think>rest</think>", "abc"),
+        ("no tag at all", "no tag at all"),
+        ("<think>unfinished", "unfinished"),
+    ],
+)
+def test_thinking(completion: str, expected: str) -> None:
+    assert thinking(completion) == expected
