@@ -1,7 +1,8 @@
-"""The operator's own Kubernetes API calls: create, merge-patch, delete, read a Secret.
+"""The operator's own Kubernetes API calls: create, merge-patch, delete, read a Secret, post an
+Event.
 
 The official client is synchronous, so each call runs in a worker thread; kopf keeps its own
-async session for watching and events. Both authenticate from one client configuration
+async session for watching. Both authenticate from one client configuration
 (`load_configuration`), so the operator and kopf always talk to the same cluster as the same
 identity.
 """
@@ -44,9 +45,8 @@ def load_configuration(kubeconfig: str | None = None) -> client.Configuration:
 
 def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
     """The same identity for kopf's own session (an `@kopf.on.login` answer)."""
-    header = configuration.get_api_key_with_prefix(
-        "BearerToken"
-    ) or configuration.get_api_key_with_prefix("authorization")
+    api_key = configuration.get_api_key_with_prefix
+    header = api_key("BearerToken") or api_key("authorization")
     scheme, _, token = (header or "").rpartition(" ")
     return kopf.ConnectionInfo(
         server=configuration.host,

@@ -34,7 +34,7 @@ def configure(settings: kopf.OperatorSettings, options: Options) -> None:
     settings.peering.mandatory = not options.standalone
     settings.peering.stealth = True  # keep-alives are not worth a log line each
     # kopf posts an Event for every object-log message at or above this level; the operator's
-    # own transition Events go through kopf.event and do not depend on it.
+    # own transition Events are posted by rlkd_operator.kube and do not depend on it.
     settings.posting.level = logging.WARNING
     # Resources are fixed (rlkd_operator.resources): no CRD or namespace scanning, so no RBAC
     # for customresourcedefinitions or namespaces.

@@ -16,11 +16,13 @@ from operator_fixtures import available, job_body, pytorchjob_in
 from prometheus_client import generate_latest
 from s3server import S3Server
 
+from rlkd.k8s.naming import JOB_LABEL
 from rlkd.spec.progress import MODEL_PREFIX, PROGRESS_KEY
 from rlkd.store import S3Config
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
 from rlkd.store.s3 import S3Store
 from rlkd_operator.resources import (
+    CHILDREN,
     CONFIGMAPS,
     DEPLOYMENTS,
     EVENTS,
@@ -33,6 +35,7 @@ from rlkd_operator.resources import (
 pytestmark = pytest.mark.s3
 NS = "ns1"
 INFERENCE = ("gsrm", "judge")
+CHILD_PLURALS = {api.plural for api in CHILDREN.values()}
 
 
 class Cluster:
@@ -130,6 +133,11 @@ async def world(tmp_path: Path, s3_server: S3Server) -> AsyncIterator[tuple[Clus
         await cluster.call("POST", SECRETS.path(NS), secret)
         yield cluster, kubeconfig
         assert requests_outside(emulator) == []  # the ClusterRole covers every request made
+        watched = [
+            r for r in emulator._requests if r.resource and r.resource.plural in CHILD_PLURALS
+        ]
+        lists = [r for r in watched if r.action.name in ("LIST", "WATCH")]
+        assert lists and {r.params.get("labelSelector") for r in lists} == {JOB_LABEL}
 
 
 def children_of(cluster: Cluster, job: str = "demo") -> dict[str, Any]:
