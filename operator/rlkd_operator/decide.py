@@ -102,8 +102,9 @@ def needs(body: Body, children: Mapping[ChildKey, Body]) -> Needs:
     store = _condition(status, "StoreReady")
     generation = body.get("metadata", {}).get("generation")
     stale = store is None or store.status != "True" or store.observed_generation != generation
-    learner = ("PyTorchJob", body["metadata"]["name"]) in children
-    return Needs(store_check=stale, progress=learner)
+    learner = ("PyTorchJob", body["metadata"]["name"]) in children  # named as the job
+    # The check gates only the start: once the learner runs, the store is its business.
+    return Needs(store_check=stale and not learner, progress=learner)
 
 
 def needs_poll(body: Body) -> bool:
@@ -291,10 +292,10 @@ def _provision_or_train(
     """The store first, then inference, then the learner once every inference Deployment is
     Available; Training (or Evaluating) while the learner runs."""
     store = plan.conditions.get("StoreReady")
-    if store is None:
+    if store is None and state is None:
         plan.to("Pending", "checking the store")
         return
-    if store.status != "True":
+    if store is not None and store.status != "True" and state is None:
         plan.to("Provisioning", store.message)
         return
     starting = [

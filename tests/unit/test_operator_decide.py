@@ -283,3 +283,13 @@ def test_a_fixed_spec_is_tried_again() -> None:
     body, _ = step(body, Observed(store=STORE_OK))
     assert body["status"]["phase"] == "Provisioning" and body["status"]["observedGeneration"] == 2
     assert {c["observedGeneration"] for c in body["status"]["conditions"]} == {2}
+
+
+def test_a_running_learner_is_not_gated_by_a_new_store_check() -> None:
+    body, children = training()
+    body["spec"] = {**body["spec"], "suspend": True}
+    body["metadata"] = {**body["metadata"], "generation": 2}
+    assert needs(body, children).store_check is False and needs(body, {}).store_check is True
+    body["spec"] = {**body["spec"], "suspend": False}
+    body, _ = step(body, Observed(children=children, store=STORE_DOWN))
+    assert body["status"]["phase"] == "Training"
