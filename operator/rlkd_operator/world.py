@@ -48,12 +48,11 @@ class World:
         if owner is None:
             return None
         key = (body["metadata"]["namespace"], owner)
-        children = self._children[key]
         child = (body["kind"], body["metadata"]["name"])
-        if deleted:
-            children.pop(child, None)
-        elif _newer(body, children.get(child)):
-            children[child] = _plain(body)
+        if deleted:  # without creating an entry for a job that is gone
+            self._children.get(key, {}).pop(child, None)
+        elif _newer(body, self._children[key].get(child)):
+            self._children[key][child] = _plain(body)
         return key
 
     def children(self, key: JobKey) -> dict[ChildKey, dict[str, Any]]:
