@@ -31,8 +31,9 @@ class Stores:
     """Opens each job's store once and keeps it; a failed read drops it, so fixed credentials
     or a recreated bucket are picked up on the next try."""
 
-    def __init__(self, credentials_for: CredentialsFor) -> None:
+    def __init__(self, credentials_for: CredentialsFor, default: StorageSpec | None) -> None:
         self._credentials_for = credentials_for
+        self._default = default
         self._open: dict[tuple[str, str], tuple[StorageSpec, S3Store]] = {}
 
     async def observe(
@@ -65,6 +66,12 @@ class Stores:
         known = self._open.get(_key(job))
         if known is not None and known[0] == storage:
             return known[1]
+        if storage.credentials_secret is None and storage != self._default:
+            # The operator's own keys are for its default store, not for any endpoint a job names.
+            raise StoreError(
+                f"spec.storage names the store {storage.endpoint} without credentialsSecret; "
+                "add a Secret with the store's keys and name it there"
+            )
         credentials = await self._credentials_for(namespace_of(job), storage)
         run = run_prefix(storage.prefix, namespace_of(job), job.metadata.name)
         settings = _settings(storage, storage.bucket, run, credentials)

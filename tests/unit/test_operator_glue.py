@@ -1,13 +1,20 @@
-"""The small pure helpers of the operator's glue: merge patches, the watched world, API paths."""
+"""The small helpers of the operator's glue: merge patches, the watched world, API paths, and
+whose keys a store gets."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
+from operator_fixtures import job_body
 
+from rlkd.k8s import OperatorDefaults
+from rlkd.spec.job import StorageSpec
+from rlkd.store import Credentials
+from rlkd_operator.decide import Needs, job_of
 from rlkd_operator.kube import merge_patch
 from rlkd_operator.resources import DEPLOYMENTS, RLKDJOB_STATUS, SECRETS
+from rlkd_operator.stores import Stores
 from rlkd_operator.world import World
 
 
@@ -62,3 +69,14 @@ def test_the_world_keeps_the_newest_child_and_finds_its_job() -> None:
 )
 def test_resource_paths(resource: Any, args: tuple[str, ...], path: str) -> None:
     assert resource.path(*args) == path
+
+
+async def test_the_operators_own_keys_never_go_to_a_store_a_job_names() -> None:
+    async def own_keys(namespace: str, storage: StorageSpec) -> Credentials:
+        raise AssertionError("asked for credentials")
+
+    body = job_body()
+    del body["spec"]["storage"]["credentialsSecret"]
+    job = job_of(body, OperatorDefaults())
+    check, _, _ = await Stores(own_keys, default=None).observe(job, Needs(True, False))
+    assert check is not None and not check.ready and "without credentialsSecret" in check.message
