@@ -52,6 +52,7 @@ format: $(VENV)/.installed
 generate: $(VENV)/.installed
 	$(BIN)/rlkd crd > $(CRD)
 	$(BIN)/python -m rlkd.spec.reference > docs/spec-reference.md
+	$(BIN)/python -m rlkd_operator.resources > manifests/base/clusterrole.yaml
 	RLKD_REGENERATE_GOLDEN=1 $(BIN)/pytest -q tests/unit/test_k8s_render.py
 
 clean:

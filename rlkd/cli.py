@@ -51,6 +51,32 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    """Run the RLKDJob operator until SIGTERM (kopf is imported only here)."""
+    from rlkd_operator.main import run
+    from rlkd_operator.settings import Options
+
+    if not (args.namespaces or args.all_namespaces):
+        print(
+            "rlkd operator: give --namespace NS (repeatable) or --all-namespaces", file=sys.stderr
+        )
+        return 1
+    options = Options(
+        namespaces=tuple(args.namespaces),
+        clusterwide=args.all_namespaces,
+        standalone=args.standalone,
+        poll_seconds=args.poll_seconds,
+    )
+    run(
+        options,
+        liveness=args.liveness,
+        metrics_port=args.metrics_port,
+        metrics_address=args.metrics_address,
+        verbose=args.verbose,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rlkd",
@@ -87,6 +113,47 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("file", metavar="FILE")
     render.set_defaults(func=cmd_render)
+
+    operator = sub.add_parser(
+        "operator",
+        help="run the RLKDJob operator (kopf)",
+        description="Reconcile RLKDJobs into inference servers, a learner and artifacts. Uses "
+        "$KUBECONFIG (or ~/.kube/config) outside a cluster and the service account inside one. "
+        "Chart values arrive as environment variables (RLKD_VLLM_IMAGE, RLKD_TRAINER_IMAGE, "
+        "RLKD_DEFAULT_STORAGE_*). See docs/operator.md.",
+    )
+    scope = operator.add_mutually_exclusive_group()
+    scope.add_argument(
+        "-n",
+        "--namespace",
+        dest="namespaces",
+        action="append",
+        default=[],
+        metavar="NS",
+        help="watch this namespace (repeatable)",
+    )
+    scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace")
+    operator.add_argument(
+        "--standalone",
+        action="store_true",
+        help="no peering with other replicas (only when exactly one replica runs)",
+    )
+    operator.add_argument(
+        "--liveness",
+        default="http://0.0.0.0:8080/healthz",
+        metavar="URL",
+        help="kopf's liveness endpoint (default: %(default)s)",
+    )
+    operator.add_argument("--metrics-port", type=int, default=9090, help="Prometheus port")
+    operator.add_argument("--metrics-address", default="0.0.0.0", help="Prometheus address")
+    operator.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=30.0,
+        help="how often progress documents and failed store checks are read again",
+    )
+    operator.add_argument("-v", "--verbose", action="store_true", help="debug logs")
+    operator.set_defaults(func=cmd_operator)
     return parser
 
 

@@ -1,11 +1,11 @@
 """The structure-reward engine: scores a whole GRPO batch with as few backend calls as the
 method allows, and returns infrastructure failures as counts instead of rewards.
 
-Per batch: one decomposer call for the student texts, at most one for the teacher texts not
-yet cached, then one judge call per round (see `rlkd.gsrm.reward`). Teacher decompositions
-depend only on the example (the GSRM runs greedily), so they are cached in memory for the run
-and in the store, content-addressed by GSRM model id, prompt version, domain, problem and
-teacher text; a failed decomposition is never cached.
+Per batch: one decomposer call for the student texts and, at the same time, at most one for the
+teacher texts not yet cached, then one judge call per round (see `rlkd.gsrm.reward`). Teacher
+decompositions depend only on the example (the GSRM runs greedily), so they are cached in memory
+for the run and in the store, content-addressed by GSRM model id, prompt version, domain,
+problem and teacher text; a failed decomposition is never cached.
 """
 
 from __future__ import annotations
@@ -63,15 +63,19 @@ class StructureEngine:
     async def score(self, items: Sequence[ScoreItem]) -> BatchResult:
         """The structure reward of every item; an empty decomposition scores 0, an item hit by
         any backend failure gets None and its reasons are counted."""
-        students = await self._decompose(
-            [DecomposeRequest(thinking(i.completion), i.problem, i.domain) for i in items]
-        )
         texts = [
             DecomposeRequest(i.teacher, i.problem, i.domain)
             for i in items
             if isinstance(i.teacher, str)
         ]
-        decomposed = iter(await self.teacher_steps(texts))
+        # The two sides are independent: one decomposer call each, in flight together.
+        students, teacher_results = await asyncio.gather(
+            self._decompose(
+                [DecomposeRequest(thinking(i.completion), i.problem, i.domain) for i in items]
+            ),
+            self.teacher_steps(texts),
+        )
+        decomposed = iter(teacher_results)
         teachers = [next(decomposed) if isinstance(i.teacher, str) else i.teacher for i in items]
 
         # A side that failed to decompose leaves nothing to judge: an empty alignment that

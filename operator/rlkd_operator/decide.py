@@ -1,0 +1,432 @@
+"""The operator's brain: from an RLKDJob and what exists around it, the children to apply, the
+next status and the events to post.
+
+Pure: no network and no clock (the caller passes `now`), so every transition is a row in a table
+test. Level-based: the answer depends only on what is observed now, so running it again on the
+same inputs changes nothing, and an operator restarted at any point converges to the same end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from pydantic import ValidationError
+
+from rlkd.errors import SpecError
+from rlkd.k8s import OperatorDefaults, build_children, inference_name, inference_roles, learner_name
+from rlkd.k8s.naming import namespace_of
+from rlkd.k8s.resolve import resolve_job, storage_of
+from rlkd.spec.progress import PROGRESS_KEY, ProgressDocument, run_prefix
+from rlkd.spec.resource import RLKDJob
+from rlkd.spec.status import Artifacts, Condition, Phase, Progress, RLKDJobStatus
+from rlkd.spec.validate import parse_job
+
+Body = Mapping[str, Any]
+ChildKey = tuple[str, str]
+"""(kind, name) of a child in the job's namespace."""
+
+HASH_ANNOTATION = "rlkd.ai/applied-hash"
+"""The hash of the manifest a child was last applied from: equal hashes mean nothing to patch."""
+ARTIFACTS_GRACE = timedelta(minutes=10)
+"""How long after the PyTorchJob succeeds the final model may take to show up in the store."""
+FINISHED: frozenset[str] = frozenset({"Succeeded", "Failed"})
+CONDITION_TYPES = (
+    "StoreReady",
+    "InferenceReady",
+    "LearnerRunning",
+    "Suspended",
+    "Complete",
+    "Failed",
+)
+# Learner states by precedence: a PyTorchJob keeps old conditions True beside newer ones.
+LEARNER_STATES = ("Failed", "Succeeded", "Suspended", "Restarting", "Running", "Created")
+
+
+@dataclass(frozen=True)
+class StoreCheck:
+    """The provisioning check: store reachable, bucket present, dataset present."""
+
+    ready: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What exists now. `store` and `progress` are None when they were not read this time."""
+
+    children: Mapping[ChildKey, Body] = field(default_factory=dict)
+    store: StoreCheck | None = None
+    progress: ProgressDocument | None = None
+    model_present: bool = False
+
+
+@dataclass(frozen=True)
+class Event:
+    """A Kubernetes Event about the RLKDJob."""
+
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do: apply `apply` (create-or-patch), write `status` when it differs from the
+    current one, post `events`, and delete the job when `delete` (ttlSecondsAfterFinished)."""
+
+    status: dict[str, Any]
+    apply: tuple[dict[str, Any], ...] = ()
+    events: tuple[Event, ...] = ()
+    delete: bool = False
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What the handler must read before deciding: a store check, the progress document."""
+
+    store_check: bool
+    progress: bool
+
+
+def needs(body: Body, children: Mapping[ChildKey, Body]) -> Needs:
+    """Store reads only where they can change the decision, so a quiet job costs no requests."""
+    status = current_status(body)
+    if status.phase in FINISHED:
+        return Needs(store_check=False, progress=False)
+    store = _condition(status, "StoreReady")
+    generation = body.get("metadata", {}).get("generation")
+    stale = store is None or store.status != "True" or store.observed_generation != generation
+    learner = ("PyTorchJob", body["metadata"]["name"]) in children  # named as the job
+    # The check gates only the start: once the learner runs, the store is its business.
+    return Needs(store_check=stale and not learner, progress=learner)
+
+
+def needs_poll(body: Body) -> bool:
+    """Whether the job waits on something that sends no event: the store (progress, a failed
+    check to retry) or the clock (ttlSecondsAfterFinished)."""
+    status = current_status(body)
+    if status.phase in FINISHED:
+        return body.get("spec", {}).get("ttlSecondsAfterFinished") is not None
+    store = _condition(status, "StoreReady")
+    return status.phase in ("Training", "Evaluating") or store is None or store.status != "True"
+
+
+def decide(body: Body, observed: Observed, defaults: OperatorDefaults, now: datetime) -> Decision:
+    """The next step for one RLKDJob (see the module docstring)."""
+    old = current_status(body)
+    plan = _Plan(old, body.get("metadata", {}).get("generation"), now)
+    try:
+        job = _resolved(body, defaults)
+        if old.phase in FINISHED and not _retry_invalid(old, plan.generation):
+            # Finished: the status stays, inference stays at zero.
+            plan.apply = _manifests(job, defaults, observed, scale_to_zero=True, learner=False)
+        else:
+            if old.phase in FINISHED:  # a fixed spec: start over
+                plan.conditions.pop("Failed")
+                plan.completion_time = None
+            _step(plan, job, observed, defaults)
+    except SpecError as exc:
+        plan.fail("InvalidSpec", "the spec cannot be built: " + "; ".join(exc.problems))
+        plan.apply = []
+    return plan.decision(body.get("spec", {}).get("ttlSecondsAfterFinished"))
+
+
+def job_of(body: Body, defaults: OperatorDefaults) -> RLKDJob | None:
+    """The typed, resolved job; None when the spec cannot be built (decide says why)."""
+    try:
+        return _resolved(body, defaults)
+    except SpecError:
+        return None
+
+
+def _resolved(body: Body, defaults: OperatorDefaults) -> RLKDJob:
+    """The typed job with the operator's defaults filled in, or SpecError. Status is the
+    operator's own and is not part of what the user wrote."""
+    return resolve_job(
+        parse_job({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}),
+        defaults,
+    )
+
+
+def current_status(body: Body) -> RLKDJobStatus:
+    """The status as stored; an unreadable one counts as none (it is rewritten)."""
+    try:
+        return RLKDJobStatus.model_validate(body.get("status") or {}, by_name=False)
+    except ValidationError:
+        return RLKDJobStatus()
+
+
+def learner_state(pytorchjob: Body | None) -> tuple[str, str, str] | None:
+    """(state, reason, message) of a PyTorchJob from its conditions; None when it is absent."""
+    if pytorchjob is None:
+        return None
+    true = {
+        c.get("type"): c
+        for c in pytorchjob.get("status", {}).get("conditions") or []
+        if c.get("status") == "True"
+    }
+    for state in LEARNER_STATES:
+        if state in true:
+            return state, true[state].get("reason") or state, true[state].get("message") or ""
+    return "Pending", "Pending", "the PyTorchJob has no conditions yet"
+
+
+def applied_hash(manifest: Mapping[str, Any]) -> str:
+    """A stable hash of a manifest (its annotation excluded)."""
+    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:20]
+
+
+class _Plan:
+    """The status being built: phase, message, conditions with their transition times kept."""
+
+    def __init__(self, old: RLKDJobStatus, generation: int | None, now: datetime) -> None:
+        self.old = old
+        self.generation = generation
+        self.now = _stamp(now)
+        self.phase: Phase = old.phase
+        self.message = old.message
+        self.conditions = {c.type: c for c in old.conditions}
+        self.progress = old.progress
+        self.artifacts = old.artifacts
+        self.start_time = old.start_time
+        self.completion_time = old.completion_time
+        self.apply: list[dict[str, Any]] = []
+        self.events: list[Event] = []
+
+    def set(self, type_: str, holds: bool, reason: str, message: str = "") -> None:
+        """Set a condition, keeping its transition time while its status stays; a store that
+        turns bad is also a Warning Event (it needs a human)."""
+        status = "True" if holds else "False"
+        before = self.conditions.get(type_)
+        kept = before is not None and before.status == status and before.last_transition_time
+        self.conditions[type_] = Condition(
+            type=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            last_transition_time=before.last_transition_time if kept else self.now,
+            observed_generation=self.generation,
+        )
+        if not holds and type_ == "StoreReady" and not (before and before.status == "False"):
+            self.events.append(Event("Warning", reason, message))
+
+    def to(self, phase: Phase, message: str) -> None:
+        self.phase, self.message = phase, message
+
+    def fail(self, reason: str, message: str) -> None:
+        self.set("Failed", True, reason, message)
+        self.to("Failed", message)
+
+    def decision(self, ttl: object) -> Decision:
+        """The decision; `ttl` is the raw spec field, readable even when the spec is not."""
+        finished = self.phase in FINISHED
+        if finished and self.phase != self.old.phase:
+            self.completion_time = self.now
+        if self.phase != self.old.phase:
+            kind = "Warning" if self.phase == "Failed" else "Normal"
+            self.events.append(Event(kind, self.phase, self.message or self.phase))
+        status = RLKDJobStatus(
+            phase=self.phase,
+            message=self.message,
+            observed_generation=self.generation,
+            conditions=[self.conditions[t] for t in CONDITION_TYPES if t in self.conditions],
+            start_time=self.start_time,
+            completion_time=self.completion_time,
+            progress=self.progress,
+            artifacts=self.artifacts,
+        )
+        done = _parse_time(self.completion_time)
+        expired = (
+            finished
+            and isinstance(ttl, int)
+            and done is not None
+            and _parse_time(self.now) >= done + timedelta(seconds=ttl)
+        )
+        return Decision(_dump(status), tuple(self.apply), tuple(self.events), delete=expired)
+
+
+def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefaults) -> None:
+    """Fill `plan` for a job that has not finished."""
+    if observed.store is not None:
+        plan.set("StoreReady", observed.store.ready, observed.store.reason, observed.store.message)
+    _read_progress(plan, job, observed)
+    learner = observed.children.get(("PyTorchJob", learner_name(job)))
+    state = learner_state(learner)
+    if state is not None:
+        plan.set("LearnerRunning", state[0] in ("Running", "Restarting"), state[1], state[2])
+    if _finished(plan, observed, learner, state):
+        plan.apply = _manifests(job, defaults, observed, scale_to_zero=True, learner=False)
+    elif job.spec.suspend:
+        plan.set("Suspended", True, "Suspended", "spec.suspend is true")
+        plan.to("Suspended", "suspended: the learner is stopped and inference is scaled to zero")
+        plan.apply = _manifests(job, defaults, observed, scale_to_zero=True, learner=bool(state))
+    else:
+        if "Suspended" in plan.conditions:
+            plan.set("Suspended", False, "Resumed", "spec.suspend is false")
+        _provision_or_train(plan, job, observed, defaults, state)
+
+
+def _finished(
+    plan: _Plan, observed: Observed, learner: Body | None, state: tuple[str, str, str] | None
+) -> bool:
+    """Failed or Succeeded by the learner's end; False while the run goes on."""
+    if state is not None and state[0] == "Failed":
+        plan.fail(state[1], f"the learner failed: {state[2] or state[1]}")
+        return True
+    return state is not None and state[0] == "Succeeded" and _succeeded(plan, observed, learner)
+
+
+def _provision_or_train(
+    plan: _Plan,
+    job: RLKDJob,
+    observed: Observed,
+    defaults: OperatorDefaults,
+    state: tuple[str, str, str] | None,
+) -> None:
+    """The store first, then inference, then the learner once every inference Deployment is
+    Available; Training (or Evaluating) while the learner runs."""
+    store = plan.conditions.get("StoreReady")
+    if store is None and state is None:
+        plan.to("Pending", "checking the store")
+        return
+    if store is not None and store.status != "True" and state is None:
+        plan.to("Provisioning", store.message)
+        return
+    starting = [
+        name
+        for name in (inference_name(job, role) for role in inference_roles(job.spec))
+        if not _available(observed.children.get(("Deployment", name)))
+    ]
+    if starting:
+        plan.set(
+            "InferenceReady", False, "Starting", f"waiting for Deployment {', '.join(starting)}"
+        )
+    else:
+        plan.set("InferenceReady", True, "Available", "every inference server is Available")
+    plan.apply = _manifests(
+        job, defaults, observed, scale_to_zero=False, learner=state is not None or not starting
+    )
+    if state is None or state[0] not in ("Running", "Restarting", "Succeeded"):
+        waiting = "inference servers" if state is None else "learner"
+        plan.to("Provisioning", f"waiting for the {waiting} to start")
+        return
+    if plan.start_time is None:
+        plan.start_time = plan.now
+    doc = observed.progress
+    stage = doc.stage if doc else ("evaluating" if plan.old.phase == "Evaluating" else "training")
+    phase: Phase = "Evaluating" if job.spec.evaluation and stage == "evaluating" else "Training"
+    if state[0] == "Succeeded":
+        message = "the learner finished; waiting for the final model in the store"
+    elif phase == "Evaluating":
+        message = "evaluating the distilled student"
+    else:
+        message = _training_message(plan.progress)
+    plan.to(phase, message)
+
+
+def _succeeded(plan: _Plan, observed: Observed, learner: Body | None) -> bool:
+    """Succeeded once the final artifacts are in the store; Failed when they never come."""
+    doc = observed.progress
+    if doc is not None and doc.stage == "finished" and doc.model and observed.model_present:
+        plan.set("Complete", True, "Succeeded", f"the distilled model is at {doc.model}")
+        metrics = ", ".join(f"{k}={v:g}" for k, v in sorted(doc.evaluation.items()))
+        plan.to(
+            "Succeeded", f"succeeded: model at {doc.model}" + (f"; {metrics}" if metrics else "")
+        )
+        return True
+    done = _parse_time((learner or {}).get("status", {}).get("completionTime"))
+    if done is not None and _parse_time(plan.now) - done > ARTIFACTS_GRACE:
+        plan.fail(
+            "ArtifactsMissing",
+            "the learner succeeded but its final model is not in the store after "
+            f"{ARTIFACTS_GRACE}; check the learner's logs and the store",
+        )
+        return True
+    return False
+
+
+def _read_progress(plan: _Plan, job: RLKDJob, observed: Observed) -> None:
+    """Progress and artifact URIs from the learner's progress document, when it was read."""
+    doc = observed.progress
+    if doc is None:
+        return
+    plan.progress = Progress.model_validate(
+        {name: getattr(doc, name) for name in Progress.model_fields}
+    )
+    storage = storage_of(job)
+    run = run_prefix(storage.prefix, namespace_of(job), job.metadata.name)
+    finished = doc.stage == "finished" and observed.model_present
+    plan.artifacts = Artifacts(
+        checkpoint=doc.checkpoint,
+        model=doc.model if finished else None,
+        progress=f"s3://{storage.bucket}/{run}/{PROGRESS_KEY}",
+    )
+
+
+def _training_message(progress: Progress | None) -> str:
+    if progress is None:
+        return "training"
+    total = f"/{progress.total_steps}" if progress.total_steps else ""
+    reward = "" if progress.mean_reward is None else f", mean reward {progress.mean_reward:.4g}"
+    return f"training: step {progress.step}{total}{reward}"
+
+
+def _retry_invalid(old: RLKDJobStatus, generation: int | None) -> bool:
+    """A job that failed on an invalid spec is tried again once the spec changes."""
+    failed = _condition(old, "Failed")
+    changed = old.observed_generation != generation
+    return failed is not None and failed.reason == "InvalidSpec" and changed
+
+
+def _manifests(
+    job: RLKDJob,
+    defaults: OperatorDefaults,
+    observed: Observed,
+    *,
+    scale_to_zero: bool,
+    learner: bool,
+) -> list[dict[str, Any]]:
+    """The children to apply, hashed: only those whose hash differs from the observed child's."""
+    children = build_children(job, defaults, inference_replicas=0 if scale_to_zero else None)
+    out = []
+    for manifest in children.all():
+        if manifest is children.learner and not learner:
+            continue
+        digest = applied_hash(manifest)
+        seen = observed.children.get((manifest["kind"], manifest["metadata"]["name"]))
+        if seen is not None and _annotations(seen).get(HASH_ANNOTATION) == digest:
+            continue
+        manifest["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = digest
+        out.append(manifest)
+    return out
+
+
+def _annotations(body: Body) -> Mapping[str, str]:
+    return body.get("metadata", {}).get("annotations") or {}
+
+
+def _available(deployment: Body | None) -> bool:
+    conditions = (deployment or {}).get("status", {}).get("conditions") or []
+    return any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions)
+
+
+def _condition(status: RLKDJobStatus, type_: str) -> Condition | None:
+    return next((c for c in status.conditions if c.type == type_), None)
+
+
+def _dump(status: RLKDJobStatus) -> dict[str, Any]:
+    return status.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def _stamp(now: datetime) -> str:
+    return now.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None

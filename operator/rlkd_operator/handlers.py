@@ -1,0 +1,132 @@
+"""kopf glue: watch RLKDJobs and their children, and on every event (and on each poll) gather
+what exists, call the pure `decide`, and apply its answer."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes import client
+
+from rlkd.k8s import OperatorDefaults
+from rlkd.k8s.naming import JOB_LABEL
+from rlkd_operator import settings as operator_settings
+from rlkd_operator.decide import Observed, decide, job_of, needs, needs_poll
+from rlkd_operator.kube import Kube, connection_info, merge_patch
+from rlkd_operator.metrics import Metrics
+from rlkd_operator.resources import CHILDREN, RLKDJOBS
+from rlkd_operator.stores import Stores
+from rlkd_operator.world import JobKey, World
+
+logger = logging.getLogger("rlkd.operator")
+
+
+@dataclass
+class Runtime:
+    """Everything the handlers share (kopf's `memo`; resource handlers get shallow copies, so
+    every field is a shared object or set once at startup)."""
+
+    defaults: OperatorDefaults
+    options: operator_settings.Options
+    configuration: client.Configuration
+    kube: Kube
+    stores: Stores
+    world: World
+    metrics: Metrics
+    poller: asyncio.Task[None] | None = None
+
+
+@kopf.on.login()
+def login(memo: Runtime, **_: Any) -> kopf.ConnectionInfo:
+    return connection_info(memo.configuration)
+
+
+@kopf.on.startup()
+async def startup(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
+    operator_settings.configure(settings, memo.options)
+    memo.poller = asyncio.create_task(poll(memo))
+
+
+@kopf.on.cleanup()
+async def cleanup(memo: Runtime, **_: Any) -> None:
+    if memo.poller is not None:
+        memo.poller.cancel()
+
+
+@kopf.on.event(RLKDJOBS.group, RLKDJOBS.version, RLKDJOBS.plural)
+async def job_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
+    if event["type"] == "DELETED":
+        key = (event["object"]["metadata"]["namespace"], event["object"]["metadata"]["name"])
+        memo.world.forget_job(key)
+        memo.stores.forget(*key)
+        return
+    await reconcile(memo, memo.world.see_job(event["object"]))
+
+
+def seen_child(body: kopf.Body, memo: Runtime, **_: Any) -> None:
+    """Record a child. Registered as a kopf index only for its guarantee: no handler runs before
+    every indexed kind is listed, so a restarted operator never takes a child for missing."""
+    memo.world.see_child(body)
+
+
+async def child_event(event: kopf.RawEvent, memo: Runtime, **_: Any) -> None:
+    """A child changed (e.g. a Deployment became Available): reconcile its RLKDJob."""
+    key = memo.world.see_child(event["object"], deleted=event["type"] == "DELETED")
+    if key in memo.world.jobs:
+        await reconcile(memo, key)
+
+
+for _child in CHILDREN.values():
+    _owned = {JOB_LABEL: kopf.PRESENT}
+    kopf.index(_child.group, _child.version, _child.plural, id=_child.plural, labels=_owned)(
+        seen_child
+    )
+    kopf.on.event(_child.group, _child.version, _child.plural, labels=_owned)(child_event)
+
+
+async def poll(memo: Runtime) -> None:
+    """Re-reconcile what no event will wake: progress in the store, failed reconciles, ttl."""
+    while True:
+        await asyncio.sleep(memo.options.poll_seconds)
+        for key, body in list(memo.world.jobs.items()):
+            if key in memo.world.retry or needs_poll(body):
+                await reconcile(memo, key)
+
+
+async def reconcile(memo: Runtime, key: JobKey) -> None:
+    """Gather, decide, apply. Never raises: a failure is logged, counted and retried by poll."""
+    async with memo.world.lock(key):
+        body = memo.world.jobs.get(key)
+        if body is None:
+            return
+        try:
+            await _reconcile(memo, key, body)
+            memo.world.retry.discard(key)
+        except Exception:
+            logger.exception("reconciling RLKDJob %s/%s failed; retrying later", *key)
+            memo.world.retry.add(key)
+            memo.metrics.errors.inc()
+        memo.metrics.reconciles.inc()
+
+
+async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
+    children = memo.world.children(key)
+    observed = Observed(children=children)
+    if (job := job_of(body, memo.defaults)) is not None:  # else decide reports the spec
+        store, progress, model = await memo.stores.observe(job, needs(body, children))
+        observed = Observed(children, store, progress, model)
+    decision = decide(body, observed, memo.defaults, datetime.now(UTC))
+    for manifest in decision.apply:
+        exists = (manifest["kind"], manifest["metadata"]["name"]) in children
+        memo.world.see_child(await memo.kube.apply(manifest, exists))
+    if decision.status != body.get("status"):
+        patch = merge_patch(body.get("status") or {}, decision.status)
+        memo.world.see_job(await memo.kube.patch_status(*key, patch))
+    for event in decision.events:
+        await memo.kube.post_event(body, event.type, event.reason, event.message)
+    if decision.delete:
+        await memo.kube.delete_job(*key)

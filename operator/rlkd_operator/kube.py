@@ -1,0 +1,175 @@
+"""The operator's own Kubernetes API calls: create, merge-patch, delete, read a Secret, post an
+Event.
+
+The official client is synchronous, so each call runs in a worker thread; kopf keeps its own
+async session for watching. Both authenticate from one client configuration
+(`load_configuration`), so the operator and kopf always talk to the same cluster as the same
+identity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+from kubernetes import client, config
+
+from rlkd.errors import StoreError
+from rlkd.spec.job import StorageSpec
+from rlkd.spec.runtime import STORE_SECRET_DIR
+from rlkd.store import Credentials
+from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
+from rlkd_operator.resources import CHILDREN, EVENTS, RLKDJOB_STATUS, RLKDJOBS, SECRETS
+
+MERGE_PATCH = "application/merge-patch+json"
+EVENT_SOURCE = "rlkd-operator"
+
+
+def load_configuration(kubeconfig: str | None = None) -> client.Configuration:
+    """In a pod, the service account; elsewhere `kubeconfig`, $KUBECONFIG or ~/.kube/config."""
+    configuration = client.Configuration()
+    if os.environ.get("KUBERNETES_SERVICE_HOST") and not kubeconfig:
+        config.load_incluster_config(client_configuration=configuration)
+    else:
+        path = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+        config.load_kube_config(
+            config_file=os.path.expanduser(path), client_configuration=configuration
+        )
+    return configuration
+
+
+def connection_info(configuration: client.Configuration) -> kopf.ConnectionInfo:
+    """The same identity for kopf's own session (an `@kopf.on.login` answer)."""
+    api_key = configuration.get_api_key_with_prefix
+    header = api_key("BearerToken") or api_key("authorization")
+    scheme, _, token = (header or "").rpartition(" ")
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        scheme=scheme or None,
+        token=token or None,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
+class Kube:
+    """A few verbs over any resource in rlkd_operator.resources."""
+
+    def __init__(self, configuration: client.Configuration) -> None:
+        self._api = client.ApiClient(configuration)
+
+    async def apply(self, manifest: dict[str, Any], exists: bool) -> dict[str, Any]:
+        """Create-or-patch a child (merge patch, never PUT). `exists` says which to try first;
+        a conflict or a missing object switches to the other, so stale knowledge still converges."""
+        resource = CHILDREN[manifest["kind"]]
+        namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+        try:
+            if exists:
+                return await self._call("PATCH", resource.path(namespace, name), manifest)
+            return await self._call("POST", resource.path(namespace), manifest)
+        except client.ApiException as exc:
+            if exc.status not in (404, 409):
+                raise
+        return await self.apply(manifest, not exists)
+
+    async def patch_status(
+        self, namespace: str, name: str, patch: dict[str, Any]
+    ) -> dict[str, Any]:
+        return await self._call("PATCH", RLKDJOB_STATUS.path(namespace, name), {"status": patch})
+
+    async def post_event(
+        self, job: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None:
+        """A core/v1 Event about `job`. Posted by the operator itself rather than through kopf,
+        whose poster exists only inside its own per-object tasks (not in the poller)."""
+        meta = job["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": job["apiVersion"],
+                "kind": job["kind"],
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+            },
+            "type": type_,
+            "reason": reason,
+            "message": message[:1024],
+            "source": {"component": EVENT_SOURCE},
+            "reportingComponent": EVENT_SOURCE,
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self._call("POST", EVENTS.path(meta["namespace"]), event)
+
+    async def delete_job(self, namespace: str, name: str) -> None:
+        """Delete an RLKDJob (ttlSecondsAfterFinished); its children follow by ownerReference."""
+        try:
+            await self._call("DELETE", RLKDJOBS.path(namespace, name))
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    async def store_credentials(self, namespace: str, storage: StorageSpec) -> Credentials:
+        """The key pair for a job's store: its credentialsSecret in the job's namespace, else the
+        operator's own (environment or mounted Secret). StoreError when unusable; the message
+        never holds a secret value."""
+        secret = storage.credentials_secret
+        if secret is None:
+            return Credentials.from_env(os.environ, STORE_SECRET_DIR)
+        where = f"Secret {namespace}/{secret} (spec.storage.credentialsSecret)"
+        try:
+            data = (await self._call("GET", SECRETS.path(namespace, secret))).get("data") or {}
+        except client.ApiException as exc:
+            if exc.status != 404:
+                raise
+            raise StoreError(
+                f"{where} does not exist; create it with keys {ACCESS_KEY_VAR} and {SECRET_KEY_VAR}"
+            ) from None
+        missing = [key for key in (ACCESS_KEY_VAR, SECRET_KEY_VAR) if not data.get(key)]
+        if missing:
+            raise StoreError(f"{where} has no {' or '.join(missing)}; add the key")
+        values = [
+            base64.b64decode(data[key]).decode().strip() for key in (ACCESS_KEY_VAR, SECRET_KEY_VAR)
+        ]
+        return Credentials(*values)
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        headers = {"Accept": "application/json"}
+        if body is not None:
+            headers["Content-Type"] = MERGE_PATCH if method == "PATCH" else "application/json"
+        return await asyncio.to_thread(
+            self._api.call_api,
+            path,
+            method,
+            header_params=headers,
+            body=body,
+            response_type="object",
+            auth_settings=["BearerToken"],
+            _return_http_data_only=True,
+        )
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`: changed keys only, None for
+    removed ones."""
+    patch: dict[str, Any] = {key: None for key in old if key not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            if nested := merge_patch(before, value):
+                patch[key] = nested
+        elif before != value:
+            patch[key] = value
+    return patch

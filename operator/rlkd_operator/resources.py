@@ -1,0 +1,94 @@
+"""Every Kubernetes resource the operator touches, with the verbs it uses on each: the one list
+that the API adapter resolves paths from and the ClusterRole is generated from (a test keeps the
+shipped manifest and the requests the operator really makes inside it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rlkd.spec.resource import GROUP, KIND, PLURAL, VERSION
+
+
+@dataclass(frozen=True)
+class APIResource:
+    """One resource (or subresource) and the verbs the operator needs on it."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    verbs: tuple[str, ...]
+    namespaced: bool = True
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+    def path(self, namespace: str | None = None, name: str | None = None) -> str:
+        """The REST path of the collection, or of one object when `name` is given."""
+        base = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
+        plural, _, sub = self.plural.partition("/")
+        parts = [base, *(["namespaces", namespace] if namespace else []), plural]
+        parts += [name] if name else []
+        parts += [sub] if sub else []
+        return "/".join(parts)
+
+
+WATCHED = ("list", "watch")
+# Children are created once and merge-patched after (never PUT, never deleted: ownerReferences
+# let the garbage collector delete them with their RLKDJob).
+CHILD = (*WATCHED, "create", "patch")
+
+RLKDJOBS = APIResource(GROUP, VERSION, PLURAL, KIND, (*WATCHED, "delete"))  # delete: ttl
+RLKDJOB_STATUS = APIResource(GROUP, VERSION, f"{PLURAL}/status", KIND, ("patch",))
+# Children name their RLKDJob owner with blockOwnerDeletion, which the API server allows only to
+# those who may update the owner's finalizers (OwnerReferencesPermissionEnforcement).
+RLKDJOB_FINALIZERS = APIResource(GROUP, VERSION, f"{PLURAL}/finalizers", KIND, ("update",))
+CONFIGMAPS = APIResource("", "v1", "configmaps", "ConfigMap", CHILD)
+SERVICES = APIResource("", "v1", "services", "Service", CHILD)
+DEPLOYMENTS = APIResource("apps", "v1", "deployments", "Deployment", CHILD)
+PYTORCHJOBS = APIResource("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob", CHILD)
+SECRETS = APIResource("", "v1", "secrets", "Secret", ("get",))  # spec.storage.credentialsSecret
+EVENTS = APIResource("", "v1", "events", "Event", ("create",))
+# kopf's peering (one active replica): the cluster-wide object for --all-namespaces, a namespaced
+# one per watched namespace otherwise.
+CLUSTER_PEERINGS = APIResource(
+    "kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", ("list", "watch", "patch"), False
+)
+PEERINGS = APIResource("kopf.dev", "v1", "kopfpeerings", "KopfPeering", ("list", "watch", "patch"))
+
+ALL = (
+    RLKDJOBS,
+    RLKDJOB_STATUS,
+    RLKDJOB_FINALIZERS,
+    CONFIGMAPS,
+    SERVICES,
+    DEPLOYMENTS,
+    PYTORCHJOBS,
+    SECRETS,
+    EVENTS,
+    CLUSTER_PEERINGS,
+    PEERINGS,
+)
+CHILDREN = {r.kind: r for r in (CONFIGMAPS, SERVICES, DEPLOYMENTS, PYTORCHJOBS)}
+"""The kinds the builders make, by kind."""
+
+
+def cluster_role() -> dict[str, Any]:
+    """The operator's ClusterRole: one rule per resource, exactly the verbs above."""
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": "rlkd-operator"},
+        "rules": [
+            {"apiGroups": [r.group], "resources": [r.plural], "verbs": list(r.verbs)} for r in ALL
+        ],
+    }
+
+
+if __name__ == "__main__":  # make generate: manifests/base/clusterrole.yaml
+    import yaml
+
+    print("# Generated from rlkd_operator.resources by `make generate`; do not edit.")
+    print(yaml.safe_dump(cluster_role(), sort_keys=False), end="")

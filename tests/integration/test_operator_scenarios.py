@@ -1,0 +1,317 @@
+"""The real kopf operator, in the test's event loop, against kmock's Kubernetes emulator and a real
+S3 server. The tests play the cluster's controllers: they mark Deployments Available and move
+the PyTorchJob through its states, and write what the learner would write into the store."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kube_emulator import Emulator, kube_emulator, requests_outside, running_operator, wait_for
+from operator_fixtures import available, job_body, pytorchjob_in
+from prometheus_client import generate_latest
+from s3server import S3Server
+
+from rlkd.k8s.naming import JOB_LABEL
+from rlkd.spec.progress import MODEL_PREFIX, PROGRESS_KEY
+from rlkd.store import S3Config
+from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
+from rlkd.store.s3 import S3Store
+from rlkd_operator.resources import (
+    CHILDREN,
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    EVENTS,
+    PYTORCHJOBS,
+    RLKDJOBS,
+    SECRETS,
+    SERVICES,
+)
+
+pytestmark = pytest.mark.s3
+NS = "ns1"
+INFERENCE = ("gsrm", "judge")
+CHILD_PLURALS = {api.plural for api in CHILDREN.values()}
+
+
+class Cluster:
+    """The emulator as a test sees it: apply, read, and play the controllers."""
+
+    def __init__(self, emulator: Emulator, s3: S3Server, bucket: str) -> None:
+        self.emulator, self.s3, self.bucket = emulator, s3, bucket
+
+    async def call(self, method: str, path: str, body: Any = None) -> Any:
+        client = self.emulator.servers[0].client
+        headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
+        async with client.request(method, path, json=body, headers=headers) as response:
+            assert response.status < 300, await response.text()
+            return await response.json()
+
+    async def apply_job(self, name: str = "demo", **spec: Any) -> None:
+        body = job_body(name, NS, **spec)
+        body["metadata"] = {"name": name, "namespace": NS}
+        body["spec"]["storage"] = {
+            **body["spec"]["storage"],
+            "endpoint": self.s3.endpoint,
+            "bucket": self.bucket,
+        }
+        await self.call("POST", RLKDJOBS.path(NS), body)
+
+    async def patch_spec(self, name: str, **spec: Any) -> None:
+        await self.call("PATCH", RLKDJOBS.path(NS, name), {"spec": spec})
+
+    def get(self, api: Any, name: str) -> dict[str, Any] | None:
+        return self.emulator.stored(api, NS, name)
+
+    def phase(self, name: str = "demo") -> str | None:
+        return ((self.get(RLKDJOBS, name) or {}).get("status") or {}).get("phase")
+
+    async def set_status(self, api: Any, name: str, body: dict[str, Any]) -> None:
+        await self.call("PATCH", api.path(NS, name) + "/status", {"status": body["status"]})
+
+    async def inference_available(self, job: str = "demo") -> None:
+        for role in INFERENCE:
+            name = f"{job}-{role}"
+            await self.set_status(DEPLOYMENTS, name, available(self.get(DEPLOYMENTS, name)))
+
+    async def learner(self, state: str, job: str = "demo", message: str = "") -> None:
+        await self.set_status(
+            PYTORCHJOBS, job, pytorchjob_in(self.get(PYTORCHJOBS, job), state, message)
+        )
+
+    def store(self, prefix: str = f"rlkd/{NS}/demo") -> S3Store:
+        """The test's bucket at `prefix`: by default, the demo job's run (what the learner
+        writes); "rlkd" is the store root that store:// URIs name."""
+        config = S3Config(
+            endpoint=self.s3.endpoint,
+            bucket=self.bucket,
+            prefix=prefix,
+            credentials=self.s3.credentials,
+        )
+        return S3Store(config)
+
+    def event_reasons(self) -> list[str]:
+        events = [
+            obj.raw for key, obj in self.emulator.objects.items() if key[0].plural == EVENTS.plural
+        ]
+        return [
+            e["reason"] for e in sorted(events, key=lambda e: int(e["metadata"]["resourceVersion"]))
+        ]
+
+    def creates(self) -> list[tuple[str, str]]:
+        """(resource, name) of every create the operator sent, whether it succeeded or not."""
+        return [
+            (r.resource.plural, r.data["metadata"]["name"])
+            for r in self.emulator._requests
+            if r.method == "POST"
+            and r.resource is not None
+            and r.resource.plural != "events"
+            and "kmock" not in r.headers.get("User-Agent", "")
+        ]
+
+
+@pytest.fixture
+async def world(tmp_path: Path, s3_server: S3Server) -> AsyncIterator[tuple[Cluster, Path]]:
+    """An emulator with the storage Secret, and a bucket that holds the dataset."""
+    async with kube_emulator(tmp_path) as (emulator, kubeconfig):
+        cluster = Cluster(emulator, s3_server, f"op-{uuid.uuid4().hex[:12]}")
+        cluster.store("rlkd").put_bytes("datasets/train.jsonl", b"{}\n")
+        keys = {
+            ACCESS_KEY_VAR: s3_server.credentials.access_key,
+            SECRET_KEY_VAR: s3_server.credentials.secret_key,
+        }
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "store", "namespace": NS},
+            "data": {k: base64.b64encode(v.encode()).decode() for k, v in keys.items()},
+        }
+        await cluster.call("POST", SECRETS.path(NS), secret)
+        yield cluster, kubeconfig
+        assert requests_outside(emulator) == []  # the ClusterRole covers every request made
+        watched = [
+            r for r in emulator._requests if r.resource and r.resource.plural in CHILD_PLURALS
+        ]
+        lists = [r for r in watched if r.action.name in ("LIST", "WATCH")]
+        assert lists and {r.params.get("labelSelector") for r in lists} == {JOB_LABEL}
+
+
+def children_of(cluster: Cluster, job: str = "demo") -> dict[str, Any]:
+    names = {
+        CONFIGMAPS: [f"{job}-config"],
+        SERVICES: [f"{job}-{r}" for r in INFERENCE],
+        DEPLOYMENTS: [f"{job}-{r}" for r in INFERENCE],
+        PYTORCHJOBS: [job],
+    }
+    return {f"{api.kind}/{n}": cluster.get(api, n) for api, names_ in names.items() for n in names_}
+
+
+async def test_a_job_runs_from_apply_to_success_and_gives_its_gpus_back(world, caplog) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)) as runtime:
+        await cluster.apply_job()
+        await wait_for(lambda: cluster.phase() == "Provisioning")
+        assert cluster.get(PYTORCHJOBS, "demo") is None
+        assert all(v is not None for k, v in children_of(cluster).items() if "PyTorchJob" not in k)
+
+        await cluster.inference_available()
+        await wait_for(lambda: cluster.get(PYTORCHJOBS, "demo"))
+        store = cluster.store()
+        store.put_json(
+            PROGRESS_KEY,
+            {
+                "stage": "training",
+                "step": 3,
+                "totalSteps": 20,
+                "meanReward": 12.5,
+                "rewardErrors": {"judge_timeout": 2},
+            },
+        )
+        await cluster.learner("Running")
+        await wait_for(lambda: cluster.phase() == "Training")
+        status = cluster.get(RLKDJOBS, "demo")["status"]
+        assert (
+            status["phase"] == "Training"
+            and status["message"] == "training: step 3/20, mean reward 12.5"
+        )
+        assert status["progress"]["rewardErrors"] == {"judge_timeout": 2} and status["startTime"]
+        metrics = generate_latest(runtime.metrics.registry).decode()
+        assert 'rlkd_jobs{phase="Training"} 1.0' in metrics
+        assert (
+            'rlkd_job_reward_errors{job="demo",namespace="ns1",reason="judge_timeout"} 2.0'
+            in metrics
+        )
+
+        store.put_bytes(MODEL_PREFIX + "config.json", b"{}")
+        model = store.uri_for(MODEL_PREFIX.rstrip("/"))
+        store.put_json(
+            PROGRESS_KEY, {"stage": "finished", "step": 20, "totalSteps": 20, "model": model}
+        )
+        await cluster.learner("Succeeded")
+        await wait_for(lambda: cluster.phase() == "Succeeded")
+        status = cluster.get(RLKDJOBS, "demo")["status"]
+        assert status["artifacts"]["model"] == model and status["completionTime"]
+        await wait_for(
+            lambda: all(
+                cluster.get(DEPLOYMENTS, f"demo-{r}")["spec"]["replicas"] == 0 for r in INFERENCE
+            )
+        )
+        await wait_for(lambda: cluster.event_reasons() == ["Provisioning", "Training", "Succeeded"])
+    secret = cluster.s3.credentials.secret_key
+    events = [o.raw for k, o in cluster.emulator.objects.items() if k[0].plural == EVENTS.plural]
+    assert secret not in f"{cluster.get(RLKDJOBS, 'demo')} {events} {caplog.text}"
+
+
+async def test_a_failed_learner_fails_the_job_with_its_reason(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)):
+        await cluster.apply_job()
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+        await cluster.inference_available()
+        await wait_for(lambda: cluster.get(PYTORCHJOBS, "demo"))
+        await cluster.learner("Failed", message="pod demo-master-0 was OOMKilled")
+        await wait_for(lambda: cluster.phase() == "Failed")
+        failed = next(
+            c
+            for c in cluster.get(RLKDJOBS, "demo")["status"]["conditions"]
+            if c["type"] == "Failed"
+        )
+        assert failed["reason"] == "PyTorchJobFailed" and "OOMKilled" in failed["message"]
+        await wait_for(lambda: cluster.event_reasons()[-1:] == ["Failed"])
+
+
+async def test_ttl_deletes_a_finished_job(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)):
+        await cluster.apply_job(ttlSecondsAfterFinished=0)
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+        assert "finalizers" not in cluster.get(RLKDJOBS, "demo")["metadata"]  # none needed
+        await cluster.inference_available()
+        await wait_for(lambda: cluster.get(PYTORCHJOBS, "demo"))
+        await cluster.learner("Failed")
+        await wait_for(lambda: cluster.get(RLKDJOBS, "demo") is None)
+
+
+async def test_suspend_and_resume(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)):
+        await cluster.apply_job()
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+        await cluster.inference_available()
+        await wait_for(lambda: cluster.get(PYTORCHJOBS, "demo"))
+        await cluster.learner("Running")
+        await wait_for(lambda: cluster.phase() == "Training")
+
+        await cluster.patch_spec("demo", suspend=True)
+        await wait_for(lambda: cluster.phase() == "Suspended")
+        await wait_for(
+            lambda: cluster.get(PYTORCHJOBS, "demo")["spec"]["runPolicy"]["suspend"] is True
+        )
+        assert {cluster.get(DEPLOYMENTS, f"demo-{r}")["spec"]["replicas"] for r in INFERENCE} == {0}
+
+        await cluster.patch_spec("demo", suspend=False)
+        await wait_for(
+            lambda: cluster.get(PYTORCHJOBS, "demo")["spec"]["runPolicy"]["suspend"] is False
+        )
+        assert {cluster.get(DEPLOYMENTS, f"demo-{r}")["spec"]["replicas"] for r in INFERENCE} == {1}
+        await wait_for(lambda: cluster.phase() == "Training")
+
+
+async def test_an_operator_killed_mid_flow_resumes_without_duplicates(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)):
+        await cluster.apply_job()
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-gsrm"))
+    # Killed, perhaps between two creates. Meanwhile the servers come up.
+    await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge") or True)
+    if cluster.get(DEPLOYMENTS, "demo-judge"):
+        await cluster.inference_available()
+    async with running_operator(kubeconfig, (NS,)):
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+        await cluster.inference_available()
+        await wait_for(lambda: cluster.get(PYTORCHJOBS, "demo"))
+        await cluster.learner("Running")
+        await wait_for(lambda: cluster.phase() == "Training")
+    before = cluster.get(RLKDJOBS, "demo")
+    async with running_operator(kubeconfig, (NS,)) as runtime:
+        await wait_for(lambda: runtime.metrics.reconciles._value.get() >= 3)
+    assert cluster.get(RLKDJOBS, "demo")["status"] == before["status"]
+    creates = cluster.creates()
+    assert sorted(creates) == sorted(set(creates))  # every child created once, never again
+    # Events are best effort (one posted after the kill would be lost), but never repeated.
+    reasons = cluster.event_reasons()
+    assert "Training" in reasons and len(reasons) == len(set(reasons))
+
+
+async def test_a_bad_spec_fails_and_the_operator_keeps_serving_others(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)):
+        await cluster.apply_job("broken", grpo={"learningRate": "fast"})  # slipped past no CRD here
+        await cluster.apply_job("fine")
+        await wait_for(lambda: cluster.phase("broken") == "Failed")
+        failed = cluster.get(RLKDJOBS, "broken")["status"]["conditions"][-1]
+        assert failed["reason"] == "InvalidSpec" and "spec.grpo.learningRate" in failed["message"]
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "fine-judge"))
+        assert cluster.get(CONFIGMAPS, "broken-config") is None
+
+
+async def test_a_missing_dataset_says_so_and_is_checked_again(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)):
+        await cluster.apply_job(dataset={"uri": "store://datasets/later.jsonl"})
+
+        def store_condition() -> dict[str, Any] | None:
+            conditions = (cluster.get(RLKDJOBS, "demo").get("status") or {}).get("conditions", [])
+            return next((c for c in conditions if c["type"] == "StoreReady"), None)
+
+        condition = await wait_for(store_condition)
+        assert (condition["status"], condition["reason"]) == ("False", "DatasetMissing")
+        assert "datasets/later.jsonl" in condition["message"] and cluster.phase() == "Provisioning"
+        assert cluster.get(CONFIGMAPS, "demo-config") is None
+        cluster.store("rlkd").put_bytes("datasets/later.jsonl", b"{}\n")
+        await wait_for(lambda: store_condition()["status"] == "True")
+        assert cluster.get(DEPLOYMENTS, "demo-judge") is not None  # applied before the status

@@ -1,0 +1,198 @@
+"""The real kopf operator against kmock's Kubernetes emulator, in the caller's event loop.
+
+The emulator is an in-memory API server (no scheduler, no controllers, no garbage collector):
+tests play the controllers by patching children's status themselves. What it lacks and the
+operator relies on is added here: resourceVersion, uid, creationTimestamp and generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import itertools
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import kmock
+import kopf
+import yaml
+
+from rlkd.k8s import OperatorDefaults
+from rlkd_operator.main import build_runtime
+from rlkd_operator.resources import ALL, RLKDJOBS, APIResource
+from rlkd_operator.settings import Options
+
+
+@attrs.define(kw_only=True)
+class Emulator(kmock.KubernetesEmulator):
+    """kmock's emulator plus the metadata a real API server assigns on every write."""
+
+    _versions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _serving: set[kmock.Request] = attrs.field(factory=set, init=False)
+
+    async def _handle(self, request: kmock.Request) -> Any:
+        writes = (kmock.action.CREATE, kmock.action.UPDATE)
+        if request.resource is not None and request.action in writes:
+            # Request is frozen, and a copy would lose its parsed intentions: stamp in place.
+            object.__setattr__(request, "data", self._stamped(request))
+        self._serving.add(request)
+        try:
+            return await super()._handle(request)
+        finally:
+            self._serving.discard(request)
+
+    def __iter__(self) -> Any:
+        """Only the requests being served. kmock matches each request's reactions by scanning
+        this, which over the whole history is quadratic; `_requests` still holds them all."""
+        return iter(list(self._serving))
+
+    def _stamped(self, request: kmock.Request) -> Any:
+        version = str(next(self._versions))
+        if request.action == kmock.action.CREATE:
+            meta = {
+                "resourceVersion": version,
+                "uid": str(uuid.uuid4()),
+                "creationTimestamp": datetime.datetime.now(datetime.UTC).strftime(
+                    "%Y-%m-%dT%H:%M:%SZ"
+                ),
+                "generation": 1,
+            }
+            given = request.data.get("metadata", {})
+            if "name" not in given and "generateName" in given:  # kopf's Events
+                meta["name"] = f"{given['generateName']}{version}"
+            return {**request.data, "metadata": {**given, **meta}}
+        if isinstance(request.data, list):  # a JSON patch (kopf's finalizers)
+            return [
+                *request.data,
+                {"op": "replace", "path": "/metadata/resourceVersion", "value": version},
+            ]
+        meta: dict[str, Any] = {"resourceVersion": version}
+        if "spec" in request.data and request.subresource is None:
+            stored = self.objects[request.resource, request.namespace, request.name]
+            meta["generation"] = stored.get("metadata", {}).get("generation", 1) + 1
+        return {**request.data, "metadata": {**request.data.get("metadata", {}), **meta}}
+
+    def stored(self, resource: Any, namespace: str, name: str) -> dict[str, Any] | None:
+        """The stored object, or None."""
+        key = (_resource(resource), namespace, name)
+        if key not in self.objects or self.objects[key].deleted:
+            return None
+        return dict(self.objects[key].raw)
+
+
+def _resource(api: Any) -> kmock.resource:
+    return kmock.resource(api.group, api.version, api.plural.partition("/")[0])
+
+
+NAMESPACES = APIResource("", "v1", "namespaces", "Namespace", (), namespaced=False)
+"""kopf waits for namespaces in discovery even when it never lists them (scanning is off)."""
+
+
+def declare(emulator: Emulator) -> None:
+    """Every resource the operator watches, writes or reads (rlkd_operator.resources)."""
+    for api in (*ALL, NAMESPACES):
+        if "/" in api.plural:
+            continue  # subresources below
+        subresources = {"status"} if api is RLKDJOBS else set()
+        emulator.resources[_resource(api)] = kmock.ResourceInfo(
+            kind=api.kind,
+            singular=api.kind.lower(),
+            namespaced=api.namespaced,
+            verbs={"list", "watch", "get", "create", "patch", "delete"},
+            subresources=subresources,
+        )
+
+
+@contextlib.asynccontextmanager
+async def kube_emulator(tmp_path: Path) -> AsyncIterator[tuple[Emulator, Path]]:
+    """A running emulator on 127.0.0.1 and a kubeconfig that points at it."""
+    async with Emulator() as emulator, kmock.Server(emulator) as server:
+        declare(emulator)
+        kubeconfig = tmp_path / "kubeconfig"
+        kubeconfig.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [
+                        {"name": "emulator", "cluster": {"server": str(server.url).rstrip("/")}}
+                    ],
+                    "users": [{"name": "test", "user": {"token": "test-token"}}],
+                    "contexts": [
+                        {"name": "emulator", "context": {"cluster": "emulator", "user": "test"}}
+                    ],
+                    "current-context": "emulator",
+                }
+            )
+        )
+        yield emulator, kubeconfig
+
+
+@contextlib.asynccontextmanager
+async def running_operator(
+    kubeconfig: Path,
+    namespaces: tuple[str, ...],
+    defaults: OperatorDefaults | None = None,
+    poll_seconds: float = 0.2,
+) -> AsyncIterator[Any]:
+    """The operator (standalone, explicit namespaces) in a task; yields its runtime (kopf's
+    memo). Leaving the block kills it with a cancellation, mid-flight whatever it was doing."""
+    options = Options(namespaces=namespaces, standalone=True, poll_seconds=poll_seconds)
+    runtime = build_runtime(options, defaults or OperatorDefaults(), str(kubeconfig))
+    ready = asyncio.Event()
+    task = asyncio.create_task(
+        kopf.operator(
+            namespaces=namespaces,
+            standalone=True,
+            memo=runtime,
+            ready_flag=ready,
+            settings=kopf.OperatorSettings(),
+        )
+    )
+    try:
+        await asyncio.wait_for(ready.wait(), 30)
+        yield runtime
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if runtime.poller is not None:
+            runtime.poller.cancel()
+
+
+async def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll `check` until it returns something truthy; fail after a generous deadline."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (result := check()):
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"condition not met within {timeout} s: {check}")
+        await asyncio.sleep(0.05)
+    return result
+
+
+def requests_outside(emulator: Emulator) -> list[str]:
+    """Requests to resources or with verbs outside rlkd_operator.resources (the ClusterRole),
+    as 'verb resource' lines; discovery and the test's own writes are not the operator's."""
+    verbs = {"GET": "get", "POST": "create", "PATCH": "patch", "DELETE": "delete", "PUT": "update"}
+    allowed = {(verb, api.group, api.plural) for api in ALL for verb in api.verbs}
+    out = []
+    for request in emulator._requests:
+        if (
+            request.resource is None
+            or request.resource.plural is None
+            or "kmock" in request.headers.get("User-Agent", "")
+        ):
+            continue
+        verb = {"LIST": "list", "WATCH": "watch"}.get(
+            request.action.name, verbs[request.method.name]
+        )
+        plural = request.resource.plural + (
+            f"/{request.subresource}" if request.subresource else ""
+        )
+        if (verb, request.resource.group, plural) not in allowed:
+            out.append(f"{verb} {request.resource.group}/{plural}")
+    return out

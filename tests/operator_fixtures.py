@@ -1,0 +1,53 @@
+"""RLKDJob bodies and child states shared by the operator's unit, scenario and benchmark code."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+STORAGE = {"endpoint": "http://127.0.0.1:9", "bucket": "rlkd-test", "credentialsSecret": "store"}
+
+SPEC: dict[str, Any] = {
+    "student": {"model": "store://models/student"},
+    "dataset": {"uri": "store://datasets/train.jsonl", "limit": 64},
+    "gsrm": {"model": "store://models/gsrm", "vllm": {"resources": {"cpu": "1"}}},
+    "judge": {"model": "store://models/judge"},
+    "grpo": {"precision": "fp32", "maxSteps": 20},
+    "rollout": {"mode": "transformers"},
+    "learner": {"gpusPerReplica": 0},
+    "storage": STORAGE,
+}
+
+
+def job_body(name: str = "demo", namespace: str = "ns1", **spec: Any) -> dict[str, Any]:
+    """An RLKDJob as the API server returns it (two vLLM inference roles: gsrm and judge)."""
+    return {
+        "apiVersion": "rlkd.ai/v1alpha1",
+        "kind": "RLKDJob",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": f"uid-{name}",
+            "generation": 1,
+            "resourceVersion": "1",
+        },
+        "spec": {**copy.deepcopy(SPEC), **spec},
+    }
+
+
+def available(deployment: dict[str, Any]) -> dict[str, Any]:
+    """`deployment` as the Deployment controller reports it once its pods are ready."""
+    conditions = [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]
+    return {**deployment, "status": {"conditions": conditions}}
+
+
+def pytorchjob_in(pytorchjob: dict[str, Any], state: str, message: str = "") -> dict[str, Any]:
+    """`pytorchjob` as the training operator reports it in `state` (Running, Succeeded, ...)."""
+    conditions = [{"type": "Created", "status": "True", "reason": "PyTorchJobCreated"}]
+    if state != "Created":
+        reason = f"PyTorchJob{state}"
+        conditions.append({"type": state, "status": "True", "reason": reason, "message": message})
+    status: dict[str, Any] = {"conditions": conditions}
+    if state in ("Succeeded", "Failed"):
+        status["completionTime"] = "2026-01-01T10:00:00Z"
+    return {**pytorchjob, "status": status}

@@ -1,0 +1,295 @@
+"""The operator's decide step, table by table: phases, conditions, progress, children, events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from operator_fixtures import available, job_body, pytorchjob_in
+
+from rlkd.k8s import OperatorDefaults
+from rlkd.spec.progress import ProgressDocument
+from rlkd_operator.decide import (
+    HASH_ANNOTATION,
+    Decision,
+    Observed,
+    StoreCheck,
+    decide,
+    needs,
+    needs_poll,
+)
+
+T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
+DEFAULTS = OperatorDefaults()
+STORE_OK = StoreCheck(True, "Ready", "store, bucket and dataset are present")
+STORE_DOWN = StoreCheck(False, "StoreUnavailable", "cannot reach S3 endpoint http://x; check it")
+INFERENCE = [("Deployment", "demo-gsrm"), ("Deployment", "demo-judge")]
+
+
+def step(body: dict[str, Any], observed: Observed, now: datetime = T0) -> tuple[dict, Decision]:
+    """One reconcile: decide, then the body as the API server holds it afterwards."""
+    decision = decide(body, observed, DEFAULTS, now)
+    return {**body, "status": decision.status}, decision
+
+
+def applied(decision: Decision) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(m["kind"], m["metadata"]["name"]): m for m in decision.apply}
+
+
+def conditions(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {c["type"]: c for c in body["status"].get("conditions", [])}
+
+
+def provisioned(name: str = "demo", **spec: Any) -> tuple[dict, dict]:
+    """A job whose store checked out and whose children all exist, inference Available."""
+    body, decision = step(job_body(name, **spec), Observed(store=STORE_OK))
+    children = {
+        key: available(m) if key[0] == "Deployment" else m for key, m in applied(decision).items()
+    }
+    body, decision = step(body, Observed(children=children))
+    children.update(applied(decision))
+    body, _ = step(body, Observed(children=children))  # the learner seen: waiting for it to start
+    return body, children
+
+
+def training(state: str = "Running", **spec: Any) -> tuple[dict, dict]:
+    body, children = provisioned(**spec)
+    children[("PyTorchJob", "demo")] = pytorchjob_in(children[("PyTorchJob", "demo")], state)
+    return body, children
+
+
+def progress(**fields: Any) -> ProgressDocument:
+    return ProgressDocument.model_validate(fields, by_name=True)
+
+
+def test_a_new_job_is_pending_until_the_store_is_checked() -> None:
+    body, decision = step(job_body(), Observed())
+    assert body["status"]["phase"] == "Pending" and decision.apply == ()
+    assert needs(job_body(), {}).store_check and needs_poll(body)
+
+
+def test_a_store_problem_keeps_the_job_provisioning_with_the_reason() -> None:
+    body, decision = step(job_body(), Observed(store=STORE_DOWN))
+    assert body["status"]["phase"] == "Provisioning" and decision.apply == ()
+    store = conditions(body)["StoreReady"]
+    assert (store["status"], store["reason"]) == ("False", "StoreUnavailable")
+    assert store["message"] == STORE_DOWN.message == body["status"]["message"]
+    assert ("Warning", "StoreUnavailable") in [(e.type, e.reason) for e in decision.events]
+    assert needs_poll(body) and needs(body, {}).store_check
+
+
+def test_store_ready_creates_config_and_inference_but_not_the_learner() -> None:
+    body, decision = step(job_body(), Observed(store=STORE_OK))
+    kinds = [m["kind"] for m in decision.apply]
+    assert kinds == ["ConfigMap", "Service", "Deployment", "Service", "Deployment"]
+    assert body["status"]["phase"] == "Provisioning"
+    assert conditions(body)["InferenceReady"]["status"] == "False"
+    assert [(e.type, e.reason) for e in decision.events] == [("Normal", "Provisioning")]
+    owner = decision.apply[0]["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"]) == ("RLKDJob", "uid-demo")
+    assert not needs(body, {}).store_check and not needs_poll(body)
+
+
+def test_the_learner_comes_only_when_every_deployment_is_available() -> None:
+    body, decision = step(job_body(), Observed(store=STORE_OK))
+    children = applied(decision)
+    one_up = {**children, INFERENCE[0]: available(children[INFERENCE[0]])}
+    body, decision = step(body, Observed(children=one_up))
+    assert decision.apply == ()  # nothing changed: nothing to patch
+    assert "demo-judge" in conditions(body)["InferenceReady"]["message"]
+    all_up = {**one_up, INFERENCE[1]: available(children[INFERENCE[1]])}
+    body, decision = step(body, Observed(children=all_up))
+    assert list(applied(decision)) == [("PyTorchJob", "demo")]
+    assert conditions(body)["InferenceReady"]["status"] == "True"
+
+
+def test_reconciling_the_same_world_again_changes_nothing() -> None:
+    body, children = provisioned()
+    again, decision = step(body, Observed(children=children), T0 + timedelta(hours=1))
+    assert decision.apply == () and decision.events == () and again["status"] == body["status"]
+
+
+def test_a_changed_child_manifest_is_patched() -> None:
+    body, children = provisioned()
+    edited = {**children}
+    edited[INFERENCE[0]] = {**edited[INFERENCE[0]], "metadata": {"name": "demo-gsrm"}}
+    _, decision = step(body, Observed(children=edited))
+    assert list(applied(decision)) == [INFERENCE[0]]
+    assert HASH_ANNOTATION in decision.apply[0]["metadata"]["annotations"]
+
+
+def test_training_maps_progress_and_keeps_transition_times() -> None:
+    body, children = training()
+    doc = progress(
+        step=5,
+        total_steps=20,
+        mean_reward=21.5,
+        rewards={"accuracy": 0.5},
+        reward_errors={"timeout": 2},
+        checkpoint="s3://rlkd-test/rlkd/ns1/demo/checkpoints/c-5",
+    )
+    body, decision = step(
+        body, Observed(children=children, progress=doc), T0 + timedelta(minutes=1)
+    )
+    status = body["status"]
+    assert (
+        status["phase"] == "Training"
+        and status["message"] == "training: step 5/20, mean reward 21.5"
+    )
+    assert status["progress"] == {
+        "step": 5,
+        "totalSteps": 20,
+        "meanReward": 21.5,
+        "rewards": {"accuracy": 0.5},
+        "rewardErrors": {"timeout": 2},
+    }
+    assert status["artifacts"] == {
+        "checkpoint": doc.checkpoint,
+        "progress": "s3://rlkd-test/rlkd/ns1/demo/progress.json",
+    }
+    assert status["startTime"] == "2026-01-01T10:01:00Z" and needs_poll(body)
+    assert [e.reason for e in decision.events] == ["Training"]
+    store_changed_at = conditions(body)["StoreReady"]["lastTransitionTime"]
+    later, _ = step(body, Observed(children=children, progress=doc), T0 + timedelta(hours=2))
+    assert (
+        conditions(later)["StoreReady"]["lastTransitionTime"]
+        == store_changed_at
+        == "2026-01-01T10:00:00Z"
+    )
+    assert later["status"]["startTime"] == status["startTime"]
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "stage", "phase"),
+    [
+        ({}, "evaluating", "Evaluating"),
+        (None, "evaluating", "Training"),
+        ({}, "training", "Training"),
+    ],
+)
+def test_evaluating_follows_the_progress_stage(evaluation: Any, stage: str, phase: str) -> None:
+    extra = {} if evaluation is None else {"evaluation": evaluation}
+    body, children = training(**extra)
+    body, _ = step(body, Observed(children=children, progress=progress(stage=stage)))
+    assert body["status"]["phase"] == phase
+
+
+MODEL = "s3://rlkd-test/rlkd/ns1/demo/model/"
+
+
+@pytest.mark.parametrize(
+    ("stage", "model", "present", "phase"),
+    [
+        ("finished", MODEL, True, "Succeeded"),
+        ("finished", MODEL, False, "Training"),
+        ("evaluating", MODEL, True, "Training"),
+        ("finished", None, True, "Training"),
+    ],
+)
+def test_succeeded_needs_the_learner_the_progress_and_the_model(
+    stage: str, model: str | None, present: bool, phase: str
+) -> None:
+    body, children = training("Succeeded")
+    doc = progress(stage=stage, model=model, step=20, evaluation={"accuracy": 0.41})
+    body, decision = step(body, Observed(children=children, progress=doc, model_present=present))
+    assert body["status"]["phase"] == phase
+    if phase == "Succeeded":
+        assert body["status"]["artifacts"]["model"] == MODEL
+        assert body["status"]["completionTime"] == "2026-01-01T10:00:00Z"
+        assert "accuracy=0.41" in body["status"]["message"]
+        assert conditions(body)["Complete"]["status"] == "True"
+        scaled = {
+            k: m["spec"]["replicas"] for k, m in applied(decision).items() if k[0] == "Deployment"
+        }
+        assert scaled == {INFERENCE[0]: 0, INFERENCE[1]: 0}
+
+
+def test_missing_artifacts_fail_the_job_after_a_grace_period() -> None:
+    body, children = training("Succeeded")
+    body, _ = step(body, Observed(children=children), T0 + timedelta(minutes=5))
+    assert body["status"]["phase"] == "Training"
+    body, _ = step(body, Observed(children=children), T0 + timedelta(minutes=11))
+    assert (body["status"]["phase"], conditions(body)["Failed"]["reason"]) == (
+        "Failed",
+        "ArtifactsMissing",
+    )
+
+
+def test_a_failed_learner_fails_the_job_with_its_reason_and_scales_inference_down() -> None:
+    body, children = provisioned()
+    pj = ("PyTorchJob", "demo")
+    children[pj] = pytorchjob_in(children[pj], "Failed", "pod demo-master-0 OOMKilled")
+    body, decision = step(body, Observed(children=children))
+    assert body["status"]["phase"] == "Failed"
+    failed = conditions(body)["Failed"]
+    assert (failed["reason"], "OOMKilled" in failed["message"]) == ("PyTorchJobFailed", True)
+    assert [(e.type, e.reason) for e in decision.events] == [("Warning", "Failed")]
+    assert {m["spec"]["replicas"] for m in decision.apply if m["kind"] == "Deployment"} == {0}
+    assert not needs_poll(body)
+
+
+def test_suspend_stops_the_learner_and_scales_inference_to_zero_and_resume_undoes_it() -> None:
+    body, children = training()
+    body["spec"] = {**body["spec"], "suspend": True}
+    body, decision = step(body, Observed(children=children))
+    assert body["status"]["phase"] == "Suspended"
+    changed = applied(decision)
+    assert changed[("PyTorchJob", "demo")]["spec"]["runPolicy"]["suspend"] is True
+    assert {changed[k]["spec"]["replicas"] for k in INFERENCE} == {0}
+    children.update(changed)
+    body["spec"] = {**body["spec"], "suspend": False}
+    body, decision = step(body, Observed(children=children))
+    resumed = applied(decision)
+    assert resumed[("PyTorchJob", "demo")]["spec"]["runPolicy"]["suspend"] is False
+    assert {resumed[k]["spec"]["replicas"] for k in INFERENCE} == {1}
+    assert conditions(body)["Suspended"]["status"] == "False"
+
+
+def test_suspending_before_the_learner_exists_does_not_create_it() -> None:
+    body, decision = step(job_body(suspend=True), Observed(store=STORE_OK))
+    assert body["status"]["phase"] == "Suspended"
+    assert ("PyTorchJob", "demo") not in applied(decision)
+
+
+@pytest.mark.parametrize(
+    ("ttl", "after", "delete"), [(60, 59, False), (60, 60, True), (None, 999, False)]
+)
+def test_ttl_deletes_a_finished_job(ttl: int | None, after: int, delete: bool) -> None:
+    body, children = provisioned(ttlSecondsAfterFinished=ttl)
+    pj = ("PyTorchJob", "demo")
+    children[pj] = pytorchjob_in(children[pj], "Failed")
+    body, decision = step(body, Observed(children=children))
+    assert not decision.delete
+    _, decision = step(body, Observed(children=children), T0 + timedelta(seconds=after))
+    assert decision.delete is delete and decision.events == ()
+
+
+@pytest.mark.parametrize(
+    "spec", [{"grpo": {"learningRate": -1}}, {"storage": None}, {"learner": "four"}]
+)
+def test_a_spec_that_cannot_be_built_fails_with_a_reason(spec: dict[str, Any]) -> None:
+    body = job_body(**spec)
+    body, decision = step(body, Observed(store=STORE_OK))
+    failed = conditions(body)["Failed"]
+    assert (body["status"]["phase"], failed["reason"]) == ("Failed", "InvalidSpec")
+    assert decision.apply == () and failed["message"].startswith("the spec cannot be built: spec.")
+
+
+def test_a_fixed_spec_is_tried_again() -> None:
+    body, _ = step(job_body(grpo={"learningRate": -1}), Observed())
+    body["spec"] = job_body()["spec"]
+    body["metadata"] = {**body["metadata"], "generation": 2}
+    body, _ = step(body, Observed(store=STORE_OK))
+    assert body["status"]["phase"] == "Provisioning" and body["status"]["observedGeneration"] == 2
+    assert {c["observedGeneration"] for c in body["status"]["conditions"]} == {2}
+
+
+def test_a_running_learner_is_not_gated_by_a_new_store_check() -> None:
+    body, children = training()
+    body["spec"] = {**body["spec"], "suspend": True}
+    body["metadata"] = {**body["metadata"], "generation": 2}
+    assert needs(body, children).store_check is False and needs(body, {}).store_check is True
+    body["spec"] = {**body["spec"], "suspend": False}
+    body, _ = step(body, Observed(children=children, store=STORE_DOWN))
+    assert body["status"]["phase"] == "Training"

@@ -1,0 +1,82 @@
+"""The small helpers of the operator's glue: merge patches, the watched world, API paths, and
+whose keys a store gets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from operator_fixtures import job_body
+
+from rlkd.k8s import OperatorDefaults
+from rlkd.spec.job import StorageSpec
+from rlkd.store import Credentials
+from rlkd_operator.decide import Needs, job_of
+from rlkd_operator.kube import merge_patch
+from rlkd_operator.resources import DEPLOYMENTS, RLKDJOB_STATUS, SECRETS
+from rlkd_operator.stores import Stores
+from rlkd_operator.world import World
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "patch"),
+    [
+        ({}, {"phase": "Pending"}, {"phase": "Pending"}),
+        ({"phase": "Training", "message": "m"}, {"phase": "Training"}, {"message": None}),
+        (
+            {"progress": {"step": 1, "meanReward": 2.0}},
+            {"progress": {"step": 2}},
+            {"progress": {"step": 2, "meanReward": None}},
+        ),
+        ({"conditions": [{"type": "A"}]}, {"conditions": [{"type": "A"}]}, {}),
+        ({"conditions": [{"type": "A"}]}, {"conditions": []}, {"conditions": []}),
+    ],
+)
+def test_merge_patch_turns_old_into_new(old: dict, new: dict, patch: dict) -> None:
+    assert merge_patch(old, new) == patch
+
+
+def child(name: str, version: str, job: str | None = "demo") -> dict[str, Any]:
+    labels = {"rlkd.ai/job": job} if job else {}
+    meta = {"name": name, "namespace": "ns", "resourceVersion": version, "labels": labels}
+    return {"kind": "Deployment", "metadata": meta}
+
+
+def test_the_world_keeps_the_newest_child_and_finds_its_job() -> None:
+    world = World()
+    assert world.see_child(child("demo-gsrm", "7")) == ("ns", "demo")
+    world.see_child(child("demo-gsrm", "5"))  # a late watch event older than our own write
+    assert (
+        world.children(("ns", "demo"))[("Deployment", "demo-gsrm")]["metadata"]["resourceVersion"]
+        == "7"
+    )
+    world.see_child(child("demo-gsrm", "8"), deleted=True)
+    assert world.children(("ns", "demo")) == {}
+    assert world.see_child(child("other", "1", job=None)) is None
+
+
+@pytest.mark.parametrize(
+    ("resource", "args", "path"),
+    [
+        (DEPLOYMENTS, ("ns",), "/apis/apps/v1/namespaces/ns/deployments"),
+        (
+            RLKDJOB_STATUS,
+            ("ns", "demo"),
+            "/apis/rlkd.ai/v1alpha1/namespaces/ns/rlkdjobs/demo/status",
+        ),
+        (SECRETS, ("ns", "store"), "/api/v1/namespaces/ns/secrets/store"),
+    ],
+)
+def test_resource_paths(resource: Any, args: tuple[str, ...], path: str) -> None:
+    assert resource.path(*args) == path
+
+
+async def test_the_operators_own_keys_never_go_to_a_store_a_job_names() -> None:
+    async def own_keys(namespace: str, storage: StorageSpec) -> Credentials:
+        raise AssertionError("asked for credentials")
+
+    body = job_body()
+    del body["spec"]["storage"]["credentialsSecret"]
+    job = job_of(body, OperatorDefaults())
+    check, _, _ = await Stores(own_keys, default=None).observe(job, Needs(True, False))
+    assert check is not None and not check.ready and "without credentialsSecret" in check.message
