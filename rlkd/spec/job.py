@@ -454,6 +454,23 @@ class EvaluationSpec(SpecModel):
     """Tokens generated per problem; empty uses grpo.maxCompletionLength."""
 
 
+RECIPE_FIELDS = ("grpo", "rewards", "rollout", "learner", "evaluation", "storage")
+"""What a running learner was started with: its ConfigMap and PyTorchJob are built from them, and
+the Training Operator does not restart running pods for a changed spec, so an edit would be
+silently ignored or half-applied. They are fixed once the job exists."""
+
+
+def _frozen_once_created(field: str) -> Rule:
+    """A transition rule: `field` (optional or not) keeps its value once the job exists."""
+    return Rule(
+        field,
+        "is immutable once the job exists: a running learner cannot take a new recipe (create a "
+        "new RLKDJob to change it)",
+        f"has(self.{field}) == has(oldSelf.{field})"
+        f" && (!has(self.{field}) || self.{field} == oldSelf.{field})",
+    )
+
+
 class RLKDJobSpec(SpecModel):
     """An RLKD distillation run: a student learns, with GRPO, to reason in the teacher's
     structure, rewarded by a GSRM and a judge."""
@@ -512,6 +529,7 @@ class RLKDJobSpec(SpecModel):
             "self.learner.gpusPerReplica > 0 || self.grpo.precision == 'fp32'",
             lambda s: s.learner.gpus_per_replica > 0 or s.grpo.precision == "fp32",
         ),
+        *(_frozen_once_created(field) for field in RECIPE_FIELDS),
         Rule(
             "",
             "gsrm and judge cannot be added or removed once the job exists",

@@ -173,8 +173,7 @@ class S3Store(StoreBase):
                 raise StoreError(
                     f"S3 endpoint {endpoint} refused access to {uri} ({exc.code}); check "
                     f"{ACCESS_KEY_VAR} and {SECRET_KEY_VAR} (environment variables or keys of "
-                    f"the storage Secret) and that access key "
-                    f"{self.config.credentials.access_key!r} may use this bucket"
+                    "the storage Secret) and that this key may use the bucket"
                 ) from exc
             raise StoreError(
                 f"S3 endpoint {endpoint} failed on {uri}: {exc.code}: {exc.message}"

@@ -281,7 +281,7 @@ def test_unreachable_endpoint_is_a_store_error_naming_it():
     ("access_key", "code"),
     [("rlkd-test-access", "SignatureDoesNotMatch"), ("no-such-user", "InvalidAccessKeyId")],
 )
-def test_bad_credentials_are_a_store_error_without_the_secret(s3_server, access_key, code):
+def test_bad_credentials_are_a_store_error_without_the_keys(s3_server, access_key, code):
     wrong_secret = "wrong-secret-do-not-print-me"
     config = S3Config(
         endpoint=s3_server.endpoint,
@@ -292,7 +292,8 @@ def test_bad_credentials_are_a_store_error_without_the_secret(s3_server, access_
         S3Store(config)
     message = str(err.value)
     assert not isinstance(err.value, ObjectNotFoundError)
-    assert wrong_secret not in message
+    # Both keys come from the user's Secret; the message goes into status, Events and logs.
+    assert wrong_secret not in message and access_key not in message
     assert s3_server.endpoint in message
     assert "AWS_ACCESS_KEY_ID" in message and "AWS_SECRET_ACCESS_KEY" in message
     assert code in message
