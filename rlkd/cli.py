@@ -51,6 +51,29 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_prepare(args: argparse.Namespace) -> int:
+    """Decompose and cache the teacher reasoning of a job's examples before training."""
+    from rlkd.gsrm.backends import build_decomposer
+    from rlkd.prepare import local_stores, nothing_to_prepare, prepare_teachers, s3_stores
+    from rlkd.spec.validate import load_job
+
+    job = load_job(args.file)
+    if (reason := nothing_to_prepare(job)) is not None:
+        print(f"{args.file}: nothing to prepare: {reason}")
+        return 0
+    assert job.spec.gsrm is not None  # rewards.structure > 0 requires it (spec rule)
+    stores = local_stores(job, args.store_dir) if args.store_dir else s3_stores(job)
+    count, failures = prepare_teachers(
+        job, stores, build_decomposer(job.spec.gsrm), batch_size=args.batch_size
+    )
+    print(f"{args.file}: teacher decompositions of {count} examples cached in {stores.run.uri}")
+    if failures:
+        counts = ", ".join(f"{reason} {n}" for reason, n in failures.items())
+        print(f"{args.file}: {sum(failures.values())} failed ({counts}); run again to retry them")
+        return 1
+    return 0
+
+
 def cmd_operator(args: argparse.Namespace) -> int:
     """Run the RLKDJob operator until SIGTERM (kopf is imported only here)."""
     from rlkd_operator.main import run
@@ -75,6 +98,13 @@ def cmd_operator(args: argparse.Namespace) -> int:
         verbose=args.verbose,
     )
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, not {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -113,6 +143,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     render.add_argument("file", metavar="FILE")
     render.set_defaults(func=cmd_render)
+
+    prepare = sub.add_parser(
+        "prepare",
+        help="cache the teachers' GSRM decompositions before training",
+        description="Decompose the teacher reasoning of every example the RLKDJob in FILE trains "
+        "on with its GSRM (spec.gsrm; a vllm backend is reached at $RLKD_GSRM_URL) and cache "
+        "the steps in the job's store, where the learner reads them. Cached examples are not "
+        "decomposed again. Exit 1 when some failed (they are counted by reason).",
+    )
+    prepare.add_argument("file", metavar="FILE")
+    prepare.add_argument(
+        "--store-dir",
+        metavar="DIR",
+        help="a local directory as the store (store:// paths are read from it); default: "
+        "spec.storage, with keys from $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY",
+    )
+    prepare.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=64,
+        help="decompositions per GSRM call (default 64)",
+    )
+    prepare.set_defaults(func=cmd_prepare)
 
     operator = sub.add_parser(
         "operator",

@@ -57,8 +57,7 @@ class StructureEngine:
     def __init__(self, decomposer: Decomposer, judge: Judge, store: Store | None = None) -> None:
         self.decomposer = decomposer
         self.judge = judge
-        self.store = store
-        self._teachers: dict[DecomposeRequest, tuple[Step, ...]] = {}
+        self.teachers = TeacherCache(decomposer, store)
 
     async def score(self, items: Sequence[ScoreItem]) -> BatchResult:
         """The structure reward of every item; an empty decomposition scores 0, an item hit by
@@ -70,10 +69,11 @@ class StructureEngine:
         ]
         # The two sides are independent: one decomposer call each, in flight together.
         students, teacher_results = await asyncio.gather(
-            self._decompose(
-                [DecomposeRequest(thinking(i.completion), i.problem, i.domain) for i in items]
+            decompose_distinct(
+                self.decomposer,
+                [DecomposeRequest(thinking(i.completion), i.problem, i.domain) for i in items],
             ),
-            self.teacher_steps(texts),
+            self.teachers.steps(texts),
         )
         decomposed = iter(teacher_results)
         teachers = [next(decomposed) if isinstance(i.teacher, str) else i.teacher for i in items]
@@ -100,35 +100,34 @@ class StructureEngine:
         """`score` for sync callers (TRL reward functions), with or without a running loop."""
         return run_sync(self.score(items))
 
-    async def teacher_steps(self, requests: Sequence[DecomposeRequest]) -> list[Decomposition]:
+
+class TeacherCache:
+    """Teacher decompositions, computed at most once per example: in memory for the run, and in
+    `store` (when given) across runs and processes, so a prepare phase can fill it ahead."""
+
+    def __init__(self, decomposer: Decomposer, store: Store | None = None) -> None:
+        self.decomposer = decomposer
+        self.store = store
+        self._known: dict[DecomposeRequest, tuple[Step, ...]] = {}
+
+    async def steps(self, requests: Sequence[DecomposeRequest]) -> list[Decomposition]:
         """Teacher decompositions of the thinking in `requests`, from memory, then the store,
         decomposing the rest in one call (each distinct text once) and caching every success
         in both."""
         requests = [DecomposeRequest(thinking(r.reasoning), r.problem, r.domain) for r in requests]
-        missing = [r for r in dict.fromkeys(requests) if r not in self._teachers]
+        missing = [r for r in dict.fromkeys(requests) if r not in self._known]
         if self.store is not None and missing:
             found = await asyncio.to_thread(self._load, self.store, missing)
-            self._teachers.update(found)
+            self._known.update(found)
             missing = [r for r in missing if r not in found]
-        results = dict(zip(missing, await self._decompose(missing), strict=True))
+        results = dict(
+            zip(missing, await decompose_distinct(self.decomposer, missing), strict=True)
+        )
         fresh = {r: tuple(d) for r, d in results.items() if not isinstance(d, Failure)}
         if self.store is not None and fresh:
             await asyncio.to_thread(self._save, self.store, fresh)
-        self._teachers.update(fresh)
-        return [list(self._teachers[r]) if r in self._teachers else results[r] for r in requests]
-
-    async def _decompose(self, requests: Sequence[DecomposeRequest]) -> list[Decomposition]:
-        """Decompose each distinct non-empty text once, in one call; an empty text has no
-        steps and needs no GSRM."""
-        unique = [r for r in dict.fromkeys(requests) if r.reasoning.strip()]
-        results = await self.decomposer.decompose(unique) if unique else []
-        if len(results) != len(unique):
-            raise BackendError(
-                f"the decomposer returned {len(results)} results for {len(unique)} requests; "
-                "a Decomposer must return one result per request, in order"
-            )
-        by_request = dict(zip(unique, results, strict=True))
-        return [by_request.get(r, []) for r in requests]
+        self._known.update(fresh)
+        return [list(self._known[r]) if r in self._known else results[r] for r in requests]
 
     def _cache_inputs(self, request: DecomposeRequest) -> dict[str, str]:
         return {
@@ -157,8 +156,24 @@ class StructureEngine:
             store.put_json(key, {"steps": [vars(step) for step in steps]})
 
 
+async def decompose_distinct(
+    decomposer: Decomposer, requests: Sequence[DecomposeRequest]
+) -> list[Decomposition]:
+    """Decompose each distinct non-empty text once, in one call; an empty text has no steps and
+    needs no GSRM."""
+    unique = [r for r in dict.fromkeys(requests) if r.reasoning.strip()]
+    results = await decomposer.decompose(unique) if unique else []
+    if len(results) != len(unique):
+        raise BackendError(
+            f"the decomposer returned {len(results)} results for {len(unique)} requests; "
+            "a Decomposer must return one result per request, in order"
+        )
+    by_request = dict(zip(unique, results, strict=True))
+    return [by_request.get(r, []) for r in requests]
+
+
 async def precompute_teachers(
-    engine: StructureEngine, requests: Sequence[DecomposeRequest], *, batch_size: int = 64
+    cache: TeacherCache, requests: Sequence[DecomposeRequest], *, batch_size: int = 64
 ) -> dict[str, int]:
     """Decompose and cache the teacher side of a whole dataset before training (a prepare
     phase), `batch_size` requests per decomposer call; returns failures by reason ({} when
@@ -167,6 +182,6 @@ async def precompute_teachers(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     errors: Counter[str] = Counter()
     for start in range(0, len(requests), batch_size):
-        results = await engine.teacher_steps(requests[start : start + batch_size])
+        results = await cache.steps(requests[start : start + batch_size])
         errors.update(d.reason for d in results if isinstance(d, Failure))
     return dict(sorted(errors.items()))

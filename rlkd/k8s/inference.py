@@ -14,8 +14,9 @@ from typing import Any, NamedTuple
 from rlkd.k8s.defaults import OperatorDefaults
 from rlkd.k8s.naming import child_metadata, inference_name, labels, selector_labels
 from rlkd.k8s.pods import SHM_MOUNT, SHM_VOLUME, env, resources, s3_env, scheduling
-from rlkd.k8s.resolve import S3_SCHEME, model_uri, storage_of
+from rlkd.k8s.resolve import model_uri, storage_of
 from rlkd.spec.job import InferenceSpec, RLKDJobSpec, VLLMServer
+from rlkd.spec.refs import S3_SCHEME
 from rlkd.spec.resource import RLKDJob
 from rlkd.spec.runtime import INFERENCE_PORT, INFERENCE_ROLES, InferenceRole
 

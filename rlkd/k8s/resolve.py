@@ -9,10 +9,8 @@ from rlkd.errors import SpecError
 from rlkd.k8s.defaults import STORAGE_ENV, OperatorDefaults
 from rlkd.k8s.naming import namespace_of
 from rlkd.spec.job import StorageSpec
+from rlkd.spec.refs import S3_SCHEME, STORE_SCHEME
 from rlkd.spec.resource import RLKDJob
-
-STORE_SCHEME = "store://"
-S3_SCHEME = "s3://"
 
 
 def resolve_job(job: RLKDJob, defaults: OperatorDefaults) -> RLKDJob:

@@ -43,6 +43,8 @@ S3Bucket = Annotated[str, Field(pattern=S3_BUCKET_PATTERN, max_length=63)]
 #   store://path/in/store    a path inside this job's artifact store (spec.storage)
 #   /absolute/path           a path inside the container (baked into the image or a mounted volume)
 #   org/name or name         a Hugging Face Hub id, for clusters that can reach the Hub
+S3_SCHEME = "s3://"
+STORE_SCHEME = "store://"
 
 
 def _segment(chars: str) -> str:
@@ -54,9 +56,9 @@ def _segment(chars: str) -> str:
 _SEGMENT = _segment("A-Za-z0-9_~=+@-")
 _KEY = _SEGMENT + r"(/" + _SEGMENT + r")*/?"
 REF_PATTERN = (
-    r"^(s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/"
+    rf"^({S3_SCHEME}[a-z0-9][a-z0-9.-]{{1,61}}[a-z0-9]/"
     + _KEY
-    + r"|store://"
+    + rf"|{STORE_SCHEME}"
     + _KEY
     + r"|/"
     + _KEY

@@ -9,7 +9,13 @@ import pytest
 
 from rlkd.errors import BackendError
 from rlkd.gsrm import Step, parse_steps
-from rlkd.gsrm.engine import BatchResult, ScoreItem, StructureEngine, precompute_teachers
+from rlkd.gsrm.engine import (
+    BatchResult,
+    ScoreItem,
+    StructureEngine,
+    TeacherCache,
+    precompute_teachers,
+)
 from rlkd.gsrm.reward import structure_reward
 from rlkd.gsrm.steps import format_steps, thinking
 from rlkd.gsrm.types import DecomposeRequest, Decomposition, Failure, Question, Verdict
@@ -173,8 +179,8 @@ async def test_precompute_fills_the_cache_in_batches(store: Store) -> None:
     requests = [DecomposeRequest(t, f"p{i}") for i, t in enumerate(teachers)]
     requests.append(DecomposeRequest("FAIL:timeout", "p5"))
     decomposer = Decomposer()
-    engine = StructureEngine(decomposer, Judge(), store)
-    assert await precompute_teachers(engine, requests, batch_size=4) == {"timeout": 1}
+    cache = TeacherCache(decomposer, store)  # a prepare phase needs no judge
+    assert await precompute_teachers(cache, requests, batch_size=4) == {"timeout": 1}
     assert [len(c) for c in decomposer.calls] == [4, 2]
     assert len(store.list("cache/gsrm-teacher/")) == 5
 
@@ -187,7 +193,7 @@ async def test_precompute_fills_the_cache_in_batches(store: Store) -> None:
 
 async def test_precompute_rejects_a_zero_batch_size() -> None:
     with pytest.raises(ValueError, match="batch_size must be >= 1"):
-        await precompute_teachers(StructureEngine(Decomposer(), Judge()), [], batch_size=0)
+        await precompute_teachers(TeacherCache(Decomposer()), [], batch_size=0)
 
 
 async def test_a_decomposer_that_drops_results_is_a_backend_error() -> None:
@@ -213,12 +219,12 @@ async def test_cache_key_covers_every_input(
     store: Store, change: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     request = DecomposeRequest(TEACHER_A, "p", "math")
-    await StructureEngine(Decomposer(), Judge(), store).teacher_steps([request])
+    await TeacherCache(Decomposer(), store).steps([request])
     if "prompt_version" in change:
         monkeypatch.setattr("rlkd.gsrm.engine.PROMPT_VERSION", change["prompt_version"])
     else:
         request = DecomposeRequest(**{**vars(request), **change})
     decomposer = Decomposer()
-    await StructureEngine(decomposer, Judge(), store).teacher_steps([request])
+    await TeacherCache(decomposer, store).steps([request])
     assert len(decomposer.calls) == 1
     assert len(store.list("cache/gsrm-teacher/")) == 2

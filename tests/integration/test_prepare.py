@@ -1,0 +1,144 @@
+"""`rlkd prepare`: the teachers' decompositions land in the job's store (a local directory and a
+real S3 server), where the learner's TeacherCache finds them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+import yaml
+from s3server import S3Server
+
+from rlkd.cli import main
+from rlkd.gsrm.backends.rule import RuleDecomposer
+from rlkd.gsrm.engine import CACHE_NAMESPACE, TeacherCache
+from rlkd.gsrm.steps import format_steps
+from rlkd.gsrm.types import DecomposeRequest, Decomposition, Failure, Step
+from rlkd.prepare import local_stores, prepare_teachers
+from rlkd.spec.validate import parse_job
+from rlkd.store import Credentials, S3Config, S3Store, Store
+
+TEACHERS = [format_steps([Step(f"plan {i}", f"what is {i}+{i}?", str(2 * i))]) for i in range(6)]
+ROWS = [
+    {
+        "problem": f"{i % 3}+{i % 3}",
+        "answer": str(2 * (i % 3)),
+        "teacher_reasoning": TEACHERS[i % 3],
+    }
+    for i in range(6)
+]  # three distinct examples, each twice
+
+
+def job_document(**spec: object) -> dict:
+    return {
+        "apiVersion": "rlkd.ai/v1alpha1",
+        "kind": "RLKDJob",
+        "metadata": {"name": "toy", "namespace": "lab"},
+        "spec": {
+            "student": {"model": "store://models/student"},
+            "dataset": {"uri": "store://datasets/toy.jsonl"},
+            "gsrm": {"backend": "rule"},
+            "judge": {"backend": "rule"},
+            **spec,
+        },
+    }
+
+
+def write_job(tmp_path: Path, **spec: object) -> Path:
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job_document(**spec)))
+    return path
+
+
+def put_dataset(store: Store, key: str = "datasets/toy.jsonl") -> None:
+    store.put_bytes(key, "".join(json.dumps(row) + "\n" for row in ROWS).encode())
+
+
+class Counting(RuleDecomposer):
+    def __init__(self, fail: str | None = None) -> None:
+        self.calls: list[int] = []
+        self.fail = fail
+
+    async def decompose(self, requests: Sequence[DecomposeRequest]) -> list[Decomposition]:
+        self.calls.append(len(requests))
+        if self.fail:
+            return [Failure(self.fail) for _ in requests]
+        return await super().decompose(requests)
+
+
+def test_prepare_caches_each_teacher_once_in_a_local_store(tmp_path: Path, capsys) -> None:
+    root = tmp_path / "store"
+    job_file = write_job(tmp_path)
+    job = parse_job(job_document())
+    stores = local_stores(job, root)
+    put_dataset(stores.shared)
+
+    assert main(["prepare", str(job_file), "--store-dir", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "teacher decompositions of 6 examples cached in" in out and "lab/toy" in out
+    assert len(stores.run.list(f"cache/{CACHE_NAMESPACE}/")) == 3
+
+    # The learner's cache over the same store decomposes no teacher again.
+    counting = Counting()
+    steps = TeacherCache(counting, stores.run)
+    requests = [DecomposeRequest(r["teacher_reasoning"], r["problem"]) for r in ROWS]
+    assert asyncio.run(steps.steps(requests))[0] == [Step("plan 0", "what is 0+0?", "0")]
+    assert counting.calls == []
+    assert prepare_teachers(job, stores, counting) == (6, {})
+    assert counting.calls == []
+
+
+def test_failed_decompositions_are_counted_and_not_cached(tmp_path: Path) -> None:
+    job = parse_job(job_document(dataset={"uri": "store://datasets/toy.jsonl", "limit": 4}))
+    stores = local_stores(job, tmp_path)
+    put_dataset(stores.shared)
+    failing = Counting(fail="timeout")
+    count, failures = prepare_teachers(job, stores, failing, batch_size=2)
+    assert (count, failures) == (4, {"timeout": 4})  # every example that has no steps
+    assert stores.run.list("cache/") == []
+
+
+@pytest.mark.parametrize(
+    ("spec", "reason"),
+    [
+        ({"rewards": {"structure": 0}}, "rewards.structure is 0"),
+        (
+            {"teacher": {"source": "decompositions"}},
+            "teacher.source is decompositions: the dataset carries them",
+        ),
+    ],
+)
+def test_nothing_to_prepare(tmp_path: Path, capsys, spec: dict, reason: str) -> None:
+    assert main(["prepare", str(write_job(tmp_path, **spec)), "--store-dir", str(tmp_path)]) == 0
+    assert f"nothing to prepare: {reason}" in capsys.readouterr().out
+
+
+def test_a_job_without_storage_needs_a_store_dir(tmp_path: Path, capsys) -> None:
+    assert main(["prepare", str(write_job(tmp_path))]) == 1
+    assert (
+        "spec.storage: is empty: set it, or use a local store (rlkd prepare --store-dir DIR)"
+        in (capsys.readouterr().err)
+    )
+
+
+@pytest.mark.s3
+def test_prepare_against_the_jobs_s3_store(
+    tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    bucket = f"prepare-{uuid.uuid4().hex[:12]}"
+    storage = {"endpoint": s3_server.endpoint, "bucket": bucket, "prefix": "team"}
+    credentials: Credentials = s3_server.credentials
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", credentials.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", credentials.secret_key)
+    shared = S3Store(
+        S3Config(endpoint=s3_server.endpoint, bucket=bucket, prefix="team", credentials=credentials)
+    )
+    put_dataset(shared)
+
+    assert main(["prepare", str(write_job(tmp_path, storage=storage))]) == 0
+    assert f"s3://{bucket}/team/lab/toy" in capsys.readouterr().out
+    assert len(shared.list(f"lab/toy/cache/{CACHE_NAMESPACE}/")) == 3
