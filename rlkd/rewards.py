@@ -52,13 +52,18 @@ def _column(columns: dict[str, Any], name: str, field: str, count: int) -> list[
     return values
 
 
+_LATEX = re.compile(r"\\[A-Za-z]+|[\^_{}]")
+"""A LaTeX command, a super- or subscript, or a brace group."""
+
+
 def accuracy(
     completions: Sequence[Completion], answer: Sequence[str], **_: Any
 ) -> list[float | None]:
     """1.0 when the completion's final (boxed) answer equals the gold answer by math-verify,
     0.0 when not, None when the gold answer cannot be parsed (for the whole group, which shares
     it). A bare LaTeX gold such as \\sqrt{2} is read as math ($...$) when math-verify finds
-    nothing in it as it is.
+    nothing in it as it is; only a gold that looks like LaTeX, since $...$ makes almost any text
+    parse (`hello world` as a product of symbols).
     """
     from latex2sympy2_extended import NormalizationConfig
     from math_verify import LatexExtractionConfig, parse, verify
@@ -76,8 +81,10 @@ def accuracy(
     # A gold answer counts as parsed only as math, not as math-verify's raw-string fallback.
     gold_options: dict[str, Any] = {"fallback_mode": "no_fallback", "parsing_timeout": timeout}
     rewards: list[float | None] = []
-    for completion, gold in zip(completions, answer, strict=True):
-        gold_parsed = parse(str(gold), **gold_options) or parse(f"${gold}$", **gold_options)
+    for completion, gold in zip(completions, map(str, answer), strict=True):
+        gold_parsed = parse(gold, **gold_options)
+        if not gold_parsed and _LATEX.search(gold):
+            gold_parsed = parse(f"${gold}$", **gold_options)
         if not gold_parsed:
             rewards.append(None)
             continue

@@ -70,6 +70,14 @@ def test_completion_text(completion: Any, expected: str) -> None:
         ("the answer is 42, no box", "42", 0.0),
         (GOOD, "", None),
         (GOOD, "no math here ???", None),
+        # Retried as $...$ only when it looks like LaTeX: as math, any text is a product.
+        (GOOD, "hello world", None),
+        ("<answer>\\boxed{hello world}</answer>", "hello world", None),
+        (GOOD, "forty two", None),
+        ("<answer>\\boxed{x^2}</answer>", "x^2", 1.0),
+        ("<answer>\\boxed{a_1}</answer>", "a_1", 1.0),
+        ("<answer>\\boxed{\\{1,2\\}}</answer>", "\\{1,2\\}", 1.0),
+        ("<answer>\\boxed{\\pi}</answer>", "\\pi", 1.0),
     ],
 )
 def test_accuracy(completion: Any, gold: str, expected: float | None) -> None:
