@@ -15,7 +15,8 @@ generated token, decoding the sequences of a batch in parallel as vLLM does, ser
 Replies are fake but of realistic length: decompositions of 6-12 steps (~50 tokens a step), and
 judge replies that start with the verdict and go on for `--judge-reply-tokens`. Both patterns
 get the same verdicts: each step part carries an id, and the judge says yes when the two ids it
-is shown are equal; a student follows its teacher up to a random step, then diverges.
+is shown are equal; a student follows its teacher up to a random step, then diverges. Both
+patterns implement the same method, so the benchmark fails unless they give the same rewards.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from rlkd.gsrm.types import DecomposeRequest, Step
 from rlkd.spec.job import InferenceSpec, RequestSettings
 
 MARK = re.compile(r"\[bench example (\d+)(?: completion (\d+))?\]")
-PART_ID = re.compile(r"#(\w+)")
+PART_ID = re.compile(r"#(\w+(?:\.\w+)*)")  # m3.4 and m3.4s2 differ
 # Filler without "yes" or "no" inside any word, so the reference's substring reading of a
 # free-form reply gives the verdict its first word states.
 FILLER = [
@@ -164,7 +165,7 @@ def post(url: str, body: dict) -> dict:
         return json.loads(reply.read())
 
 
-def reference_step(url: str, world: World, threads: int) -> None:
+def reference_step(url: str, world: World, threads: int) -> list[float | None]:
     """One GRPO step's structure rewards as the reference computes them."""
     pairs = world.completions()
 
@@ -212,7 +213,7 @@ def reference_step(url: str, world: World, threads: int) -> None:
         return sum(r)
 
     with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(reward, teachers, students))
+        return list(pool.map(reward, teachers, students))
 
 
 # --- ours ------------------------------------------------------------------------------------
@@ -228,13 +229,14 @@ def our_engine(url: str) -> StructureEngine:
     return StructureEngine(build_decomposer(spec), build_judge(spec))
 
 
-def our_step(engine: StructureEngine, world: World) -> None:
+def our_step(engine: StructureEngine, world: World) -> list[float | None]:
     items = [
         ScoreItem(world.reasoning(e, g), teacher=world.reasoning(e, None))
         for e, g in world.completions()
     ]
     result = engine.score_sync(items)
     assert result.errors == {}, result.errors
+    return result.rewards
 
 
 # --- measuring -------------------------------------------------------------------------------
@@ -249,17 +251,23 @@ class Row:
     tokens: float
     judge_tokens_per_question: float
     seconds: float
+    rewards: list[float | None]
+    """The last step's rewards."""
 
 
 def measure(
-    name: str, stub: OpenAIStub, server: Server, step: Callable[[], None], steps: int
+    name: str,
+    stub: OpenAIStub,
+    server: Server,
+    step: Callable[[], list[float | None]],
+    steps: int,
 ) -> Row:
     """Run `step` `steps` times; per-step means of what the server saw."""
     stub.reset_counts()
     server.decompositions = server.decomposition_tokens = server.questions = 0
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        rewards = step()
     seconds = time.perf_counter() - start
     judge_tokens = stub.generated_tokens - server.decomposition_tokens
     return Row(
@@ -270,10 +278,12 @@ def measure(
         stub.generated_tokens / steps,
         judge_tokens / max(server.questions, 1),
         seconds / steps,
+        rewards,
     )
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[Row]:
+    """Run both patterns, print the table, and return its rows."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--generations", type=int, default=4)
@@ -310,6 +320,9 @@ def main(argv: list[str] | None = None) -> None:
         ]
         for backend in (engine.decomposer, engine.judge):
             run_sync(backend.model.aclose())
+    for row in rows[1:]:
+        assert row.rewards == rows[0].rewards, f"{row.name} disagrees with the reference"
+    rewards = [r for r in rows[0].rewards if r is not None]
 
     print(
         f"GRPO batch {args.prompts} prompts x {args.generations} generations; server latency "
@@ -324,7 +337,12 @@ def main(argv: list[str] | None = None) -> None:
             f"| {r.name} | {r.requests:.0f} | {r.gsrm_generations:.0f} | {r.questions:.0f} | "
             f"{r.tokens:.0f} | {r.judge_tokens_per_question:.2f} | {r.seconds:.2f} |"
         )
+    print(
+        f"rewards (the same for every pattern): mean {sum(rewards) / len(rewards):.2f}, "
+        f"min {min(rewards):g}, max {max(rewards):g}"
+    )
     print(f"wall-time ratio reference/ours: {rows[0].seconds / rows[2].seconds:.1f}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -2,10 +2,11 @@
 
 Every function follows TRL's contract, `f(prompts, completions, **columns) -> list[float |
 None]`: completions are strings or conversational (lists of message dicts), dataset columns
-arrive as keyword lists, and None skips an item. `reward_functions(spec, structure=...)` returns
-the enabled functions with their weights from `spec.rewards`, in the order accuracy, format,
-tag count, structure. Names (`__name__`, which TRL logs): accuracy, format, tag_count,
-structure.
+arrive as keyword lists, and None marks an item the function cannot score (TRL counts it as 0
+next to other functions' numbers, see `StructureReward`). `reward_functions(spec,
+structure=...)` returns the enabled functions with their weights from `spec.rewards`, in the
+order accuracy, format, tag count, structure. Names (`__name__`, which TRL logs): accuracy,
+format, tag_count, structure.
 """
 
 from __future__ import annotations
@@ -51,12 +52,18 @@ def _column(columns: dict[str, Any], name: str, field: str, count: int) -> list[
     return values
 
 
+_LATEX = re.compile(r"\\[A-Za-z]+|[\^_{}]")
+"""A LaTeX command, a super- or subscript, or a brace group."""
+
+
 def accuracy(
     completions: Sequence[Completion], answer: Sequence[str], **_: Any
 ) -> list[float | None]:
     """1.0 when the completion's final (boxed) answer equals the gold answer by math-verify,
-    0.0 when not, None when the gold answer cannot be parsed (TRL skips the item). A bare LaTeX
-    gold such as \\sqrt{2} is read as math ($...$) when math-verify finds nothing in it as it is.
+    0.0 when not, None when the gold answer cannot be parsed (for the whole group, which shares
+    it). A bare LaTeX gold such as \\sqrt{2} is read as math ($...$) when math-verify finds
+    nothing in it as it is; only a gold that looks like LaTeX, since $...$ makes almost any text
+    parse (`hello world` as a product of symbols).
     """
     from latex2sympy2_extended import NormalizationConfig
     from math_verify import LatexExtractionConfig, parse, verify
@@ -74,8 +81,10 @@ def accuracy(
     # A gold answer counts as parsed only as math, not as math-verify's raw-string fallback.
     gold_options: dict[str, Any] = {"fallback_mode": "no_fallback", "parsing_timeout": timeout}
     rewards: list[float | None] = []
-    for completion, gold in zip(completions, answer, strict=True):
-        gold_parsed = parse(str(gold), **gold_options) or parse(f"${gold}$", **gold_options)
+    for completion, gold in zip(completions, map(str, answer), strict=True):
+        gold_parsed = parse(gold, **gold_options)
+        if not gold_parsed and _LATEX.search(gold):
+            gold_parsed = parse(f"${gold}$", **gold_options)
         if not gold_parsed:
             rewards.append(None)
             continue
@@ -107,14 +116,34 @@ def tag_count(completions: Sequence[Completion], **_: Any) -> list[float | None]
     return [0.25 * sum(completion_text(c).count(tag) == 1 for tag in _TAGS) for c in completions]
 
 
+GROUP_DROPPED = "group_dropped"
+
+
+def drop_failed_groups(
+    prompts: Sequence[Any], rewards: Sequence[float | None]
+) -> list[float | None]:
+    """None for every completion whose prompt has a None reward in this batch.
+
+    Groups are found by the prompt itself rather than by position, so their order and size do
+    not matter; two groups with an identical prompt are dropped together.
+    """
+    keys = [repr(prompt) for prompt in prompts]
+    failed = {key for key, reward in zip(keys, rewards, strict=True) if reward is None}
+    return [None if key in failed else reward for key, reward in zip(keys, rewards, strict=True)]
+
+
 class StructureReward:
     """The structure reward as a TRL reward function over a `StructureEngine`.
 
-    Items whose reward could not be computed get None. Their failure reasons are kept:
-    `last_errors` (the latest call) and `errors` (cumulative) feed the learner's logs and the
-    progress document (`Progress.reward_errors`); under TRL each call also logs, through its
-    `log_metric`, this call's count of every reason seen so far (0 when absent), as
-    `structure_errors/<reason>`.
+    Items whose reward could not be computed get None, and so does every completion of their
+    GRPO group (the completions of the same prompt): TRL sums the weighted rewards with nansum,
+    so a lone None would count as 0 against group-mates scored up to n, a large false negative
+    advantage. With the whole group None the term is 0 for every member and cancels out of the
+    group-relative advantage. The failure reasons are kept, one count per failed completion, and
+    the group-mates dropped with it count as `group_dropped`: `last_errors` (the latest call) and
+    `errors` (cumulative) feed the learner's logs and the progress document
+    (`Progress.reward_errors`); under TRL each call also logs, through its `log_metric`, this
+    call's count of every reason seen so far (0 when absent), as `structure_errors/<reason>`.
     """
 
     __name__ = "structure"
@@ -135,12 +164,14 @@ class StructureReward:
         **columns: Any,
     ) -> list[float | None]:
         result = self.engine.score_sync(self.items(completions, columns))
-        self.last_errors = result.errors
-        self.errors.update(result.errors)
+        rewards = drop_failed_groups(prompts, result.rewards)
+        dropped = sum(r is not None for r in result.rewards) - sum(r is not None for r in rewards)
+        self.last_errors = {**result.errors, GROUP_DROPPED: dropped} if dropped else result.errors
+        self.errors.update(self.last_errors)
         if log_metric is not None:
             for reason in sorted(self.errors):
-                log_metric(f"structure_errors/{reason}", float(result.errors.get(reason, 0)))
-        return result.rewards
+                log_metric(f"structure_errors/{reason}", float(self.last_errors.get(reason, 0)))
+        return rewards
 
     def items(self, completions: Sequence[Completion], columns: dict[str, Any]) -> list[ScoreItem]:
         """What the engine scores, read from the columns the spec names."""

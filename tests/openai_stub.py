@@ -18,7 +18,7 @@ import asyncio
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 
 from aiohttp import web
@@ -35,8 +35,10 @@ class StubReply:
     status: int = 200
     delay: float = 0.0
     """Seconds to wait before answering, on top of the latency model."""
-    body: str | None = None
+    body: str | bytes | None = None
     """Sent verbatim (with `status`) instead of a completion: malformed replies."""
+    headers: dict[str, str] = field(default_factory=dict)
+    """Sent with a reply that is not a completion (Retry-After with a 429)."""
 
 
 Responder = Callable[[str], StubReply]
@@ -118,7 +120,13 @@ class OpenAIStub:
             await asyncio.sleep(self.latency.per_request + self.latency.per_token * longest + delay)
             failed = next((r for r in replies if r.status != 200 or r.body is not None), None)
             if failed is not None:
-                return web.Response(status=failed.status, text=failed.body or "stub error")
+                content = failed.body or "stub error"
+                return web.Response(
+                    status=failed.status,
+                    body=content if isinstance(content, bytes) else content.encode(),
+                    headers=failed.headers,
+                    content_type="application/json",
+                )
             self.generated_tokens += sum(len(tokens) for tokens, _ in cut)
             return web.json_response(_completion(cut, chat=chat))
         finally:

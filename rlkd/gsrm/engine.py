@@ -44,7 +44,7 @@ class ScoreItem:
 
 @dataclass
 class BatchResult:
-    """One reward per item (None: not computable, skipped by TRL) and, by failure reason, how
+    """One reward per item (None: not computable) and, by failure reason, how
     many items got None because of it (an item counts once per distinct reason)."""
 
     rewards: list[float | None]

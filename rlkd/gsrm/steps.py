@@ -34,9 +34,10 @@ def _name(group: str) -> str:
 
 # A bracketed tag may stand anywhere (several steps on one line); a bare tag only at the start
 # of a line (after list or emphasis marks) and with a number or a colon, so that the word
-# "answer" in running text never starts a step.
+# "answer" in running text never starts a step. The lookbehind lets a run of emphasis marks be
+# tried once, from its first mark, rather than again from each of its marks (quadratic).
 _TAG = re.compile(
-    rf"\**\[[ \t]*{_name('name')}(?:[ \t]*(?P<number>\d+))?[ \t]*\][ \t*]*:?"
+    rf"(?<!\*)\**\[[ \t]*{_name('name')}(?:[ \t]*(?P<number>\d+))?[ \t]*\][ \t*]*:?"
     rf"|^[ \t#>*-]*{_name('bare')}"
     rf"(?:[ \t]*(?P<bare_number>\d+)[ \t*]*:?|[ \t*]*:)",
     re.IGNORECASE | re.MULTILINE,

@@ -82,6 +82,7 @@ async def test_retries_server_errors_and_rate_limits_then_succeeds() -> None:
         (StubReply(status=404), "bad_request", 1),
         (StubReply(body="not json"), "bad_response", 1),
         (StubReply(body='{"choices": []}'), "bad_response", 1),
+        (StubReply(body=b'{"choices": "\xff\xfe"}'), "bad_response", 1),  # not UTF-8
         (StubReply("yes", delay=2.0), "timeout", 3),
     ],
 )
@@ -94,6 +95,40 @@ async def test_failures_are_counted_by_reason_after_the_retries_they_deserve(
     assert isinstance(verdict, Failure)
     assert verdict.reason == reason
     assert len(stub.requests) == attempts
+
+
+@pytest.mark.parametrize(
+    ("headers", "status", "asked"),
+    [
+        ({"Retry-After": "2.5"}, 429, 2.5),
+        ({"Retry-After": "0"}, 429, 0.0),
+        ({"Retry-After": "Wed, 21 Oct 2026 07:28:00 GMT"}, 429, None),  # a date: backoff
+        ({"Retry-After": "-1"}, 429, None),
+        ({}, 429, None),
+        ({"Retry-After": "2"}, 503, None),
+    ],
+)
+async def test_a_rate_limit_retries_after_the_wait_the_server_asks_for(
+    monkeypatch: pytest.MonkeyPatch, headers: dict, status: int, asked: float | None
+) -> None:
+    waits: list[float | None] = []
+
+    def backoff(attempt: int, retry_after: float | None = None) -> float:
+        waits.append(retry_after)
+        return 0.0
+
+    with scripted(StubReply(status=status, headers=headers), StubReply("yes")) as stub:
+        model = chat_model(stub, max_retries=1)
+        monkeypatch.setattr(model, "_backoff", backoff)
+        verdicts = await ChatJudge(model).judge([Question("meta", "a", "b")])
+    assert verdicts == [True]
+    assert waits == [asked]
+
+
+@pytest.mark.parametrize(("retry_after", "wait"), [(0.0, 0.0), (2.5, 2.5), (1000.0, 30.0)])
+def test_the_wait_a_server_asks_for_is_kept_up_to_the_cap(retry_after: float, wait: float) -> None:
+    model = OpenAIChat("http://127.0.0.1:1/v1", "m", settings(), max_backoff_seconds=30.0)
+    assert model._backoff(3, retry_after) == wait
 
 
 async def test_a_server_that_is_not_there_is_a_connection_failure() -> None:

@@ -1,5 +1,5 @@
 """The reward functions inside a real TRL GRPOTrainer step (CPU, a tiny random model): TRL
-calls them as its contract says, logs them by name, skips None, and shows the structure
+calls them as its contract says, logs them by name, and shows the structure
 reward's failures through `log_metric`."""
 
 from __future__ import annotations
@@ -33,6 +33,17 @@ class TimeoutDecomposer(RuleDecomposer):
         ]
 
 
+class FirstTimeoutDecomposer(RuleDecomposer):
+    """One student completion of the batch times out; the others decompose."""
+
+    async def decompose(self, requests: Sequence[DecomposeRequest]) -> list[Decomposition]:
+        students = [r for r in requests if r.reasoning != TEACHER]
+        return [
+            Failure("timeout") if students and r is students[0] else parse_steps(r.reasoning)
+            for r in requests
+        ]
+
+
 def tiny_student() -> tuple[transformers.PreTrainedModel, transformers.PreTrainedTokenizerFast]:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
@@ -56,8 +67,12 @@ def tiny_student() -> tuple[transformers.PreTrainedModel, transformers.PreTraine
 
 @pytest.mark.parametrize(
     ("decomposer", "structure_mean", "errors"),
-    [(RuleDecomposer(), 0.0, {}), (TimeoutDecomposer(), None, {"timeout": 4})],
-    ids=["ok", "timeouts"],
+    [
+        (RuleDecomposer(), 0.0, {}),
+        (TimeoutDecomposer(), None, {"timeout": 4}),
+        (FirstTimeoutDecomposer(), None, {"timeout": 1, "group_dropped": 3}),
+    ],
+    ids=["ok", "timeouts", "one-timeout-drops-its-group"],
 )
 def test_grpo_step_with_the_recipes_rewards(
     tmp_path: Path, decomposer: RuleDecomposer, structure_mean: float | None, errors: dict
@@ -103,7 +118,8 @@ def test_grpo_step_with_the_recipes_rewards(
     for name in ("accuracy", "format", "tag_count"):
         assert f"rewards/{name}/mean" in logs
     # Random 8-character completions hold no steps: a real empty decomposition scores 0; a
-    # timeout is None (TRL's mean of nothing) and shows up as a logged count.
+    # timeout is None (TRL's mean of nothing) and shows up as a logged count. One timeout makes
+    # its whole group (here the batch: one prompt, 4 generations) None, not 0 next to numbers.
     assert logs["rewards/structure/mean"] == structure_mean
     assert {k.split("/")[1]: v for k, v in logs.items() if k.startswith("structure_errors/")} == (
         errors

@@ -4,14 +4,18 @@ model's text is random, so the assertions are about shapes, limits and batching.
 
 from __future__ import annotations
 
+import json
+import logging
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from tinymodel import train_tokenizer
 from transformers import AutoTokenizer, Qwen2Tokenizer
 
 from rlkd.gsrm.backends import build_decomposer, build_judge
-from rlkd.gsrm.backends.chat import ChatDecomposer, ChatJudge
+from rlkd.gsrm.backends.chat import ChatDecomposer, ChatJudge, Reply
 from rlkd.gsrm.backends.transformers import TransformersChat
 from rlkd.gsrm.types import DecomposeRequest, Failure, Question, Step
 from rlkd.spec.job import InferenceSpec, RequestSettings
@@ -52,6 +56,48 @@ async def test_a_reply_is_truncated_exactly_when_it_reaches_the_budget_without_e
     finally:
         config.eos_token_id = eos
     assert [r.truncated for r in replies] == [truncated] * len(CONVERSATIONS)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (torch.OutOfMemoryError("CUDA out of memory"), "out_of_memory"),
+        (ValueError("the chat template rejects this conversation"), "generation_error"),
+    ],
+)
+async def test_a_batch_that_raises_fails_its_own_conversations(
+    chat: TransformersChat,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+    reason: str,
+) -> None:
+    generate = chat.model.generate
+    errors = iter([error])
+
+    def first_batch_raises(**kwargs: object) -> torch.Tensor:
+        raised = next(errors, None)
+        if raised is not None:
+            raise raised
+        return generate(**kwargs)
+
+    monkeypatch.setattr(chat.model, "generate", first_batch_raises)
+    with caplog.at_level(logging.WARNING, logger="rlkd.gsrm.backends.transformers"):
+        replies = await chat.chat(CONVERSATIONS, max_tokens=4)
+    # batch_size 2: the first two conversations fail, the third is generated.
+    assert replies[:2] == [Failure(reason, f"{type(error).__name__}: {error}")] * 2
+    assert isinstance(replies[2], Reply)
+    assert [r.exc_info[1] for r in caplog.records] == [error]
+
+
+def test_an_end_token_missing_from_the_generation_config_comes_from_the_tokenizer(
+    tiny_model: Path, tmp_path: Path
+) -> None:
+    model = shutil.copytree(tiny_model, tmp_path / "no-eos")
+    config = model / "generation_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "eos_token_id": None}))
+    chat = TransformersChat(str(model), batch_size=2, device="cpu")
+    assert chat.model.generation_config.eos_token_id == chat.tokenizer.eos_token_id is not None
 
 
 def test_the_factory_builds_decomposer_and_judge_in_process(tiny_model: Path) -> None:

@@ -100,6 +100,14 @@ def test_no_steps(text: str) -> None:
     assert parse_steps(text) == []
 
 
+def test_long_runs_of_emphasis_marks() -> None:
+    """A run not followed by a tag stays text; a run right before a tag belongs to the tag (as
+    in **[Answer 1]**). Runs this long took minutes when each mark started a fresh scan."""
+    stars = "*" * 100_000
+    text = f"[Meta-reasoning 1]: m1 {stars}\n[Sub-problem 1]: q1\n{stars}[Answer 1]: a1 {stars}"
+    assert parse_steps(text) == [Step(f"m1 {stars}", "q1", f"a1 {stars}")]
+
+
 def test_format_round_trip() -> None:
     steps = [Step("why\non two lines", "what?", "42"), Step("", "q", ""), Step("m", "", "a")]
     assert parse_steps(format_steps(steps)) == steps

@@ -14,6 +14,7 @@ from rlkd.rewards import (
     StructureReward,
     accuracy,
     completion_text,
+    drop_failed_groups,
     format_reward,
     reward_functions,
     tag_count,
@@ -69,6 +70,14 @@ def test_completion_text(completion: Any, expected: str) -> None:
         ("the answer is 42, no box", "42", 0.0),
         (GOOD, "", None),
         (GOOD, "no math here ???", None),
+        # Retried as $...$ only when it looks like LaTeX: as math, any text is a product.
+        (GOOD, "hello world", None),
+        ("<answer>\\boxed{hello world}</answer>", "hello world", None),
+        (GOOD, "forty two", None),
+        ("<answer>\\boxed{x^2}</answer>", "x^2", 1.0),
+        ("<answer>\\boxed{a_1}</answer>", "a_1", 1.0),
+        ("<answer>\\boxed{\\{1,2\\}}</answer>", "\\{1,2\\}", 1.0),
+        ("<answer>\\boxed{\\pi}</answer>", "\\pi", 1.0),
     ],
 )
 def test_accuracy(completion: Any, gold: str, expected: float | None) -> None:
@@ -207,7 +216,7 @@ def test_structure_errors_are_exposed_and_logged() -> None:
     )
     reward = functions[-1]
     logged: list[tuple[str, float]] = []
-    kwargs = {"prompts": ["p"] * 2, "problem": ["x"] * 2, "teacher_reasoning": [TEACHER] * 2}
+    kwargs = {"prompts": ["p", "q"], "problem": ["x"] * 2, "teacher_reasoning": [TEACHER] * 2}
 
     out = reward(
         completions=[STUDENT, "prose"], log_metric=lambda k, v: logged.append((k, v)), **kwargs
@@ -220,3 +229,37 @@ def test_structure_errors_are_exposed_and_logged() -> None:
     assert reward.last_errors == {}
     assert reward.errors == {"timeout": 1}
     assert logged == [("structure_errors/timeout", 1.0), ("structure_errors/timeout", 0.0)]
+
+
+def test_structure_failure_drops_its_whole_group() -> None:
+    functions, _ = reward_functions(
+        spec(), structure=StructureEngine(RuleDecomposer(), FlakyJudge())
+    )
+    reward = functions[-1]
+    logged: list[tuple[str, float]] = []
+    prompts = ["p", "p", "p", chat("q"), chat("q"), [{"role": "user", "content": "r"}]]
+    out = reward(
+        prompts=prompts,
+        completions=[STUDENT, "prose", "prose", "prose", "prose", STUDENT],
+        problem=["x"] * 6,
+        teacher_reasoning=[TEACHER] * 6,
+        log_metric=lambda k, v: logged.append((k, v)),
+    )
+    # p: one timeout, its two group-mates dropped; q (conversational) scores; r times out alone.
+    assert out == [None, None, None, 0.0, 0.0, None]
+    assert reward.last_errors == {"timeout": 2, "group_dropped": 2}
+    assert reward.errors == {"timeout": 2, "group_dropped": 2}
+    assert logged == [("structure_errors/group_dropped", 2.0), ("structure_errors/timeout", 2.0)]
+
+
+@pytest.mark.parametrize(
+    ("prompts", "rewards", "expected"),
+    [
+        ([], [], []),
+        (["a", "a"], [1.0, 2.0], [1.0, 2.0]),
+        (["a", "a", "b", "b"], [1.0, None, 0.0, 3.0], [None, None, 0.0, 3.0]),
+        (["a", "b", "a"], [None, 1.0, 2.0], [None, 1.0, None]),  # by prompt, not position
+    ],
+)
+def test_drop_failed_groups(prompts: list, rewards: list, expected: list) -> None:
+    assert drop_failed_groups(prompts, rewards) == expected

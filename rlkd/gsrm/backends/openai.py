@@ -8,8 +8,10 @@ template. aiohttp, not httpx: at 64 connections httpx's client spent 11-17 ms of
 request, aiohttp ~0.5 ms.
 
 A connection error, a timeout, a 429 or a 5xx is retried `max_retries` times with exponential
-backoff and jitter, then returned as a `Failure`; any other 4xx (a prompt longer than the
-model's context, an unknown model name) is returned at once as Failure("bad_request").
+backoff and jitter (after a 429, the server's Retry-After in seconds when it sends one; both
+capped at `max_backoff_seconds`), then returned as a `Failure`; any other 4xx (a prompt longer
+than the model's context, an unknown model name) is returned at once as Failure("bad_request"),
+and a body that does not decode or is not a completion as Failure("bad_response").
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import aiohttp
 
@@ -73,11 +75,12 @@ class OpenAIChat:
             "max_tokens": max_tokens,
             "temperature": 0,
         }
+        wait: float | None = None
         for attempt in range(self.settings.max_retries + 1):
             if attempt:
-                await asyncio.sleep(self._backoff(attempt))
+                await asyncio.sleep(self._backoff(attempt, wait))
             async with gate:
-                outcome = await self._attempt(session, body)
+                outcome, wait = await self._attempt(session, body)
             if not (isinstance(outcome, Failure) and outcome.reason in RETRIED):
                 break
         return outcome
@@ -94,21 +97,42 @@ class OpenAIChat:
             self._loop = loop
         return self._session, self._gate
 
-    def _backoff(self, attempt: int) -> float:
-        """Exponential in the attempt, capped, times a jitter in [0.5, 1.5) so that requests
-        that failed together do not come back together."""
+    def _backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """The wait the server asked for, when it did; else exponential in the attempt times a
+        jitter in [0.5, 1.5), so that requests that failed together do not come back together.
+        Either is capped at `max_backoff_seconds`."""
+        if retry_after is not None:
+            return min(self.max_backoff_seconds, retry_after)
         base = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
         return base * random.uniform(0.5, 1.5)
 
-    async def _attempt(self, session: aiohttp.ClientSession, body: dict) -> Reply | Failure:
+    async def _attempt(
+        self, session: aiohttp.ClientSession, body: dict
+    ) -> tuple[Reply | Failure, float | None]:
+        """One request's outcome, and the seconds its reply asks to wait before the next."""
         timeout = self.settings.timeout_seconds
         try:
             async with asyncio.timeout(timeout), session.post(self.url, json=body) as response:
-                return read_reply(response.status, await response.text())
+                wait = retry_after(response.status, response.headers)
+                return read_reply(response.status, await response.text()), wait
         except TimeoutError:
-            return Failure("timeout", f"no reply within {timeout:g} s")
+            return Failure("timeout", f"no reply within {timeout:g} s"), None
         except aiohttp.ClientError as error:
-            return Failure("connection", f"{type(error).__name__}: {error}")
+            return Failure("connection", f"{type(error).__name__}: {error}"), None
+        except UnicodeError as error:  # a body not in the encoding it declares
+            return Failure("bad_response", f"{type(error).__name__}: {error}"), None
+
+
+def retry_after(status: int, headers: Mapping[str, str]) -> float | None:
+    """The seconds a 429's Retry-After header asks for; None for other replies and for a
+    header that is not a number of seconds (an HTTP date), which leave the wait to the backoff."""
+    if status != 429:
+        return None
+    try:
+        seconds = float(headers.get("Retry-After", ""))
+    except ValueError:
+        return None
+    return seconds if seconds >= 0 else None
 
 
 def read_reply(status: int, text: str) -> Reply | Failure:

@@ -2,12 +2,15 @@
 
 Conversations go through the model's chat template, are left-padded into batches of
 `batch_size` and decoded greedily with `generate`. Generation runs in a worker thread, one batch
-at a time, so the event loop that awaits it stays free.
+at a time, so the event loop that awaits it stays free. A batch that raises (out of memory, a
+chat template that rejects a conversation) becomes a `Failure` for each of its conversations,
+logged, so that it costs rewards, not the training run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Sequence
 
@@ -16,6 +19,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlkd.gsrm.backends.chat import Messages, Reply
 from rlkd.gsrm.types import Failure
+
+log = logging.getLogger(__name__)
+DETAIL_CHARS = 300
 
 
 class TransformersChat:
@@ -29,6 +35,9 @@ class TransformersChat:
         self.model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
+        # Without an end token generation never stops early and every reply reads as truncated.
+        if self.model.generation_config.eos_token_id is None:
+            self.model.generation_config.eos_token_id = self.tokenizer.eos_token_id
         self._lock = threading.Lock()
 
     async def chat(
@@ -40,7 +49,11 @@ class TransformersChat:
         replies: list[Reply | Failure] = []
         with self._lock:
             for start in range(0, len(conversations), self.batch_size):
-                replies += self._batch(conversations[start : start + self.batch_size], max_tokens)
+                batch = conversations[start : start + self.batch_size]
+                try:
+                    replies += self._batch(batch, max_tokens)
+                except Exception as error:
+                    replies += [_failure(error, len(batch))] * len(batch)
         return replies
 
     @torch.inference_mode()
@@ -69,6 +82,14 @@ class TransformersChat:
             )
             for row in new_tokens
         ]
+
+
+def _failure(error: Exception, batch_size: int) -> Failure:
+    """What a batch that raised gives each of its conversations."""
+    oom = isinstance(error, torch.OutOfMemoryError)
+    reason = "out_of_memory" if oom else "generation_error"
+    log.warning("a batch of %d conversations failed (%s)", batch_size, reason, exc_info=error)
+    return Failure(reason, f"{type(error).__name__}: {str(error)[:DETAIL_CHARS]}")
 
 
 def _eos_ids(eos: int | list[int] | None) -> list[int]:
