@@ -13,21 +13,19 @@ from __future__ import annotations
 
 import re
 import threading
-import typing
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rlkd.data import domain_of
 from rlkd.errors import BackendError, DatasetError
 from rlkd.gsrm.engine import ScoreItem, StructureEngine
 from rlkd.gsrm.steps import parse_steps
 from rlkd.gsrm.types import Step
-from rlkd.spec.job import Domain, RLKDJobSpec
+from rlkd.spec.job import RLKDJobSpec
 
 Completion = str | list[dict[str, Any]]
 RewardFunction = Callable[..., list[float | None]]
-
-_DOMAINS: frozenset[str] = frozenset(typing.get_args(Domain))
 
 
 def completion_text(completion: Completion) -> str:
@@ -192,13 +190,11 @@ class StructureReward:
         if self.columns.domain is None:
             domains = [self.domain] * n
         else:
-            domains = _column(columns, self.columns.domain, "dataset.columns.domain", n)
-            unknown = sorted(set(domains) - _DOMAINS)
-            if unknown:
-                raise DatasetError(
-                    f"column {self.columns.domain!r} (spec.dataset.columns.domain) holds the "
-                    f"domain {unknown[0]!r}; use one of {', '.join(sorted(_DOMAINS))}"
-                )
+            column = self.columns.domain
+            domains = [
+                domain_of(value, column)
+                for value in _column(columns, column, "dataset.columns.domain", n)
+            ]
         return [
             ScoreItem(completion_text(c), teacher, problem, domain)
             for c, teacher, problem, domain in zip(
