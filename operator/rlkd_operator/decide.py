@@ -8,8 +8,6 @@ same inputs changes nothing, and an operator restarted at any point converges to
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,8 +28,6 @@ Body = Mapping[str, Any]
 ChildKey = tuple[str, str]
 """(kind, name) of a child in the job's namespace."""
 
-HASH_ANNOTATION = "rlkd.ai/applied-hash"
-"""The hash of the manifest a child was last applied from: equal hashes mean nothing to patch."""
 ARTIFACTS_GRACE = timedelta(minutes=10)
 """How long after the PyTorchJob succeeds the final model may take to show up in the store."""
 FINISHED: frozenset[str] = frozenset({"Succeeded", "Failed"})
@@ -177,9 +173,21 @@ def learner_state(pytorchjob: Body | None) -> tuple[str, str, str] | None:
     return "Pending", "Pending", "the PyTorchJob has no conditions yet"
 
 
-def applied_hash(manifest: Mapping[str, Any]) -> str:
-    """A stable hash of a manifest (its annotation excluded)."""
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:20]
+def contains(live: Any, desired: Any) -> bool:
+    """Whether `live` holds every key and value of `desired`, recursively (lists element by
+    element, same length): what a merge patch of `desired` would leave unchanged. Extra keys in
+    `live` are the API server's defaults and status, and are fine."""
+    if isinstance(desired, Mapping):
+        return isinstance(live, Mapping) and all(
+            contains(live.get(key), value) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(map(contains, live, desired))
+        )
+    return bool(live == desired)
 
 
 class _Plan:
@@ -392,23 +400,17 @@ def _manifests(
     scale_to_zero: bool,
     learner: bool,
 ) -> list[dict[str, Any]]:
-    """The children to apply, hashed: only those whose hash differs from the observed child's."""
+    """The children to apply: those missing or whose live object does not contain the manifest
+    (edited by hand, e.g. scaled or given another image)."""
     children = build_children(job, defaults, inference_replicas=0 if scale_to_zero else None)
     out = []
     for manifest in children.all():
         if manifest is children.learner and not learner:
             continue
-        digest = applied_hash(manifest)
         seen = observed.children.get((manifest["kind"], manifest["metadata"]["name"]))
-        if seen is not None and _annotations(seen).get(HASH_ANNOTATION) == digest:
-            continue
-        manifest["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = digest
-        out.append(manifest)
+        if seen is None or not contains(seen, manifest):
+            out.append(manifest)
     return out
-
-
-def _annotations(body: Body) -> Mapping[str, str]:
-    return body.get("metadata", {}).get("annotations") or {}
 
 
 def _available(deployment: Body | None) -> bool:

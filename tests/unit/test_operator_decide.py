@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,10 +12,10 @@ from operator_fixtures import available, job_body, pytorchjob_in
 from rlkd.k8s import OperatorDefaults
 from rlkd.spec.progress import ProgressDocument
 from rlkd_operator.decide import (
-    HASH_ANNOTATION,
     Decision,
     Observed,
     StoreCheck,
+    contains,
     decide,
     needs,
     needs_poll,
@@ -110,13 +111,56 @@ def test_reconciling_the_same_world_again_changes_nothing() -> None:
     assert decision.apply == () and decision.events == () and again["status"] == body["status"]
 
 
-def test_a_changed_child_manifest_is_patched() -> None:
-    body, children = provisioned()
-    edited = {**children}
-    edited[INFERENCE[0]] = {**edited[INFERENCE[0]], "metadata": {"name": "demo-gsrm"}}
-    _, decision = step(body, Observed(children=edited))
+def edited(child: dict[str, Any], *path: Any, value: Any) -> dict[str, Any]:
+    """A deep copy of `child` with the value at `path` replaced (an edit by hand)."""
+    child = copy.deepcopy(child)
+    node = child
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return child
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("spec", "replicas"), 0),  # kubectl scale --replicas=0
+        (("spec", "template", "spec", "containers", 0, "image"), "evil:latest"),
+        (("metadata", "labels"), {}),
+    ],
+)
+def test_a_child_edited_by_hand_is_put_back(path: tuple[Any, ...], value: Any) -> None:
+    body, children = training()
+    children[INFERENCE[0]] = edited(children[INFERENCE[0]], *path, value=value)
+    _, decision = step(body, Observed(children=children))
     assert list(applied(decision)) == [INFERENCE[0]]
-    assert HASH_ANNOTATION in decision.apply[0]["metadata"]["annotations"]
+    assert decision.apply[0]["spec"]["replicas"] == 1
+
+
+def test_server_defaults_on_a_child_are_not_a_difference() -> None:
+    body, children = training()
+    pod = ("spec", "template", "spec")
+    children[INFERENCE[0]] = edited(children[INFERENCE[0]], *pod, "dnsPolicy", value="ClusterFirst")
+    container = children[INFERENCE[0]]["spec"]["template"]["spec"]["containers"][0]
+    container["terminationMessagePath"] = "/dev/termination-log"
+    _, decision = step(body, Observed(children=children))
+    assert decision.apply == ()
+
+
+@pytest.mark.parametrize(
+    ("live", "desired", "holds"),
+    [
+        ({"a": 1, "b": {"c": 2, "d": 3}}, {"b": {"c": 2}}, True),
+        ({"a": 1}, {"a": 2}, False),
+        ({"a": 1}, {"b": None}, True),  # a merge patch's null: absent
+        ({"a": [{"x": 1, "y": 2}]}, {"a": [{"x": 1}]}, True),
+        ({"a": [{"x": 1}, {"x": 2}]}, {"a": [{"x": 1}]}, False),  # an element to drop
+        ({"a": [{"x": 2}]}, {"a": [{"x": 1}]}, False),
+        ({"a": "1"}, {"a": {"b": 1}}, False),
+    ],
+)
+def test_contains(live: Any, desired: Any, holds: bool) -> None:
+    assert contains(live, desired) is holds
 
 
 def test_training_maps_progress_and_keeps_transition_times() -> None:
