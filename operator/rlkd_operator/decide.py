@@ -277,7 +277,7 @@ def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefau
     else:
         if "Suspended" in plan.conditions:
             plan.set("Suspended", False, "Resumed", "spec.suspend is false")
-        _provision_or_train(plan, job, observed, defaults, state)
+        _provision_or_train(plan, job, observed, defaults, learner, state)
 
 
 def _finished(
@@ -295,10 +295,12 @@ def _provision_or_train(
     job: RLKDJob,
     observed: Observed,
     defaults: OperatorDefaults,
+    learner: Body | None,
     state: tuple[str, str, str] | None,
 ) -> None:
     """The store first, then inference, then the learner once every inference Deployment is
-    Available; Training (or Evaluating) while the learner runs."""
+    available (_available); a suspended learner stays suspended until then (a resume), so it
+    never runs against servers that are not up. Training (or Evaluating) while it runs."""
     store = plan.conditions.get("StoreReady")
     if store is None and state is None:
         plan.to("Pending", "checking the store")
@@ -318,10 +320,15 @@ def _provision_or_train(
     else:
         plan.set("InferenceReady", True, "Available", "every inference server is Available")
     plan.apply = _manifests(
-        job, defaults, observed, scale_to_zero=False, learner=state is not None or not starting
+        job,
+        defaults,
+        observed,
+        scale_to_zero=False,
+        learner=state is not None or not starting,
+        hold_learner=bool(starting) and _suspended(learner),
     )
     if state is None or state[0] not in ("Running", "Restarting", "Succeeded"):
-        waiting = "inference servers" if state is None else "learner"
+        waiting = "inference servers" if starting else "learner"
         plan.to("Provisioning", f"waiting for the {waiting} to start")
         return
     if plan.start_time is None:
@@ -399,10 +406,14 @@ def _manifests(
     *,
     scale_to_zero: bool,
     learner: bool,
+    hold_learner: bool = False,
 ) -> list[dict[str, Any]]:
     """The children to apply: those missing or whose live object does not contain the manifest
-    (edited by hand, e.g. scaled or given another image)."""
+    (edited by hand, e.g. scaled or given another image). `hold_learner` keeps the learner
+    suspended whatever the spec says."""
     children = build_children(job, defaults, inference_replicas=0 if scale_to_zero else None)
+    if hold_learner:
+        children.learner["spec"]["runPolicy"]["suspend"] = True
     out = []
     for manifest in children.all():
         if manifest is children.learner and not learner:
@@ -414,8 +425,25 @@ def _manifests(
 
 
 def _available(deployment: Body | None) -> bool:
-    conditions = (deployment or {}).get("status", {}).get("conditions") or []
-    return any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions)
+    """Serving at its current spec: the controller has seen this generation, wants at least one
+    replica and has them all available. `Available=True` alone is not enough: a Deployment at
+    zero replicas reports it, and it is stale right after a scale-up."""
+    if deployment is None:
+        return False
+    status = deployment.get("status") or {}
+    replicas = deployment.get("spec", {}).get("replicas", 1)
+    generation = deployment.get("metadata", {}).get("generation", 0)
+    conditions = status.get("conditions") or []
+    return (
+        replicas > 0
+        and status.get("observedGeneration", -1) >= generation
+        and status.get("availableReplicas", 0) >= replicas
+        and any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions)
+    )
+
+
+def _suspended(pytorchjob: Body | None) -> bool:
+    return bool((pytorchjob or {}).get("spec", {}).get("runPolicy", {}).get("suspend"))
 
 
 def _condition(status: RLKDJobStatus, type_: str) -> Condition | None:

@@ -150,6 +150,11 @@ def children_of(cluster: Cluster, job: str = "demo") -> dict[str, Any]:
     return {f"{api.kind}/{n}": cluster.get(api, n) for api, names_ in names.items() for n in names_}
 
 
+def condition(cluster: Cluster, type_: str, job: str = "demo") -> dict[str, Any] | None:
+    conditions = ((cluster.get(RLKDJOBS, job) or {}).get("status") or {}).get("conditions", [])
+    return next((c for c in conditions if c["type"] == type_), None)
+
+
 async def test_a_job_runs_from_apply_to_success_and_gives_its_gpus_back(world, caplog) -> None:
     cluster, kubeconfig = world
     async with running_operator(kubeconfig, (NS,)) as runtime:
@@ -253,11 +258,20 @@ async def test_suspend_and_resume(world) -> None:
         )
         assert {cluster.get(DEPLOYMENTS, f"demo-{r}")["spec"]["replicas"] for r in INFERENCE} == {0}
 
+        await cluster.learner("Suspended")
+        await cluster.inference_available()  # scaled to zero: Available=True, none available
+
         await cluster.patch_spec("demo", suspend=False)
+        await wait_for(lambda: cluster.phase() == "Provisioning")
+        # Scaled back up; their status (Available=True) is stale: the learner stays suspended.
+        assert {cluster.get(DEPLOYMENTS, f"demo-{r}")["spec"]["replicas"] for r in INFERENCE} == {1}
+        assert condition(cluster, "InferenceReady")["status"] == "False"
+        assert cluster.get(PYTORCHJOBS, "demo")["spec"]["runPolicy"]["suspend"] is True
+        await cluster.inference_available()
         await wait_for(
             lambda: cluster.get(PYTORCHJOBS, "demo")["spec"]["runPolicy"]["suspend"] is False
         )
-        assert {cluster.get(DEPLOYMENTS, f"demo-{r}")["spec"]["replicas"] for r in INFERENCE} == {1}
+        await cluster.learner("Running")
         await wait_for(lambda: cluster.phase() == "Training")
 
 

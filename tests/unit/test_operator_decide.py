@@ -285,9 +285,43 @@ def test_suspend_stops_the_learner_and_scales_inference_to_zero_and_resume_undoe
     body["spec"] = {**body["spec"], "suspend": False}
     body, decision = step(body, Observed(children=children))
     resumed = applied(decision)
-    assert resumed[("PyTorchJob", "demo")]["spec"]["runPolicy"]["suspend"] is False
     assert {resumed[k]["spec"]["replicas"] for k in INFERENCE} == {1}
     assert conditions(body)["Suspended"]["status"] == "False"
+    children.update({k: available(resumed[k]) for k in INFERENCE})
+    body, decision = step(body, Observed(children=children))
+    assert applied(decision)[("PyTorchJob", "demo")]["spec"]["runPolicy"]["suspend"] is False
+
+
+def test_resume_keeps_the_learner_suspended_until_inference_is_really_available() -> None:
+    body, children = training()
+    body["spec"] = {**body["spec"], "suspend": True}
+    body, decision = step(body, Observed(children=children))
+    children.update(applied(decision))
+    for key in INFERENCE:  # the controller has scaled them down: Available=True at 0 replicas
+        children[key] = available(children[key])
+    body["spec"] = {**body["spec"], "suspend": False}
+    body, decision = step(body, Observed(children=children))
+    resumed = applied(decision)
+    assert {resumed[k]["spec"]["replicas"] for k in INFERENCE} == {1}
+    assert ("PyTorchJob", "demo") not in resumed  # still suspended, as it is
+    stale = {key: children[key]["status"] for key in INFERENCE}
+    children.update(resumed)
+    for key in INFERENCE:  # scaled up; the status is the old one (Available=True, stale)
+        children[key] = {**resumed[key], "status": stale[key]}
+        children[key]["metadata"] = {**children[key]["metadata"], "generation": 3}
+    body, decision = step(body, Observed(children=children))
+    assert decision.apply == () and body["status"]["phase"] == "Provisioning"
+    assert conditions(body)["InferenceReady"]["status"] == "False"
+    children.update({key: available(children[key]) for key in INFERENCE})
+    body, decision = step(body, Observed(children=children))
+    assert applied(decision)[("PyTorchJob", "demo")]["spec"]["runPolicy"]["suspend"] is False
+
+
+def test_an_unavailable_server_does_not_suspend_a_running_learner() -> None:
+    body, children = training()
+    children[INFERENCE[0]] = {**children[INFERENCE[0]], "status": {}}
+    body, decision = step(body, Observed(children=children))
+    assert decision.apply == () and body["status"]["phase"] == "Training"
 
 
 def test_suspending_before_the_learner_exists_does_not_create_it() -> None:
