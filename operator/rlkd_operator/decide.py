@@ -38,7 +38,12 @@ CONDITION_TYPES = (
     "Suspended",
     "Complete",
     "Failed",
+    "ApplyFailed",
 )
+# Conditions that need a human when they reach this status: a Warning Event when they do.
+WARN_WHEN = {"StoreReady": "False", "ApplyFailed": "True"}
+# Failed reasons that a changed spec may cure: the job is tried again when the spec changes.
+SPEC_FAILURES = frozenset({"InvalidSpec", "ApplyRejected"})
 # Learner states by precedence: a PyTorchJob keeps old conditions True beside newer ones.
 LEARNER_STATES = ("Failed", "Succeeded", "Suspended", "Restarting", "Running", "Created")
 
@@ -53,13 +58,25 @@ class StoreCheck:
 
 
 @dataclass(frozen=True)
+class ApplyFailure:
+    """A child the API server would not take, in words fit for a condition (no secret in them).
+    `permanent`: the request itself is wrong (400, 422), so retrying the same spec cannot help."""
+
+    reason: str
+    message: str
+    permanent: bool
+
+
+@dataclass(frozen=True)
 class Observed:
-    """What exists now. `store` and `progress` are None when they were not read this time."""
+    """What exists now. `store` and `progress` are None when they were not read this time;
+    `failure` is set when applying this reconcile's children failed."""
 
     children: Mapping[ChildKey, Body] = field(default_factory=dict)
     store: StoreCheck | None = None
     progress: ProgressDocument | None = None
     model_present: bool = False
+    failure: ApplyFailure | None = None
 
 
 @dataclass(frozen=True)
@@ -120,8 +137,10 @@ def decide(body: Body, observed: Observed, defaults: OperatorDefaults, now: date
     try:
         job = _resolved(body, defaults)
         if old.phase in FINISHED and not _retry_invalid(old, plan.generation):
-            # Finished: the status stays, inference stays at zero.
-            plan.apply = _manifests(job, defaults, observed, scale_to_zero=True, learner=False)
+            # Finished: the status stays, inference that exists stays at zero.
+            plan.apply = _manifests(
+                job, defaults, observed, scale_to_zero=True, learner=False, create=False
+            )
         else:
             if old.phase in FINISHED:  # a fixed spec: start over
                 plan.conditions.pop("Failed")
@@ -130,6 +149,7 @@ def decide(body: Body, observed: Observed, defaults: OperatorDefaults, now: date
     except SpecError as exc:
         plan.fail("InvalidSpec", "the spec cannot be built: " + "; ".join(exc.problems))
         plan.apply = []
+    _apply_failure(plan, observed.failure)
     return plan.decision(body.get("spec", {}).get("ttlSecondsAfterFinished"))
 
 
@@ -208,8 +228,8 @@ class _Plan:
         self.events: list[Event] = []
 
     def set(self, type_: str, holds: bool, reason: str, message: str = "") -> None:
-        """Set a condition, keeping its transition time while its status stays; a store that
-        turns bad is also a Warning Event (it needs a human)."""
+        """Set a condition, keeping its transition time while its status stays; one that turns
+        bad (WARN_WHEN) is also a Warning Event (it needs a human)."""
         status = "True" if holds else "False"
         before = self.conditions.get(type_)
         kept = before is not None and before.status == status and before.last_transition_time
@@ -221,7 +241,8 @@ class _Plan:
             last_transition_time=before.last_transition_time if kept else self.now,
             observed_generation=self.generation,
         )
-        if not holds and type_ == "StoreReady" and not (before and before.status == "False"):
+        turned = before is None or before.status != status
+        if turned and WARN_WHEN.get(type_) == status:
             self.events.append(Event("Warning", reason, message))
 
     def to(self, phase: Phase, message: str) -> None:
@@ -393,10 +414,29 @@ def _training_message(progress: Progress | None) -> str:
 
 
 def _retry_invalid(old: RLKDJobStatus, generation: int | None) -> bool:
-    """A job that failed on an invalid spec is tried again once the spec changes."""
+    """A job that failed on its spec (SPEC_FAILURES) is tried again once the spec changes."""
     failed = _condition(old, "Failed")
     changed = old.observed_generation != generation
-    return failed is not None and failed.reason == "InvalidSpec" and changed
+    return failed is not None and failed.reason in SPEC_FAILURES and changed
+
+
+def _apply_failure(plan: _Plan, failure: ApplyFailure | None) -> None:
+    """Report a child the API server would not take: a condition (and a Warning when it turns
+    True), and Failed when the request itself is wrong; a finished job keeps its end. The
+    condition goes once children apply again, or none is missing; a finished job creates none,
+    so it keeps the condition that explains its end."""
+    if failure is None:
+        if plan.apply or plan.phase not in FINISHED:
+            plan.conditions.pop("ApplyFailed", None)
+        return
+    plan.apply = []
+    plan.set("ApplyFailed", True, failure.reason, failure.message)
+    if plan.phase in FINISHED:
+        return
+    if failure.permanent:
+        plan.fail("ApplyRejected", failure.message)
+    else:
+        plan.message = failure.message
 
 
 def _manifests(
@@ -407,10 +447,11 @@ def _manifests(
     scale_to_zero: bool,
     learner: bool,
     hold_learner: bool = False,
+    create: bool = True,
 ) -> list[dict[str, Any]]:
-    """The children to apply: those missing or whose live object does not contain the manifest
-    (edited by hand, e.g. scaled or given another image). `hold_learner` keeps the learner
-    suspended whatever the spec says."""
+    """The children to apply: those missing (unless not `create`) or whose live object does not
+    contain the manifest (edited by hand, e.g. scaled or given another image). `hold_learner`
+    keeps the learner suspended whatever the spec says."""
     children = build_children(job, defaults, inference_replicas=0 if scale_to_zero else None)
     if hold_learner:
         children.learner["spec"]["runPolicy"]["suspend"] = True
@@ -419,7 +460,7 @@ def _manifests(
         if manifest is children.learner and not learner:
             continue
         seen = observed.children.get((manifest["kind"], manifest["metadata"]["name"]))
-        if seen is None or not contains(seen, manifest):
+        if (seen is None and create) or (seen is not None and not contains(seen, manifest)):
             out.append(manifest)
     return out
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,12 +16,20 @@ from kubernetes import client
 from rlkd.k8s import OperatorDefaults
 from rlkd.k8s.naming import JOB_LABEL
 from rlkd_operator import settings as operator_settings
-from rlkd_operator.decide import Observed, decide, job_of, needs, needs_poll
-from rlkd_operator.kube import Kube, connection_info, merge_patch
+from rlkd_operator.decide import (
+    ApplyFailure,
+    ChildKey,
+    Observed,
+    decide,
+    job_of,
+    needs,
+    needs_poll,
+)
+from rlkd_operator.kube import ApplyError, Kube, connection_info, merge_patch
 from rlkd_operator.metrics import Metrics
 from rlkd_operator.resources import CHILDREN, RLKDJOBS
 from rlkd_operator.stores import Stores
-from rlkd_operator.world import JobKey, World
+from rlkd_operator.world import JobKey, World, retry_delay
 
 logger = logging.getLogger("rlkd.operator")
 
@@ -89,11 +98,14 @@ for _child in CHILDREN.values():
 
 
 async def poll(memo: Runtime) -> None:
-    """Re-reconcile what no event will wake: progress in the store, failed reconciles, ttl."""
+    """Re-reconcile what no event will wake: progress in the store, failed reconciles (with
+    backoff), ttl."""
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(memo.options.poll_seconds)
         for key, body in list(memo.world.jobs.items()):
-            if key in memo.world.retry or needs_poll(body):
+            failed = memo.world.failures.get(key)
+            if (failed is not None and loop.time() >= failed[1]) or needs_poll(body):
                 await reconcile(memo, key)
 
 
@@ -105,10 +117,15 @@ async def reconcile(memo: Runtime, key: JobKey) -> None:
             return
         try:
             await _reconcile(memo, key, body)
-            memo.world.retry.discard(key)
-        except Exception:
-            logger.exception("reconciling RLKDJob %s/%s failed; retrying later", *key)
-            memo.world.retry.add(key)
+            memo.world.failures.pop(key, None)
+        except Exception as exc:
+            count = memo.world.failures.get(key, (0, 0.0))[0] + 1
+            delay = retry_delay(count, memo.options.poll_seconds)
+            memo.world.failures[key] = (count, asyncio.get_running_loop().time() + delay)
+            if isinstance(exc, ApplyError):  # reported in the job's status
+                logger.warning("RLKDJob %s/%s: %s; retrying in %g s", *key, exc, delay)
+            else:
+                logger.exception("reconciling RLKDJob %s/%s failed; retrying in %g s", *key, delay)
             memo.metrics.errors.inc()
         memo.metrics.reconciles.inc()
 
@@ -120,9 +137,10 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
         store, progress, model = await memo.stores.observe(job, needs(body, children))
         observed = Observed(children, store, progress, model)
     decision = decide(body, observed, memo.defaults, datetime.now(UTC))
-    for manifest in decision.apply:
-        exists = (manifest["kind"], manifest["metadata"]["name"]) in children
-        memo.world.see_child(await memo.kube.apply(manifest, exists))
+    if (failure := await _apply(memo, decision.apply, children)) is not None:
+        # Decide again, knowing: the status says what failed and how to fix it.
+        observed = replace(observed, failure=failure)
+        decision = decide(body, observed, memo.defaults, datetime.now(UTC))
     if decision.status != body.get("status"):
         patch = merge_patch(body.get("status") or {}, decision.status)
         memo.world.see_job(await memo.kube.patch_status(*key, patch))
@@ -130,3 +148,19 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
         await memo.kube.post_event(body, event.type, event.reason, event.message)
     if decision.delete:
         await memo.kube.delete_job(*key)
+    if failure is not None and not failure.permanent:
+        raise ApplyError(failure)  # retried with backoff
+
+
+async def _apply(
+    memo: Runtime, manifests: tuple[dict[str, Any], ...], children: Mapping[ChildKey, Any]
+) -> ApplyFailure | None:
+    """Apply in order (what pods mount and call first); a child the API server will not take
+    stops the rest, and is returned."""
+    try:
+        for manifest in manifests:
+            exists = (manifest["kind"], manifest["metadata"]["name"]) in children
+            memo.world.see_child(await memo.kube.apply(manifest, exists))
+    except ApplyError as exc:
+        return exc.failure
+    return None

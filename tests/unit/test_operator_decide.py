@@ -12,6 +12,7 @@ from operator_fixtures import available, job_body, pytorchjob_in
 from rlkd.k8s import OperatorDefaults
 from rlkd.spec.progress import ProgressDocument
 from rlkd_operator.decide import (
+    ApplyFailure,
     Decision,
     Observed,
     StoreCheck,
@@ -371,3 +372,47 @@ def test_a_running_learner_is_not_gated_by_a_new_store_check() -> None:
     body["spec"] = {**body["spec"], "suspend": False}
     body, _ = step(body, Observed(children=children, store=STORE_DOWN))
     assert body["status"]["phase"] == "Training"
+
+
+REJECTED = ApplyFailure("Invalid", "the API server rejected Deployment ns1/demo-gsrm: bad", True)
+FORBIDDEN = ApplyFailure(
+    "Forbidden", "the API server refused Deployment ns1/demo-gsrm: quota", permanent=False
+)
+
+
+def test_a_refused_child_is_a_condition_and_a_warning_and_clears_when_applied() -> None:
+    body, decision = step(job_body(), Observed(store=STORE_OK, failure=FORBIDDEN))
+    failed = conditions(body)["ApplyFailed"]
+    assert (failed["status"], failed["reason"], failed["message"]) == (
+        "True",
+        "Forbidden",
+        FORBIDDEN.message,
+    )
+    assert body["status"]["phase"] == "Provisioning" and decision.apply == ()
+    assert body["status"]["message"] == FORBIDDEN.message
+    assert ("Warning", "Forbidden") in [(e.type, e.reason) for e in decision.events]
+    again, decision = step(body, Observed(failure=FORBIDDEN), T0 + timedelta(minutes=1))
+    assert again["status"] == body["status"] and decision.events == ()  # no second Warning
+    body, decision = step(body, Observed())
+    assert "ApplyFailed" not in conditions(body) and len(decision.apply) == 5
+
+
+def test_a_rejected_child_fails_the_job_until_the_spec_changes() -> None:
+    body, decision = step(job_body(), Observed(store=STORE_OK, failure=REJECTED))
+    failed = conditions(body)["Failed"]
+    assert (body["status"]["phase"], failed["reason"]) == ("Failed", "ApplyRejected")
+    assert failed["message"] == REJECTED.message and not needs_poll(body)
+    again, decision = step(body, Observed())
+    assert again["status"] == body["status"] and decision.apply == ()
+    body["metadata"] = {**body["metadata"], "generation": 2}
+    body, decision = step(body, Observed(store=STORE_OK))
+    assert body["status"]["phase"] == "Provisioning" and len(decision.apply) == 5
+
+
+def test_a_finished_job_keeps_its_end_when_scaling_down_is_rejected() -> None:
+    body, children = training("Succeeded")
+    doc = progress(stage="finished", model=MODEL, step=20)
+    observed = Observed(children=children, progress=doc, model_present=True, failure=REJECTED)
+    body, _ = step(body, observed)
+    assert body["status"]["phase"] == "Succeeded" and "Failed" not in conditions(body)
+    assert conditions(body)["ApplyFailed"]["reason"] == "Invalid"

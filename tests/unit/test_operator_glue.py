@@ -15,7 +15,7 @@ from rlkd_operator.decide import Needs, job_of
 from rlkd_operator.kube import merge_patch
 from rlkd_operator.resources import DEPLOYMENTS, RLKDJOB_STATUS, SECRETS
 from rlkd_operator.stores import Stores
-from rlkd_operator.world import World
+from rlkd_operator.world import World, retry_delay
 
 
 @pytest.mark.parametrize(
@@ -80,3 +80,10 @@ async def test_the_operators_own_keys_never_go_to_a_store_a_job_names() -> None:
     job = job_of(body, OperatorDefaults())
     check, _, _ = await Stores(own_keys, default=None).observe(job, Needs(True, False))
     assert check is not None and not check.ready and "without credentialsSecret" in check.message
+
+
+@pytest.mark.parametrize(
+    ("failures", "delay"), [(1, 30.0), (2, 60.0), (3, 120.0), (5, 480.0), (6, 600.0), (40, 600.0)]
+)
+def test_a_failing_job_is_retried_ever_less_often(failures: int, delay: float) -> None:
+    assert retry_delay(failures, 30.0) == delay
