@@ -90,13 +90,15 @@ class Event:
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do: apply `apply` (create-or-patch), write `status` when it differs from the
-    current one, post `events`, and delete the job when `delete` (ttlSecondsAfterFinished)."""
+    """What to do: apply `apply` (create-or-patch), merge-patch the existing children in
+    `patch` (nothing when gone), write `status` when it differs from the current one, post
+    `events`, and delete the job when `delete` (ttlSecondsAfterFinished)."""
 
     status: dict[str, Any]
     apply: tuple[dict[str, Any], ...] = ()
     events: tuple[Event, ...] = ()
     delete: bool = False
+    patch: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,7 @@ def decide(body: Body, observed: Observed, defaults: OperatorDefaults, now: date
     except SpecError as exc:
         plan.fail("InvalidSpec", "the spec cannot be built: " + "; ".join(exc.problems))
         plan.apply = []
+        plan.patch = _release(observed.children)
     _apply_failure(plan, observed.failure)
     return plan.decision(body.get("spec", {}).get("ttlSecondsAfterFinished"))
 
@@ -225,6 +228,7 @@ class _Plan:
         self.start_time = old.start_time
         self.completion_time = old.completion_time
         self.apply: list[dict[str, Any]] = []
+        self.patch: list[dict[str, Any]] = []
         self.events: list[Event] = []
 
     def set(self, type_: str, holds: bool, reason: str, message: str = "") -> None:
@@ -277,7 +281,9 @@ class _Plan:
             and done is not None
             and _parse_time(self.now) >= done + timedelta(seconds=ttl)
         )
-        return Decision(_dump(status), tuple(self.apply), tuple(self.events), delete=expired)
+        return Decision(
+            _dump(status), tuple(self.apply), tuple(self.events), expired, tuple(self.patch)
+        )
 
 
 def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefaults) -> None:
@@ -426,10 +432,10 @@ def _apply_failure(plan: _Plan, failure: ApplyFailure | None) -> None:
     condition goes once children apply again, or none is missing; a finished job creates none,
     so it keeps the condition that explains its end."""
     if failure is None:
-        if plan.apply or plan.phase not in FINISHED:
+        if plan.apply or plan.patch or plan.phase not in FINISHED:
             plan.conditions.pop("ApplyFailed", None)
         return
-    plan.apply = []
+    plan.apply, plan.patch = [], []
     plan.set("ApplyFailed", True, failure.reason, failure.message)
     if plan.phase in FINISHED:
         return
@@ -463,6 +469,26 @@ def _manifests(
         if (seen is None and create) or (seen is not None and not contains(seen, manifest)):
             out.append(manifest)
     return out
+
+
+def _release(children: Mapping[ChildKey, Body]) -> list[dict[str, Any]]:
+    """Merge patches that give a job's GPUs back when its spec cannot be built (so there are no
+    manifests to build): existing inference Deployments to zero replicas, a learner that has
+    not finished suspended."""
+    patches = []
+    for (kind, name), child in children.items():
+        state = learner_state(child) if kind == "PyTorchJob" else None
+        if kind == "Deployment" and child.get("spec", {}).get("replicas") != 0:
+            spec: dict[str, Any] = {"replicas": 0}
+        elif state is not None and state[0] not in FINISHED and not _suspended(child):
+            spec = {"runPolicy": {"suspend": True}}
+        else:
+            continue
+        meta = {"name": name, "namespace": child["metadata"]["namespace"]}
+        patches.append(
+            {"apiVersion": child["apiVersion"], "kind": kind, "metadata": meta, "spec": spec}
+        )
+    return patches
 
 
 def _available(deployment: Body | None) -> bool:

@@ -19,6 +19,7 @@ from rlkd_operator import settings as operator_settings
 from rlkd_operator.decide import (
     ApplyFailure,
     ChildKey,
+    Decision,
     Observed,
     decide,
     job_of,
@@ -137,7 +138,7 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
         store, progress, model = await memo.stores.observe(job, needs(body, children))
         observed = Observed(children, store, progress, model)
     decision = decide(body, observed, memo.defaults, datetime.now(UTC))
-    if (failure := await _apply(memo, decision.apply, children)) is not None:
+    if (failure := await _apply(memo, decision, children)) is not None:
         # Decide again, knowing: the status says what failed and how to fix it.
         observed = replace(observed, failure=failure)
         decision = decide(body, observed, memo.defaults, datetime.now(UTC))
@@ -153,14 +154,17 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
 
 
 async def _apply(
-    memo: Runtime, manifests: tuple[dict[str, Any], ...], children: Mapping[ChildKey, Any]
+    memo: Runtime, decision: Decision, children: Mapping[ChildKey, Any]
 ) -> ApplyFailure | None:
-    """Apply in order (what pods mount and call first); a child the API server will not take
-    stops the rest, and is returned."""
+    """Apply in order (what pods mount and call first), then patch; a child the API server will
+    not take stops the rest, and is returned."""
     try:
-        for manifest in manifests:
+        for manifest in decision.apply:
             exists = (manifest["kind"], manifest["metadata"]["name"]) in children
             memo.world.see_child(await memo.kube.apply(manifest, exists))
+        for patch in decision.patch:
+            if (live := await memo.kube.patch_child(patch)) is not None:
+                memo.world.see_child(live)
     except ApplyError as exc:
         return exc.failure
     return None

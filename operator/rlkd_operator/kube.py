@@ -111,6 +111,17 @@ class Kube:
         except client.ApiException as exc:
             raise ApplyError(_failure(resource, manifest, exc)) from None
 
+    async def patch_child(self, patch: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch an existing child; None when it is gone (nothing left to change)."""
+        resource = CHILDREN[patch["kind"]]
+        path = resource.path(patch["metadata"]["namespace"], patch["metadata"]["name"])
+        try:
+            return await self._call("PATCH", path, patch)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise ApplyError(_failure(resource, patch, exc)) from None
+
     async def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any]
     ) -> dict[str, Any]:

@@ -308,6 +308,24 @@ async def test_a_bad_spec_fails_and_the_operator_keeps_serving_others(world) -> 
         assert cluster.get(CONFIGMAPS, "broken-config") is None
 
 
+async def test_a_spec_broken_while_training_gives_the_gpus_back(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)):
+        await cluster.apply_job()
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+        await cluster.inference_available()
+        await wait_for(lambda: cluster.get(PYTORCHJOBS, "demo"))
+        await cluster.learner("Running")
+        await wait_for(lambda: cluster.phase() == "Training")
+        await cluster.patch_spec("demo", grpo={"learningRate": "fast"})
+        await wait_for(lambda: cluster.phase() == "Failed")
+        await wait_for(
+            lambda: cluster.get(PYTORCHJOBS, "demo")["spec"]["runPolicy"]["suspend"] is True
+        )
+        replicas = {cluster.get(DEPLOYMENTS, f"demo-{r}")["spec"]["replicas"] for r in INFERENCE}
+        assert replicas == {0}
+
+
 async def test_a_missing_dataset_says_so_and_is_checked_again(world) -> None:
     cluster, kubeconfig = world
     async with running_operator(kubeconfig, (NS,)):

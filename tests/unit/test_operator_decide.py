@@ -355,6 +355,33 @@ def test_a_spec_that_cannot_be_built_fails_with_a_reason(spec: dict[str, Any]) -
     assert decision.apply == () and failed["message"].startswith("the spec cannot be built: spec.")
 
 
+def merged(live: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """`live` after a JSON merge patch without nulls, as the API server applies it."""
+    out = dict(live)
+    for key, value in patch.items():
+        out[key] = merged(live.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def test_a_spec_broken_while_running_gives_the_gpus_back() -> None:
+    body, children = training()
+    body["spec"] = {**body["spec"], "grpo": {"learningRate": -1}}
+    body["metadata"] = {**body["metadata"], "generation": 2}
+    body, decision = step(body, Observed(children=children))
+    assert body["status"]["phase"] == "Failed" and decision.apply == ()
+    patches = {(p["kind"], p["metadata"]["name"]): p["spec"] for p in decision.patch}
+    assert patches == {
+        INFERENCE[0]: {"replicas": 0},
+        INFERENCE[1]: {"replicas": 0},
+        ("PyTorchJob", "demo"): {"runPolicy": {"suspend": True}},
+    }
+    for patch in decision.patch:
+        key = (patch["kind"], patch["metadata"]["name"])
+        children[key] = merged(children[key], patch)
+    _, decision = step(body, Observed(children=children))
+    assert decision.patch == () and decision.apply == ()
+
+
 def test_a_fixed_spec_is_tried_again() -> None:
     body, _ = step(job_body(grpo={"learningRate": -1}), Observed())
     body["spec"] = job_body()["spec"]
