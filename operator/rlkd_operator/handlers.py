@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -33,6 +33,29 @@ from rlkd_operator.stores import Stores
 from rlkd_operator.world import JobKey, World, retry_delay
 
 logger = logging.getLogger("rlkd.operator")
+STUCK_POLLS = 10
+"""/healthz fails when the poller has not finished a pass for this many poll intervals."""
+STUCK_MIN_SECONDS = 300.0
+"""... and for at least this long: a pass over many jobs takes a while."""
+
+
+@dataclass
+class Liveness:
+    """Event-loop times of the start, the poller's last finished pass and the last successful
+    reconcile: what /healthz reports. One object shared by every copy of the memo."""
+
+    started: float = 0.0
+    polled: float | None = None
+    reconciled: float | None = None
+
+
+def stuck(liveness: Liveness, now: float, poll_seconds: float) -> str | None:
+    """Why the operator looks stuck (the poller has not finished a pass for long), or None."""
+    since = now - (liveness.started if liveness.polled is None else liveness.polled)
+    limit = max(STUCK_POLLS * poll_seconds, STUCK_MIN_SECONDS)
+    if since > limit:
+        return f"the poller has not finished a pass for {since:.0f} s (limit {limit:.0f} s)"
+    return None
 
 
 @dataclass
@@ -48,6 +71,7 @@ class Runtime:
     world: World
     metrics: Metrics
     poller: asyncio.Task[None] | None = None
+    liveness: Liveness = field(default_factory=Liveness)
 
 
 @kopf.on.login()
@@ -58,7 +82,25 @@ def login(memo: Runtime, **_: Any) -> kopf.ConnectionInfo:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
     operator_settings.configure(settings, memo.options)
+    memo.liveness.started = asyncio.get_running_loop().time()
     memo.poller = asyncio.create_task(poll(memo))
+
+
+@kopf.on.probe(id="operator")
+async def health(memo: Runtime, **_: Any) -> dict[str, float | None]:
+    """/healthz: fails (HTTP 500, so Kubernetes restarts the pod) when the poller died or is
+    stuck; else reports the seconds since its last pass and since the last good reconcile. A
+    permanent error: kopf would retry a temporary one inside the probe request."""
+    now = asyncio.get_running_loop().time()
+    if memo.poller is None or memo.poller.done():
+        raise kopf.PermanentError("the poller is not running")
+    if (problem := stuck(memo.liveness, now, memo.options.poll_seconds)) is not None:
+        raise kopf.PermanentError(problem)
+    polled, reconciled = memo.liveness.polled, memo.liveness.reconciled
+    return {
+        "secondsSincePoll": None if polled is None else round(now - polled, 1),
+        "secondsSinceReconcile": None if reconciled is None else round(now - reconciled, 1),
+    }
 
 
 @kopf.on.cleanup()
@@ -108,6 +150,7 @@ async def poll(memo: Runtime) -> None:
             failed = memo.world.failures.get(key)
             if (failed is not None and loop.time() >= failed[1]) or needs_poll(body):
                 await reconcile(memo, key)
+        memo.liveness.polled = loop.time()
 
 
 async def reconcile(memo: Runtime, key: JobKey) -> None:
@@ -119,6 +162,7 @@ async def reconcile(memo: Runtime, key: JobKey) -> None:
         try:
             await _reconcile(memo, key, body)
             memo.world.failures.pop(key, None)
+            memo.liveness.reconciled = asyncio.get_running_loop().time()
         except Exception as exc:
             count = memo.world.failures.get(key, (0, 0.0))[0] + 1
             delay = retry_delay(count, memo.options.poll_seconds)

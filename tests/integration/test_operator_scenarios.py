@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 from kube_emulator import Emulator, kube_emulator, requests_outside, running_operator, wait_for
 from operator_fixtures import available, job_body, pytorchjob_in
@@ -21,6 +22,7 @@ from rlkd.spec.progress import MODEL_PREFIX, PROGRESS_KEY
 from rlkd.store import S3Config
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
 from rlkd.store.s3 import S3Store
+from rlkd_operator.handlers import health
 from rlkd_operator.resources import (
     CHILDREN,
     CONFIGMAPS,
@@ -438,3 +440,16 @@ async def test_a_credentials_secret_that_is_not_base64_is_reported(world) -> Non
         store = await wait_for(lambda: condition(cluster, "StoreReady"))
         assert (store["status"], store["reason"]) == ("False", "StoreUnavailable")
         assert "not base64" in store["message"] and "%%%" not in store["message"]
+
+
+async def test_healthz_fails_once_the_poller_stops(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)) as runtime:
+        await cluster.apply_job()
+        await wait_for(lambda: runtime.liveness.polled and runtime.liveness.reconciled)
+        report = await health(memo=runtime)
+        assert report["secondsSincePoll"] >= 0 and report["secondsSinceReconcile"] >= 0
+        runtime.poller.cancel()
+        await wait_for(runtime.poller.done)
+        with pytest.raises(kopf.PermanentError, match="poller is not running"):
+            await health(memo=runtime)

@@ -12,6 +12,7 @@ from rlkd.k8s import OperatorDefaults
 from rlkd.spec.job import StorageSpec
 from rlkd.store import Credentials
 from rlkd_operator.decide import Needs, job_of
+from rlkd_operator.handlers import Liveness, stuck
 from rlkd_operator.kube import merge_patch
 from rlkd_operator.resources import DEPLOYMENTS, RLKDJOB_STATUS, SECRETS
 from rlkd_operator.stores import Stores
@@ -87,3 +88,21 @@ async def test_the_operators_own_keys_never_go_to_a_store_a_job_names() -> None:
 )
 def test_a_failing_job_is_retried_ever_less_often(failures: int, delay: float) -> None:
     assert retry_delay(failures, 30.0) == delay
+
+
+@pytest.mark.parametrize(
+    ("polled", "now", "poll_seconds", "looks_stuck"),
+    [
+        (None, 299.0, 1.0, False),  # no pass yet, but not for long
+        (None, 301.0, 1.0, True),
+        (1000.0, 1300.0, 1.0, False),
+        (1000.0, 1301.0, 1.0, True),
+        (1000.0, 1500.0, 60.0, False),  # ten intervals of a slow poll
+        (1000.0, 1601.0, 60.0, True),
+    ],
+)
+def test_the_operator_looks_stuck_when_the_poller_has_not_passed_for_long(
+    polled: float | None, now: float, poll_seconds: float, looks_stuck: bool
+) -> None:
+    problem = stuck(Liveness(started=0.0, polled=polled), now, poll_seconds)
+    assert (problem is not None) is looks_stuck
