@@ -282,7 +282,11 @@ class _Plan:
             and _parse_time(self.now) >= done + timedelta(seconds=ttl)
         )
         return Decision(
-            _dump(status), tuple(self.apply), tuple(self.events), expired, tuple(self.patch)
+            _dump(status),
+            tuple(self.apply),
+            tuple(self.events),
+            delete=expired,
+            patch=tuple(self.patch),
         )
 
 
