@@ -1,5 +1,5 @@
-"""The operator's own Kubernetes API calls: create, merge-patch, delete, read a Secret, post an
-Event.
+"""The operator's own Kubernetes API calls: create, merge-patch, delete, read a Secret (or a
+child whose name is taken), post an Event; API errors on children as ApplyFailures.
 
 The official client is synchronous, so each call runs in a worker thread; kopf keeps its own
 async session for watching. Both authenticate from one client configuration
@@ -109,7 +109,7 @@ class Kube:
             _check_controlled(live, manifest)
             return await self._call("PATCH", resource.path(namespace, name), manifest)
         except client.ApiException as exc:
-            raise ApplyError(_failure(resource, manifest, exc)) from None
+            raise ApplyError(failure_of(resource, manifest, exc)) from None
 
     async def patch_child(self, patch: dict[str, Any]) -> dict[str, Any] | None:
         """Merge-patch an existing child; None when it is gone (nothing left to change)."""
@@ -120,7 +120,7 @@ class Kube:
         except client.ApiException as exc:
             if exc.status == 404:
                 return None
-            raise ApplyError(_failure(resource, patch, exc)) from None
+            raise ApplyError(failure_of(resource, patch, exc)) from None
 
     async def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any]
@@ -229,12 +229,12 @@ def _check_controlled(live: Mapping[str, Any], manifest: Mapping[str, Any]) -> N
     )
 
 
-def _failure(
+def failure_of(
     resource: APIResource, manifest: Mapping[str, Any], exc: client.ApiException
 ) -> ApplyFailure:
     """An API error on a child as a condition: 400 and 422 reject the request itself (retrying
-    the same spec cannot help); 404 on a create means the kind is not served; 403, 409, 429
-    and 5xx may pass (a quota freed, a webhook back), so they are retried."""
+    the same spec cannot help); 404 means the kind is not served, unless the namespace is gone;
+    403, 409, 429 and 5xx may pass (a quota freed, a webhook back), so they are retried."""
     meta = manifest["metadata"]
     what = f"{manifest['kind']} {meta['namespace']}/{meta['name']}"
     try:
@@ -242,7 +242,8 @@ def _failure(
     except (TypeError, ValueError):
         answer = {}
     said = str(answer.get("message") or exc.reason)
-    if exc.status == 404:
+    gone = (answer.get("details") or {}).get("kind") == "namespaces"  # else the kind is unknown
+    if exc.status == 404 and not gone:
         fix = NOT_SERVED_FIX.get(
             manifest["kind"], f"check that the API server serves {resource.plural}"
         )

@@ -3,9 +3,12 @@ whose keys a store gets."""
 
 from __future__ import annotations
 
+import json
+from http import HTTPStatus
 from typing import Any
 
 import pytest
+from kubernetes import client
 from operator_fixtures import job_body
 
 from rlkd.k8s import OperatorDefaults
@@ -13,8 +16,8 @@ from rlkd.spec.job import StorageSpec
 from rlkd.store import Credentials
 from rlkd_operator.decide import Needs, job_of
 from rlkd_operator.handlers import Liveness, stuck
-from rlkd_operator.kube import merge_patch
-from rlkd_operator.resources import DEPLOYMENTS, RLKDJOB_STATUS, SECRETS
+from rlkd_operator.kube import failure_of, merge_patch
+from rlkd_operator.resources import DEPLOYMENTS, PYTORCHJOBS, RLKDJOB_STATUS, SECRETS
 from rlkd_operator.stores import Stores
 from rlkd_operator.world import World, retry_delay
 
@@ -106,3 +109,35 @@ def test_the_operator_looks_stuck_when_the_poller_has_not_passed_for_long(
 ) -> None:
     problem = stuck(Liveness(started=0.0, polled=polled), now, poll_seconds)
     assert (problem is not None) is looks_stuck
+
+
+def status_body(reason: str, message: str, **details: str) -> str:
+    return json.dumps({"kind": "Status", "reason": reason, "message": message, "details": details})
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason", "permanent", "says"),
+    [
+        (404, "404 page not found", "PyTorchJobNotServed", False, "Kubeflow Training Operator"),
+        (
+            404,
+            status_body("NotFound", 'namespaces "ns" not found', kind="namespaces"),
+            "NotFound",
+            False,
+            'namespaces "ns" not found',
+        ),
+        (422, status_body("Invalid", "spec.runPolicy: Invalid value"), "Invalid", True, "422"),
+        (400, status_body("BadRequest", "bad"), "BadRequest", True, "rejected"),
+        (403, status_body("Forbidden", "exceeded quota"), "Forbidden", False, "exceeded quota"),
+        (503, None, "ServiceUnavailable", False, "refused"),
+    ],
+)
+def test_an_api_error_on_a_child_says_what_and_whether_a_retry_can_help(
+    status: int, body: str | None, reason: str, permanent: bool, says: str
+) -> None:
+    error = client.ApiException(status=status, reason=HTTPStatus(status).phrase)
+    error.body = body
+    manifest = {"kind": "PyTorchJob", "metadata": {"name": "demo", "namespace": "ns"}}
+    failure = failure_of(PYTORCHJOBS, manifest, error)
+    assert (failure.reason, failure.permanent) == (reason, permanent)
+    assert says in failure.message and "PyTorchJob ns/demo" in failure.message
