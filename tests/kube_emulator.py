@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import attrs
 import kmock
 import kopf
@@ -33,8 +34,19 @@ class Emulator(kmock.KubernetesEmulator):
 
     _versions: Any = attrs.field(factory=lambda: itertools.count(1), init=False)
     _serving: set[kmock.Request] = attrs.field(factory=set, init=False)
+    refuse: dict[tuple[str, str], tuple[int, str, str]] = attrs.field(factory=dict, init=False)
+    """(method, plural) -> (HTTP status, reason, message): what an API server answers that
+    cannot take a request (a kind not served, a quota, an admission webhook)."""
 
     async def _handle(self, request: kmock.Request) -> Any:
+        if request.resource is not None and (
+            refusal := self.refuse.get((request.method.name, request.resource.plural))
+        ):
+            code, reason, message = refusal
+            status = {"kind": "Status", "status": "Failure", "code": code}
+            return aiohttp.web.json_response(
+                {**status, "reason": reason, "message": message}, status=code
+            )
         writes = (kmock.action.CREATE, kmock.action.UPDATE)
         if request.resource is not None and request.action in writes:
             # Request is frozen, and a copy would lose its parsed intentions: stamp in place.

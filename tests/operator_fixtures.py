@@ -36,9 +36,18 @@ def job_body(name: str = "demo", namespace: str = "ns1", **spec: Any) -> dict[st
 
 
 def available(deployment: dict[str, Any]) -> dict[str, Any]:
-    """`deployment` as the Deployment controller reports it once its pods are ready."""
-    conditions = [{"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}]
-    return {**deployment, "status": {"conditions": conditions}}
+    """`deployment` as the Deployment controller reports it once it has seen its spec and all
+    its replicas are ready (at zero replicas too: Available=True, nothing available)."""
+    replicas = deployment["spec"].get("replicas", 1)
+    status = {
+        "observedGeneration": deployment["metadata"].get("generation", 1),
+        "replicas": replicas,
+        "availableReplicas": replicas,
+        "conditions": [
+            {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"}
+        ],
+    }
+    return {**deployment, "status": status}
 
 
 def pytorchjob_in(pytorchjob: dict[str, Any], state: str, message: str = "") -> dict[str, Any]:

@@ -8,8 +8,6 @@ same inputs changes nothing, and an operator restarted at any point converges to
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -30,8 +28,6 @@ Body = Mapping[str, Any]
 ChildKey = tuple[str, str]
 """(kind, name) of a child in the job's namespace."""
 
-HASH_ANNOTATION = "rlkd.ai/applied-hash"
-"""The hash of the manifest a child was last applied from: equal hashes mean nothing to patch."""
 ARTIFACTS_GRACE = timedelta(minutes=10)
 """How long after the PyTorchJob succeeds the final model may take to show up in the store."""
 FINISHED: frozenset[str] = frozenset({"Succeeded", "Failed"})
@@ -42,7 +38,12 @@ CONDITION_TYPES = (
     "Suspended",
     "Complete",
     "Failed",
+    "ApplyFailed",
 )
+# Conditions that need a human when they reach this status: a Warning Event when they do.
+WARN_WHEN = {"StoreReady": "False", "ApplyFailed": "True"}
+# Failed reasons that a changed spec may cure: the job is tried again when the spec changes.
+SPEC_FAILURES = frozenset({"InvalidSpec", "ApplyRejected"})
 # Learner states by precedence: a PyTorchJob keeps old conditions True beside newer ones.
 LEARNER_STATES = ("Failed", "Succeeded", "Suspended", "Restarting", "Running", "Created")
 
@@ -57,13 +58,25 @@ class StoreCheck:
 
 
 @dataclass(frozen=True)
+class ApplyFailure:
+    """A child the API server would not take, in words fit for a condition (no secret in them).
+    `permanent`: the request itself is wrong (400, 422), so retrying the same spec cannot help."""
+
+    reason: str
+    message: str
+    permanent: bool
+
+
+@dataclass(frozen=True)
 class Observed:
-    """What exists now. `store` and `progress` are None when they were not read this time."""
+    """What exists now. `store` and `progress` are None when they were not read this time;
+    `failure` is set when applying this reconcile's children failed."""
 
     children: Mapping[ChildKey, Body] = field(default_factory=dict)
     store: StoreCheck | None = None
     progress: ProgressDocument | None = None
     model_present: bool = False
+    failure: ApplyFailure | None = None
 
 
 @dataclass(frozen=True)
@@ -77,13 +90,15 @@ class Event:
 
 @dataclass(frozen=True)
 class Decision:
-    """What to do: apply `apply` (create-or-patch), write `status` when it differs from the
-    current one, post `events`, and delete the job when `delete` (ttlSecondsAfterFinished)."""
+    """What to do: apply `apply` (create-or-patch), merge-patch the existing children in
+    `patch` (nothing when gone), write `status` when it differs from the current one, post
+    `events`, and delete the job when `delete` (ttlSecondsAfterFinished)."""
 
     status: dict[str, Any]
     apply: tuple[dict[str, Any], ...] = ()
     events: tuple[Event, ...] = ()
     delete: bool = False
+    patch: tuple[dict[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -124,8 +139,10 @@ def decide(body: Body, observed: Observed, defaults: OperatorDefaults, now: date
     try:
         job = _resolved(body, defaults)
         if old.phase in FINISHED and not _retry_invalid(old, plan.generation):
-            # Finished: the status stays, inference stays at zero.
-            plan.apply = _manifests(job, defaults, observed, scale_to_zero=True, learner=False)
+            # Finished: the status stays, inference that exists stays at zero.
+            plan.apply = _manifests(
+                job, defaults, observed, scale_to_zero=True, learner=False, create=False
+            )
         else:
             if old.phase in FINISHED:  # a fixed spec: start over
                 plan.conditions.pop("Failed")
@@ -134,6 +151,8 @@ def decide(body: Body, observed: Observed, defaults: OperatorDefaults, now: date
     except SpecError as exc:
         plan.fail("InvalidSpec", "the spec cannot be built: " + "; ".join(exc.problems))
         plan.apply = []
+        plan.patch = _release(observed.children)
+    _apply_failure(plan, observed.failure)
     return plan.decision(body.get("spec", {}).get("ttlSecondsAfterFinished"))
 
 
@@ -177,9 +196,21 @@ def learner_state(pytorchjob: Body | None) -> tuple[str, str, str] | None:
     return "Pending", "Pending", "the PyTorchJob has no conditions yet"
 
 
-def applied_hash(manifest: Mapping[str, Any]) -> str:
-    """A stable hash of a manifest (its annotation excluded)."""
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:20]
+def contains(live: Any, desired: Any) -> bool:
+    """Whether `live` holds every key and value of `desired`, recursively (lists element by
+    element, same length): what a merge patch of `desired` would leave unchanged. Extra keys in
+    `live` are the API server's defaults and status, and are fine."""
+    if isinstance(desired, Mapping):
+        return isinstance(live, Mapping) and all(
+            contains(live.get(key), value) for key, value in desired.items()
+        )
+    if isinstance(desired, list):
+        return (
+            isinstance(live, list)
+            and len(live) == len(desired)
+            and all(map(contains, live, desired))
+        )
+    return bool(live == desired)
 
 
 class _Plan:
@@ -197,11 +228,12 @@ class _Plan:
         self.start_time = old.start_time
         self.completion_time = old.completion_time
         self.apply: list[dict[str, Any]] = []
+        self.patch: list[dict[str, Any]] = []
         self.events: list[Event] = []
 
     def set(self, type_: str, holds: bool, reason: str, message: str = "") -> None:
-        """Set a condition, keeping its transition time while its status stays; a store that
-        turns bad is also a Warning Event (it needs a human)."""
+        """Set a condition, keeping its transition time while its status stays; one that turns
+        bad (WARN_WHEN) is also a Warning Event (it needs a human)."""
         status = "True" if holds else "False"
         before = self.conditions.get(type_)
         kept = before is not None and before.status == status and before.last_transition_time
@@ -213,7 +245,8 @@ class _Plan:
             last_transition_time=before.last_transition_time if kept else self.now,
             observed_generation=self.generation,
         )
-        if not holds and type_ == "StoreReady" and not (before and before.status == "False"):
+        turned = before is None or before.status != status
+        if turned and WARN_WHEN.get(type_) == status:
             self.events.append(Event("Warning", reason, message))
 
     def to(self, phase: Phase, message: str) -> None:
@@ -248,7 +281,13 @@ class _Plan:
             and done is not None
             and _parse_time(self.now) >= done + timedelta(seconds=ttl)
         )
-        return Decision(_dump(status), tuple(self.apply), tuple(self.events), delete=expired)
+        return Decision(
+            _dump(status),
+            tuple(self.apply),
+            tuple(self.events),
+            delete=expired,
+            patch=tuple(self.patch),
+        )
 
 
 def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefaults) -> None:
@@ -269,7 +308,7 @@ def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefau
     else:
         if "Suspended" in plan.conditions:
             plan.set("Suspended", False, "Resumed", "spec.suspend is false")
-        _provision_or_train(plan, job, observed, defaults, state)
+        _provision_or_train(plan, job, observed, defaults, learner, state)
 
 
 def _finished(
@@ -287,10 +326,12 @@ def _provision_or_train(
     job: RLKDJob,
     observed: Observed,
     defaults: OperatorDefaults,
+    learner: Body | None,
     state: tuple[str, str, str] | None,
 ) -> None:
     """The store first, then inference, then the learner once every inference Deployment is
-    Available; Training (or Evaluating) while the learner runs."""
+    available (_available); a suspended learner stays suspended until then (a resume), so it
+    never runs against servers that are not up. Training (or Evaluating) while it runs."""
     store = plan.conditions.get("StoreReady")
     if store is None and state is None:
         plan.to("Pending", "checking the store")
@@ -310,10 +351,15 @@ def _provision_or_train(
     else:
         plan.set("InferenceReady", True, "Available", "every inference server is Available")
     plan.apply = _manifests(
-        job, defaults, observed, scale_to_zero=False, learner=state is not None or not starting
+        job,
+        defaults,
+        observed,
+        scale_to_zero=False,
+        learner=state is not None or not starting,
+        hold_learner=bool(starting) and _suspended(learner),
     )
     if state is None or state[0] not in ("Running", "Restarting", "Succeeded"):
-        waiting = "inference servers" if state is None else "learner"
+        waiting = "inference servers" if starting else "learner"
         plan.to("Provisioning", f"waiting for the {waiting} to start")
         return
     if plan.start_time is None:
@@ -378,10 +424,29 @@ def _training_message(progress: Progress | None) -> str:
 
 
 def _retry_invalid(old: RLKDJobStatus, generation: int | None) -> bool:
-    """A job that failed on an invalid spec is tried again once the spec changes."""
+    """A job that failed on its spec (SPEC_FAILURES) is tried again once the spec changes."""
     failed = _condition(old, "Failed")
     changed = old.observed_generation != generation
-    return failed is not None and failed.reason == "InvalidSpec" and changed
+    return failed is not None and failed.reason in SPEC_FAILURES and changed
+
+
+def _apply_failure(plan: _Plan, failure: ApplyFailure | None) -> None:
+    """Report a child the API server would not take: a condition (and a Warning when it turns
+    True), and Failed when the request itself is wrong; a finished job keeps its end. The
+    condition goes once children apply again, or none is missing; a finished job creates none,
+    so it keeps the condition that explains its end."""
+    if failure is None:
+        if plan.apply or plan.patch or plan.phase not in FINISHED:
+            plan.conditions.pop("ApplyFailed", None)
+        return
+    plan.apply, plan.patch = [], []
+    plan.set("ApplyFailed", True, failure.reason, failure.message)
+    if plan.phase in FINISHED:
+        return
+    if failure.permanent:
+        plan.fail("ApplyRejected", failure.message)
+    else:
+        plan.message = failure.message
 
 
 def _manifests(
@@ -391,29 +456,65 @@ def _manifests(
     *,
     scale_to_zero: bool,
     learner: bool,
+    hold_learner: bool = False,
+    create: bool = True,
 ) -> list[dict[str, Any]]:
-    """The children to apply, hashed: only those whose hash differs from the observed child's."""
+    """The children to apply: those missing (unless not `create`) or whose live object does not
+    contain the manifest (edited by hand, e.g. scaled or given another image). `hold_learner`
+    keeps the learner suspended whatever the spec says."""
     children = build_children(job, defaults, inference_replicas=0 if scale_to_zero else None)
+    if hold_learner:
+        children.learner["spec"]["runPolicy"]["suspend"] = True
     out = []
     for manifest in children.all():
         if manifest is children.learner and not learner:
             continue
-        digest = applied_hash(manifest)
         seen = observed.children.get((manifest["kind"], manifest["metadata"]["name"]))
-        if seen is not None and _annotations(seen).get(HASH_ANNOTATION) == digest:
-            continue
-        manifest["metadata"].setdefault("annotations", {})[HASH_ANNOTATION] = digest
-        out.append(manifest)
+        if (seen is None and create) or (seen is not None and not contains(seen, manifest)):
+            out.append(manifest)
     return out
 
 
-def _annotations(body: Body) -> Mapping[str, str]:
-    return body.get("metadata", {}).get("annotations") or {}
+def _release(children: Mapping[ChildKey, Body]) -> list[dict[str, Any]]:
+    """Merge patches that give a job's GPUs back when its spec cannot be built (so there are no
+    manifests to build): existing inference Deployments to zero replicas, a learner that has
+    not finished suspended."""
+    patches = []
+    for (kind, name), child in children.items():
+        state = learner_state(child) if kind == "PyTorchJob" else None
+        if kind == "Deployment" and child.get("spec", {}).get("replicas") != 0:
+            spec: dict[str, Any] = {"replicas": 0}
+        elif state is not None and state[0] not in FINISHED and not _suspended(child):
+            spec = {"runPolicy": {"suspend": True}}
+        else:
+            continue
+        meta = {"name": name, "namespace": child["metadata"]["namespace"]}
+        patches.append(
+            {"apiVersion": child["apiVersion"], "kind": kind, "metadata": meta, "spec": spec}
+        )
+    return patches
 
 
 def _available(deployment: Body | None) -> bool:
-    conditions = (deployment or {}).get("status", {}).get("conditions") or []
-    return any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions)
+    """Serving at its current spec: the controller has seen this generation, wants at least one
+    replica and has them all available. `Available=True` alone is not enough: a Deployment at
+    zero replicas reports it, and it is stale right after a scale-up."""
+    if deployment is None:
+        return False
+    status = deployment.get("status") or {}
+    replicas = deployment.get("spec", {}).get("replicas", 1)
+    generation = deployment.get("metadata", {}).get("generation", 0)
+    conditions = status.get("conditions") or []
+    return (
+        replicas > 0
+        and status.get("observedGeneration", -1) >= generation
+        and status.get("availableReplicas", 0) >= replicas
+        and any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions)
+    )
+
+
+def _suspended(pytorchjob: Body | None) -> bool:
+    return bool((pytorchjob or {}).get("spec", {}).get("runPolicy", {}).get("suspend"))
 
 
 def _condition(status: RLKDJobStatus, type_: str) -> Condition | None:

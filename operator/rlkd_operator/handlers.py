@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,14 +16,46 @@ from kubernetes import client
 from rlkd.k8s import OperatorDefaults
 from rlkd.k8s.naming import JOB_LABEL
 from rlkd_operator import settings as operator_settings
-from rlkd_operator.decide import Observed, decide, job_of, needs, needs_poll
-from rlkd_operator.kube import Kube, connection_info, merge_patch
+from rlkd_operator.decide import (
+    ApplyFailure,
+    ChildKey,
+    Decision,
+    Observed,
+    decide,
+    job_of,
+    needs,
+    needs_poll,
+)
+from rlkd_operator.kube import ApplyError, Kube, connection_info, merge_patch
 from rlkd_operator.metrics import Metrics
 from rlkd_operator.resources import CHILDREN, RLKDJOBS
 from rlkd_operator.stores import Stores
-from rlkd_operator.world import JobKey, World
+from rlkd_operator.world import JobKey, World, retry_delay
 
 logger = logging.getLogger("rlkd.operator")
+STUCK_POLLS = 10
+"""/healthz fails when the poller has not finished a pass for this many poll intervals."""
+STUCK_MIN_SECONDS = 300.0
+"""... and for at least this long: a pass over many jobs takes a while."""
+
+
+@dataclass
+class Liveness:
+    """Event-loop times of the start, the poller's last finished pass and the last successful
+    reconcile: what /healthz reports. One object shared by every copy of the memo."""
+
+    started: float = 0.0
+    polled: float | None = None
+    reconciled: float | None = None
+
+
+def stuck(liveness: Liveness, now: float, poll_seconds: float) -> str | None:
+    """Why the operator looks stuck (the poller has not finished a pass for long), or None."""
+    since = now - (liveness.started if liveness.polled is None else liveness.polled)
+    limit = max(STUCK_POLLS * poll_seconds, STUCK_MIN_SECONDS)
+    if since > limit:
+        return f"the poller has not finished a pass for {since:.0f} s (limit {limit:.0f} s)"
+    return None
 
 
 @dataclass
@@ -38,6 +71,7 @@ class Runtime:
     world: World
     metrics: Metrics
     poller: asyncio.Task[None] | None = None
+    liveness: Liveness = field(default_factory=Liveness)
 
 
 @kopf.on.login()
@@ -48,7 +82,25 @@ def login(memo: Runtime, **_: Any) -> kopf.ConnectionInfo:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: Runtime, **_: Any) -> None:
     operator_settings.configure(settings, memo.options)
+    memo.liveness.started = asyncio.get_running_loop().time()
     memo.poller = asyncio.create_task(poll(memo))
+
+
+@kopf.on.probe(id="operator")
+async def health(memo: Runtime, **_: Any) -> dict[str, float | None]:
+    """/healthz: fails (HTTP 500, so Kubernetes restarts the pod) when the poller died or is
+    stuck; else reports the seconds since its last pass and since the last good reconcile. A
+    permanent error: kopf would retry a temporary one inside the probe request."""
+    now = asyncio.get_running_loop().time()
+    if memo.poller is None or memo.poller.done():
+        raise kopf.PermanentError("the poller is not running")
+    if (problem := stuck(memo.liveness, now, memo.options.poll_seconds)) is not None:
+        raise kopf.PermanentError(problem)
+    polled, reconciled = memo.liveness.polled, memo.liveness.reconciled
+    return {
+        "secondsSincePoll": None if polled is None else round(now - polled, 1),
+        "secondsSinceReconcile": None if reconciled is None else round(now - reconciled, 1),
+    }
 
 
 @kopf.on.cleanup()
@@ -89,12 +141,16 @@ for _child in CHILDREN.values():
 
 
 async def poll(memo: Runtime) -> None:
-    """Re-reconcile what no event will wake: progress in the store, failed reconciles, ttl."""
+    """Re-reconcile what no event will wake: progress in the store, failed reconciles (with
+    backoff), ttl."""
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(memo.options.poll_seconds)
         for key, body in list(memo.world.jobs.items()):
-            if key in memo.world.retry or needs_poll(body):
+            failed = memo.world.failures.get(key)
+            if (failed is not None and loop.time() >= failed[1]) or needs_poll(body):
                 await reconcile(memo, key)
+        memo.liveness.polled = loop.time()
 
 
 async def reconcile(memo: Runtime, key: JobKey) -> None:
@@ -105,10 +161,16 @@ async def reconcile(memo: Runtime, key: JobKey) -> None:
             return
         try:
             await _reconcile(memo, key, body)
-            memo.world.retry.discard(key)
-        except Exception:
-            logger.exception("reconciling RLKDJob %s/%s failed; retrying later", *key)
-            memo.world.retry.add(key)
+            memo.world.failures.pop(key, None)
+            memo.liveness.reconciled = asyncio.get_running_loop().time()
+        except Exception as exc:
+            count = memo.world.failures.get(key, (0, 0.0))[0] + 1
+            delay = retry_delay(count, memo.options.poll_seconds)
+            memo.world.failures[key] = (count, asyncio.get_running_loop().time() + delay)
+            if isinstance(exc, ApplyError):  # reported in the job's status
+                logger.warning("RLKDJob %s/%s: %s; retrying in %g s", *key, exc, delay)
+            else:
+                logger.exception("reconciling RLKDJob %s/%s failed; retrying in %g s", *key, delay)
             memo.metrics.errors.inc()
         memo.metrics.reconciles.inc()
 
@@ -120,9 +182,10 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
         store, progress, model = await memo.stores.observe(job, needs(body, children))
         observed = Observed(children, store, progress, model)
     decision = decide(body, observed, memo.defaults, datetime.now(UTC))
-    for manifest in decision.apply:
-        exists = (manifest["kind"], manifest["metadata"]["name"]) in children
-        memo.world.see_child(await memo.kube.apply(manifest, exists))
+    if (failure := await _apply(memo, decision, children)) is not None:
+        # Decide again, knowing: the status says what failed and how to fix it.
+        observed = replace(observed, failure=failure)
+        decision = decide(body, observed, memo.defaults, datetime.now(UTC))
     if decision.status != body.get("status"):
         patch = merge_patch(body.get("status") or {}, decision.status)
         memo.world.see_job(await memo.kube.patch_status(*key, patch))
@@ -130,3 +193,22 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
         await memo.kube.post_event(body, event.type, event.reason, event.message)
     if decision.delete:
         await memo.kube.delete_job(*key)
+    if failure is not None and not failure.permanent:
+        raise ApplyError(failure)  # retried with backoff
+
+
+async def _apply(
+    memo: Runtime, decision: Decision, children: Mapping[ChildKey, Any]
+) -> ApplyFailure | None:
+    """Apply in order (what pods mount and call first), then patch; a child the API server will
+    not take stops the rest, and is returned."""
+    try:
+        for manifest in decision.apply:
+            exists = (manifest["kind"], manifest["metadata"]["name"]) in children
+            memo.world.see_child(await memo.kube.apply(manifest, exists))
+        for patch in decision.patch:
+            if (live := await memo.kube.patch_child(patch)) is not None:
+                memo.world.see_child(live)
+    except ApplyError as exc:
+        return exc.failure
+    return None

@@ -1,5 +1,5 @@
-"""The operator's own Kubernetes API calls: create, merge-patch, delete, read a Secret, post an
-Event.
+"""The operator's own Kubernetes API calls: create, merge-patch, delete, read a Secret (or a
+child whose name is taken), post an Event; API errors on children as ApplyFailures.
 
 The official client is synchronous, so each call runs in a worker thread; kopf keeps its own
 async session for watching. Both authenticate from one client configuration
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
+import json
 import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -24,10 +26,30 @@ from rlkd.spec.job import StorageSpec
 from rlkd.spec.runtime import STORE_SECRET_DIR
 from rlkd.store import Credentials
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
-from rlkd_operator.resources import CHILDREN, EVENTS, RLKDJOB_STATUS, RLKDJOBS, SECRETS
+from rlkd_operator.decide import ApplyFailure
+from rlkd_operator.resources import (
+    CHILDREN,
+    EVENTS,
+    RLKDJOB_STATUS,
+    RLKDJOBS,
+    SECRETS,
+    APIResource,
+)
 
 MERGE_PATCH = "application/merge-patch+json"
 EVENT_SOURCE = "rlkd-operator"
+NOT_SERVED_FIX = {
+    "PyTorchJob": "install the Kubeflow Training Operator (it serves kubeflow.org/v1 PyTorchJob)"
+}
+"""How to make a child kind that the API server does not serve available."""
+
+
+class ApplyError(Exception):
+    """The API server would not take a child; `failure` says why, fit for a condition."""
+
+    def __init__(self, failure: ApplyFailure) -> None:
+        super().__init__(failure.message)
+        self.failure = failure
 
 
 def load_configuration(kubeconfig: str | None = None) -> client.Configuration:
@@ -66,18 +88,39 @@ class Kube:
         self._api = client.ApiClient(configuration)
 
     async def apply(self, manifest: dict[str, Any], exists: bool) -> dict[str, Any]:
-        """Create-or-patch a child (merge patch, never PUT). `exists` says which to try first;
-        a conflict or a missing object switches to the other, so stale knowledge still converges."""
+        """Create-or-patch a child (merge patch, never PUT). `exists` says which to try first:
+        PATCH of a missing object falls back to POST once; POST of a name that is taken patches
+        only an object this RLKDJob controls. Anything else is an ApplyError."""
         resource = CHILDREN[manifest["kind"]]
         namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         try:
             if exists:
-                return await self._call("PATCH", resource.path(namespace, name), manifest)
-            return await self._call("POST", resource.path(namespace), manifest)
+                try:
+                    return await self._call("PATCH", resource.path(namespace, name), manifest)
+                except client.ApiException as exc:
+                    if exc.status != 404:
+                        raise
+            try:
+                return await self._call("POST", resource.path(namespace), manifest)
+            except client.ApiException as exc:
+                if exc.status != 409:
+                    raise
+            live = await self._call("GET", resource.path(namespace, name))
+            _check_controlled(live, manifest)
+            return await self._call("PATCH", resource.path(namespace, name), manifest)
         except client.ApiException as exc:
-            if exc.status not in (404, 409):
-                raise
-        return await self.apply(manifest, not exists)
+            raise ApplyError(failure_of(resource, manifest, exc)) from None
+
+    async def patch_child(self, patch: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch an existing child; None when it is gone (nothing left to change)."""
+        resource = CHILDREN[patch["kind"]]
+        path = resource.path(patch["metadata"]["namespace"], patch["metadata"]["name"])
+        try:
+            return await self._call("PATCH", path, patch)
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise ApplyError(failure_of(resource, patch, exc)) from None
 
     async def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any]
@@ -140,9 +183,16 @@ class Kube:
         missing = [key for key in (ACCESS_KEY_VAR, SECRET_KEY_VAR) if not data.get(key)]
         if missing:
             raise StoreError(f"{where} has no {' or '.join(missing)}; add the key")
-        values = [
-            base64.b64decode(data[key]).decode().strip() for key in (ACCESS_KEY_VAR, SECRET_KEY_VAR)
-        ]
+        try:
+            values = [
+                base64.b64decode(data[key], validate=True).decode().strip()
+                for key in (ACCESS_KEY_VAR, SECRET_KEY_VAR)
+            ]
+        except (binascii.Error, UnicodeDecodeError):
+            raise StoreError(
+                f"{where} holds a value that is not base64 of UTF-8 text; set the keys with "
+                "`kubectl create secret generic ... --from-literal`"
+            ) from None
         return Credentials(*values)
 
     async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -159,6 +209,54 @@ class Kube:
             auth_settings=["BearerToken"],
             _return_http_data_only=True,
         )
+
+
+def _check_controlled(live: Mapping[str, Any], manifest: Mapping[str, Any]) -> None:
+    """Patch a child that exists only when its controller is this RLKDJob, never an unrelated
+    object that happens to have the child's name."""
+    owner = manifest["metadata"]["ownerReferences"][0]
+    owners = live.get("metadata", {}).get("ownerReferences") or []
+    if any(ref.get("uid") == owner["uid"] and ref.get("controller") for ref in owners):
+        return
+    meta = manifest["metadata"]
+    raise ApplyError(
+        ApplyFailure(
+            "NameConflict",
+            f"{manifest['kind']} {meta['namespace']}/{meta['name']} exists and is not controlled "
+            f"by RLKDJob {owner['name']}; delete or rename it, or rename the RLKDJob",
+            permanent=False,
+        )
+    )
+
+
+def failure_of(
+    resource: APIResource, manifest: Mapping[str, Any], exc: client.ApiException
+) -> ApplyFailure:
+    """An API error on a child as a condition: 400 and 422 reject the request itself (retrying
+    the same spec cannot help); 404 means the kind is not served, unless the namespace is gone;
+    403, 409, 429 and 5xx may pass (a quota freed, a webhook back), so they are retried."""
+    meta = manifest["metadata"]
+    what = f"{manifest['kind']} {meta['namespace']}/{meta['name']}"
+    try:
+        answer = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        answer = {}
+    said = str(answer.get("message") or exc.reason)
+    gone = (answer.get("details") or {}).get("kind") == "namespaces"  # else the kind is unknown
+    if exc.status == 404 and not gone:
+        fix = NOT_SERVED_FIX.get(
+            manifest["kind"], f"check that the API server serves {resource.plural}"
+        )
+        message = (
+            f"cannot create {what}: {resource.kind} ({resource.api_version}) is not served "
+            f"({said}); {fix}"
+        )
+        return ApplyFailure(f"{resource.kind}NotServed", message, permanent=False)
+    permanent = exc.status in (400, 422)
+    verb = "rejected" if permanent else "refused"
+    reason = str(answer.get("reason") or exc.reason or "Error").replace(" ", "")
+    message = f"the API server {verb} {what} ({exc.status} {reason}): {said}"
+    return ApplyFailure(reason, message[:1024], permanent)
 
 
 def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,8 +37,8 @@ class APIResource:
 
 WATCHED = ("list", "watch")
 # Children are created once and merge-patched after (never PUT, never deleted: ownerReferences
-# let the garbage collector delete them with their RLKDJob).
-CHILD = (*WATCHED, "create", "patch")
+# let the garbage collector delete them with their RLKDJob); get: whose is a name taken on create.
+CHILD = (*WATCHED, "get", "create", "patch")
 
 RLKDJOBS = APIResource(GROUP, VERSION, PLURAL, KIND, (*WATCHED, "delete"))  # delete: ttl
 RLKDJOB_STATUS = APIResource(GROUP, VERSION, f"{PLURAL}/status", KIND, ("patch",))

@@ -17,6 +17,13 @@ from rlkd_operator.decide import ChildKey
 
 JobKey = tuple[str, str]
 """(namespace, name) of an RLKDJob."""
+MAX_RETRY_SECONDS = 600.0
+
+
+def retry_delay(failures: int, base: float) -> float:
+    """Seconds before retrying a job whose last `failures` reconciles failed: doubling from
+    `base`, at most MAX_RETRY_SECONDS, so a job that keeps failing costs few requests."""
+    return min(base * 2 ** (failures - 1), MAX_RETRY_SECONDS)
 
 
 class World:
@@ -27,8 +34,9 @@ class World:
         self.jobs: dict[JobKey, dict[str, Any]] = {}
         self._children: defaultdict[JobKey, dict[ChildKey, dict[str, Any]]] = defaultdict(dict)
         self._locks: defaultdict[JobKey, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self.retry: set[JobKey] = set()
-        """Jobs whose last reconcile failed: the poller tries them again."""
+        self.failures: dict[JobKey, tuple[int, float]] = {}
+        """Jobs whose last reconcile failed: (failures in a row, event-loop time of the next
+        try). The poller retries them then (retry_delay)."""
 
     def see_job(self, body: Mapping[str, Any]) -> JobKey:
         key = _key(body)
@@ -40,7 +48,7 @@ class World:
         self.jobs.pop(key, None)
         self._children.pop(key, None)
         self._locks.pop(key, None)
-        self.retry.discard(key)
+        self.failures.pop(key, None)
 
     def see_child(self, body: Mapping[str, Any], deleted: bool = False) -> JobKey | None:
         """Record a child; the key of its RLKDJob (by the `rlkd.ai/job` label), if it has one."""

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import kopf
 import pytest
 from kube_emulator import Emulator, kube_emulator, requests_outside, running_operator, wait_for
 from operator_fixtures import available, job_body, pytorchjob_in
@@ -21,6 +22,7 @@ from rlkd.spec.progress import MODEL_PREFIX, PROGRESS_KEY
 from rlkd.store import S3Config
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
 from rlkd.store.s3 import S3Store
+from rlkd_operator.handlers import health
 from rlkd_operator.resources import (
     CHILDREN,
     CONFIGMAPS,
@@ -253,11 +255,20 @@ async def test_suspend_and_resume(world) -> None:
         )
         assert {cluster.get(DEPLOYMENTS, f"demo-{r}")["spec"]["replicas"] for r in INFERENCE} == {0}
 
+        await cluster.learner("Suspended")
+        await cluster.inference_available()  # scaled to zero: Available=True, none available
+
         await cluster.patch_spec("demo", suspend=False)
+        await wait_for(lambda: cluster.phase() == "Provisioning")
+        # Scaled back up; their status (Available=True) is stale: the learner stays suspended.
+        assert {cluster.get(DEPLOYMENTS, f"demo-{r}")["spec"]["replicas"] for r in INFERENCE} == {1}
+        assert condition(cluster, "InferenceReady")["status"] == "False"
+        assert cluster.get(PYTORCHJOBS, "demo")["spec"]["runPolicy"]["suspend"] is True
+        await cluster.inference_available()
         await wait_for(
             lambda: cluster.get(PYTORCHJOBS, "demo")["spec"]["runPolicy"]["suspend"] is False
         )
-        assert {cluster.get(DEPLOYMENTS, f"demo-{r}")["spec"]["replicas"] for r in INFERENCE} == {1}
+        await cluster.learner("Running")
         await wait_for(lambda: cluster.phase() == "Training")
 
 
@@ -299,6 +310,24 @@ async def test_a_bad_spec_fails_and_the_operator_keeps_serving_others(world) -> 
         assert cluster.get(CONFIGMAPS, "broken-config") is None
 
 
+async def test_a_spec_broken_while_training_gives_the_gpus_back(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)):
+        await cluster.apply_job()
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+        await cluster.inference_available()
+        await wait_for(lambda: cluster.get(PYTORCHJOBS, "demo"))
+        await cluster.learner("Running")
+        await wait_for(lambda: cluster.phase() == "Training")
+        await cluster.patch_spec("demo", grpo={"learningRate": "fast"})
+        await wait_for(lambda: cluster.phase() == "Failed")
+        await wait_for(
+            lambda: cluster.get(PYTORCHJOBS, "demo")["spec"]["runPolicy"]["suspend"] is True
+        )
+        replicas = {cluster.get(DEPLOYMENTS, f"demo-{r}")["spec"]["replicas"] for r in INFERENCE}
+        assert replicas == {0}
+
+
 async def test_a_missing_dataset_says_so_and_is_checked_again(world) -> None:
     cluster, kubeconfig = world
     async with running_operator(kubeconfig, (NS,)):
@@ -315,3 +344,114 @@ async def test_a_missing_dataset_says_so_and_is_checked_again(world) -> None:
         cluster.store("rlkd").put_bytes("datasets/later.jsonl", b"{}\n")
         await wait_for(lambda: store_condition()["status"] == "True")
         assert cluster.get(DEPLOYMENTS, "demo-judge") is not None  # applied before the status
+
+
+def condition(cluster: Cluster, type_: str, job: str = "demo") -> dict[str, Any] | None:
+    conditions = ((cluster.get(RLKDJOBS, job) or {}).get("status") or {}).get("conditions", [])
+    return next((c for c in conditions if c["type"] == type_), None)
+
+
+def operator_writes(cluster: Cluster, method: str, plural: str) -> int:
+    return sum(
+        1
+        for r in cluster.emulator._requests
+        if r.method.name == method
+        and r.resource is not None
+        and r.resource.plural == plural
+        and "kmock" not in r.headers.get("User-Agent", "")
+    )
+
+
+async def test_an_unserved_learner_kind_is_a_condition_with_the_fix_not_a_request_storm(
+    world,
+) -> None:
+    cluster, kubeconfig = world
+    not_found = (404, "NotFound", "the server could not find the requested resource")
+    cluster.emulator.refuse.update({("POST", "pytorchjobs"): not_found})
+    async with running_operator(kubeconfig, (NS,)) as runtime:
+        await cluster.apply_job()
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+        await cluster.inference_available()
+        failed = await wait_for(lambda: condition(cluster, "ApplyFailed"))
+        assert failed["reason"] == "PyTorchJobNotServed" and cluster.phase() == "Provisioning"
+        assert "install the Kubeflow Training Operator" in failed["message"]
+        await wait_for(lambda: "PyTorchJobNotServed" in cluster.event_reasons())
+        retried = runtime.metrics.reconciles._value.get() + 2  # backing off: a few seconds
+        await wait_for(lambda: runtime.metrics.reconciles._value.get() >= retried, timeout=60)
+        # One create per failed attempt (one may be in flight), not a storm of them.
+        posts = operator_writes(cluster, "POST", "pytorchjobs")
+        assert 1 <= posts <= runtime.metrics.errors._value.get() + 1
+        assert cluster.event_reasons().count("PyTorchJobNotServed") == 1  # one Warning
+
+        del cluster.emulator.refuse["POST", "pytorchjobs"]  # the Training Operator installed
+        await wait_for(lambda: cluster.get(PYTORCHJOBS, "demo"))
+        await wait_for(lambda: condition(cluster, "ApplyFailed") is None)
+
+
+@pytest.mark.parametrize(
+    ("code", "reason", "phase"),
+    [(403, "Forbidden", "Provisioning"), (422, "Invalid", "Failed")],
+)
+async def test_a_child_the_api_server_refuses_is_reported(
+    world, code: int, reason: str, phase: str
+) -> None:
+    cluster, kubeconfig = world
+    said = 'deployments "demo-gsrm" is forbidden: exceeded quota: gpus'
+    cluster.emulator.refuse[("POST", "deployments")] = (code, reason, said)
+    async with running_operator(kubeconfig, (NS,)) as runtime:
+        await cluster.apply_job()
+        failed = await wait_for(lambda: condition(cluster, "ApplyFailed"))
+        assert failed["reason"] == reason and said in failed["message"]
+        await wait_for(lambda: cluster.phase() == phase)
+        assert cluster.get(DEPLOYMENTS, "demo-gsrm") is None
+        del cluster.emulator.refuse["POST", "deployments"]
+        if phase == "Failed":  # the request itself is wrong: final until the spec changes
+            assert ("ns1", "demo") not in runtime.world.failures
+            await cluster.patch_spec("demo", dataset={"uri": "store://datasets/train.jsonl"})
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+        await wait_for(lambda: condition(cluster, "ApplyFailed") is None)
+        assert cluster.phase() == "Provisioning"
+
+
+async def test_a_taken_name_is_never_adopted(world) -> None:
+    cluster, kubeconfig = world
+    theirs = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "demo-config", "namespace": NS},
+        "data": {"owner": "someone else"},
+    }
+    await cluster.call("POST", CONFIGMAPS.path(NS), theirs)
+    async with running_operator(kubeconfig, (NS,)):
+        await cluster.apply_job()
+        failed = await wait_for(lambda: condition(cluster, "ApplyFailed"))
+        assert failed["reason"] == "NameConflict"
+        conflict = "ConfigMap ns1/demo-config exists and is not controlled by RLKDJob demo"
+        assert conflict in failed["message"]
+        assert cluster.get(CONFIGMAPS, "demo-config")["data"] == theirs["data"]
+        await cluster.call("DELETE", CONFIGMAPS.path(NS, "demo-config"))
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+        assert "owner" not in cluster.get(CONFIGMAPS, "demo-config")["data"]
+
+
+async def test_a_credentials_secret_that_is_not_base64_is_reported(world) -> None:
+    cluster, kubeconfig = world
+    await cluster.call("PATCH", SECRETS.path(NS, "store"), {"data": {ACCESS_KEY_VAR: "%%%"}})
+    async with running_operator(kubeconfig, (NS,)):
+        await cluster.apply_job()
+        store = await wait_for(lambda: condition(cluster, "StoreReady"))
+        assert (store["status"], store["reason"]) == ("False", "StoreUnavailable")
+        assert "not base64" in store["message"] and "%%%" not in store["message"]
+
+
+async def test_healthz_fails_once_the_poller_stops(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)) as runtime:
+        await cluster.apply_job()
+        await wait_for(lambda: runtime.liveness.polled and runtime.liveness.reconciled)
+        report = await health(memo=runtime)
+        assert report["secondsSincePoll"] >= 0 and report["secondsSinceReconcile"] >= 0
+        runtime.poller.cancel()
+        await wait_for(runtime.poller.done)
+        with pytest.raises(kopf.PermanentError, match="poller is not running"):
+            await health(memo=runtime)

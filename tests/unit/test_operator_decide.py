@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -11,10 +12,11 @@ from operator_fixtures import available, job_body, pytorchjob_in
 from rlkd.k8s import OperatorDefaults
 from rlkd.spec.progress import ProgressDocument
 from rlkd_operator.decide import (
-    HASH_ANNOTATION,
+    ApplyFailure,
     Decision,
     Observed,
     StoreCheck,
+    contains,
     decide,
     needs,
     needs_poll,
@@ -110,13 +112,56 @@ def test_reconciling_the_same_world_again_changes_nothing() -> None:
     assert decision.apply == () and decision.events == () and again["status"] == body["status"]
 
 
-def test_a_changed_child_manifest_is_patched() -> None:
-    body, children = provisioned()
-    edited = {**children}
-    edited[INFERENCE[0]] = {**edited[INFERENCE[0]], "metadata": {"name": "demo-gsrm"}}
-    _, decision = step(body, Observed(children=edited))
+def edited(child: dict[str, Any], *path: Any, value: Any) -> dict[str, Any]:
+    """A deep copy of `child` with the value at `path` replaced (an edit by hand)."""
+    child = copy.deepcopy(child)
+    node = child
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return child
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        (("spec", "replicas"), 0),  # kubectl scale --replicas=0
+        (("spec", "template", "spec", "containers", 0, "image"), "evil:latest"),
+        (("metadata", "labels"), {}),
+    ],
+)
+def test_a_child_edited_by_hand_is_put_back(path: tuple[Any, ...], value: Any) -> None:
+    body, children = training()
+    children[INFERENCE[0]] = edited(children[INFERENCE[0]], *path, value=value)
+    _, decision = step(body, Observed(children=children))
     assert list(applied(decision)) == [INFERENCE[0]]
-    assert HASH_ANNOTATION in decision.apply[0]["metadata"]["annotations"]
+    assert decision.apply[0]["spec"]["replicas"] == 1
+
+
+def test_server_defaults_on_a_child_are_not_a_difference() -> None:
+    body, children = training()
+    pod = ("spec", "template", "spec")
+    children[INFERENCE[0]] = edited(children[INFERENCE[0]], *pod, "dnsPolicy", value="ClusterFirst")
+    container = children[INFERENCE[0]]["spec"]["template"]["spec"]["containers"][0]
+    container["terminationMessagePath"] = "/dev/termination-log"
+    _, decision = step(body, Observed(children=children))
+    assert decision.apply == ()
+
+
+@pytest.mark.parametrize(
+    ("live", "desired", "holds"),
+    [
+        ({"a": 1, "b": {"c": 2, "d": 3}}, {"b": {"c": 2}}, True),
+        ({"a": 1}, {"a": 2}, False),
+        ({"a": 1}, {"b": None}, True),  # a merge patch's null: absent
+        ({"a": [{"x": 1, "y": 2}]}, {"a": [{"x": 1}]}, True),
+        ({"a": [{"x": 1}, {"x": 2}]}, {"a": [{"x": 1}]}, False),  # an element to drop
+        ({"a": [{"x": 2}]}, {"a": [{"x": 1}]}, False),
+        ({"a": "1"}, {"a": {"b": 1}}, False),
+    ],
+)
+def test_contains(live: Any, desired: Any, holds: bool) -> None:
+    assert contains(live, desired) is holds
 
 
 def test_training_maps_progress_and_keeps_transition_times() -> None:
@@ -241,9 +286,43 @@ def test_suspend_stops_the_learner_and_scales_inference_to_zero_and_resume_undoe
     body["spec"] = {**body["spec"], "suspend": False}
     body, decision = step(body, Observed(children=children))
     resumed = applied(decision)
-    assert resumed[("PyTorchJob", "demo")]["spec"]["runPolicy"]["suspend"] is False
     assert {resumed[k]["spec"]["replicas"] for k in INFERENCE} == {1}
     assert conditions(body)["Suspended"]["status"] == "False"
+    children.update({k: available(resumed[k]) for k in INFERENCE})
+    body, decision = step(body, Observed(children=children))
+    assert applied(decision)[("PyTorchJob", "demo")]["spec"]["runPolicy"]["suspend"] is False
+
+
+def test_resume_keeps_the_learner_suspended_until_inference_is_really_available() -> None:
+    body, children = training()
+    body["spec"] = {**body["spec"], "suspend": True}
+    body, decision = step(body, Observed(children=children))
+    children.update(applied(decision))
+    for key in INFERENCE:  # the controller has scaled them down: Available=True at 0 replicas
+        children[key] = available(children[key])
+    body["spec"] = {**body["spec"], "suspend": False}
+    body, decision = step(body, Observed(children=children))
+    resumed = applied(decision)
+    assert {resumed[k]["spec"]["replicas"] for k in INFERENCE} == {1}
+    assert ("PyTorchJob", "demo") not in resumed  # still suspended, as it is
+    stale = {key: children[key]["status"] for key in INFERENCE}
+    children.update(resumed)
+    for key in INFERENCE:  # scaled up; the status is the old one (Available=True, stale)
+        children[key] = {**resumed[key], "status": stale[key]}
+        children[key]["metadata"] = {**children[key]["metadata"], "generation": 3}
+    body, decision = step(body, Observed(children=children))
+    assert decision.apply == () and body["status"]["phase"] == "Provisioning"
+    assert conditions(body)["InferenceReady"]["status"] == "False"
+    children.update({key: available(children[key]) for key in INFERENCE})
+    body, decision = step(body, Observed(children=children))
+    assert applied(decision)[("PyTorchJob", "demo")]["spec"]["runPolicy"]["suspend"] is False
+
+
+def test_an_unavailable_server_does_not_suspend_a_running_learner() -> None:
+    body, children = training()
+    children[INFERENCE[0]] = {**children[INFERENCE[0]], "status": {}}
+    body, decision = step(body, Observed(children=children))
+    assert decision.apply == () and body["status"]["phase"] == "Training"
 
 
 def test_suspending_before_the_learner_exists_does_not_create_it() -> None:
@@ -276,6 +355,33 @@ def test_a_spec_that_cannot_be_built_fails_with_a_reason(spec: dict[str, Any]) -
     assert decision.apply == () and failed["message"].startswith("the spec cannot be built: spec.")
 
 
+def merged(live: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """`live` after a JSON merge patch without nulls, as the API server applies it."""
+    out = dict(live)
+    for key, value in patch.items():
+        out[key] = merged(live.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
+
+
+def test_a_spec_broken_while_running_gives_the_gpus_back() -> None:
+    body, children = training()
+    body["spec"] = {**body["spec"], "grpo": {"learningRate": -1}}
+    body["metadata"] = {**body["metadata"], "generation": 2}
+    body, decision = step(body, Observed(children=children))
+    assert body["status"]["phase"] == "Failed" and decision.apply == ()
+    patches = {(p["kind"], p["metadata"]["name"]): p["spec"] for p in decision.patch}
+    assert patches == {
+        INFERENCE[0]: {"replicas": 0},
+        INFERENCE[1]: {"replicas": 0},
+        ("PyTorchJob", "demo"): {"runPolicy": {"suspend": True}},
+    }
+    for patch in decision.patch:
+        key = (patch["kind"], patch["metadata"]["name"])
+        children[key] = merged(children[key], patch)
+    _, decision = step(body, Observed(children=children))
+    assert decision.patch == () and decision.apply == ()
+
+
 def test_a_fixed_spec_is_tried_again() -> None:
     body, _ = step(job_body(grpo={"learningRate": -1}), Observed())
     body["spec"] = job_body()["spec"]
@@ -293,3 +399,47 @@ def test_a_running_learner_is_not_gated_by_a_new_store_check() -> None:
     body["spec"] = {**body["spec"], "suspend": False}
     body, _ = step(body, Observed(children=children, store=STORE_DOWN))
     assert body["status"]["phase"] == "Training"
+
+
+REJECTED = ApplyFailure("Invalid", "the API server rejected Deployment ns1/demo-gsrm: bad", True)
+FORBIDDEN = ApplyFailure(
+    "Forbidden", "the API server refused Deployment ns1/demo-gsrm: quota", permanent=False
+)
+
+
+def test_a_refused_child_is_a_condition_and_a_warning_and_clears_when_applied() -> None:
+    body, decision = step(job_body(), Observed(store=STORE_OK, failure=FORBIDDEN))
+    failed = conditions(body)["ApplyFailed"]
+    assert (failed["status"], failed["reason"], failed["message"]) == (
+        "True",
+        "Forbidden",
+        FORBIDDEN.message,
+    )
+    assert body["status"]["phase"] == "Provisioning" and decision.apply == ()
+    assert body["status"]["message"] == FORBIDDEN.message
+    assert ("Warning", "Forbidden") in [(e.type, e.reason) for e in decision.events]
+    again, decision = step(body, Observed(failure=FORBIDDEN), T0 + timedelta(minutes=1))
+    assert again["status"] == body["status"] and decision.events == ()  # no second Warning
+    body, decision = step(body, Observed())
+    assert "ApplyFailed" not in conditions(body) and len(decision.apply) == 5
+
+
+def test_a_rejected_child_fails_the_job_until_the_spec_changes() -> None:
+    body, decision = step(job_body(), Observed(store=STORE_OK, failure=REJECTED))
+    failed = conditions(body)["Failed"]
+    assert (body["status"]["phase"], failed["reason"]) == ("Failed", "ApplyRejected")
+    assert failed["message"] == REJECTED.message and not needs_poll(body)
+    again, decision = step(body, Observed())
+    assert again["status"] == body["status"] and decision.apply == ()
+    body["metadata"] = {**body["metadata"], "generation": 2}
+    body, decision = step(body, Observed(store=STORE_OK))
+    assert body["status"]["phase"] == "Provisioning" and len(decision.apply) == 5
+
+
+def test_a_finished_job_keeps_its_end_when_scaling_down_is_rejected() -> None:
+    body, children = training("Succeeded")
+    doc = progress(stage="finished", model=MODEL, step=20)
+    observed = Observed(children=children, progress=doc, model_present=True, failure=REJECTED)
+    body, _ = step(body, observed)
+    assert body["status"]["phase"] == "Succeeded" and "Failed" not in conditions(body)
+    assert conditions(body)["ApplyFailed"]["reason"] == "Invalid"

@@ -3,19 +3,23 @@ whose keys a store gets."""
 
 from __future__ import annotations
 
+import json
+from http import HTTPStatus
 from typing import Any
 
 import pytest
+from kubernetes import client
 from operator_fixtures import job_body
 
 from rlkd.k8s import OperatorDefaults
 from rlkd.spec.job import StorageSpec
 from rlkd.store import Credentials
 from rlkd_operator.decide import Needs, job_of
-from rlkd_operator.kube import merge_patch
-from rlkd_operator.resources import DEPLOYMENTS, RLKDJOB_STATUS, SECRETS
+from rlkd_operator.handlers import Liveness, stuck
+from rlkd_operator.kube import failure_of, merge_patch
+from rlkd_operator.resources import DEPLOYMENTS, PYTORCHJOBS, RLKDJOB_STATUS, SECRETS
 from rlkd_operator.stores import Stores
-from rlkd_operator.world import World
+from rlkd_operator.world import World, retry_delay
 
 
 @pytest.mark.parametrize(
@@ -80,3 +84,60 @@ async def test_the_operators_own_keys_never_go_to_a_store_a_job_names() -> None:
     job = job_of(body, OperatorDefaults())
     check, _, _ = await Stores(own_keys, default=None).observe(job, Needs(True, False))
     assert check is not None and not check.ready and "without credentialsSecret" in check.message
+
+
+@pytest.mark.parametrize(
+    ("failures", "delay"), [(1, 30.0), (2, 60.0), (3, 120.0), (5, 480.0), (6, 600.0), (40, 600.0)]
+)
+def test_a_failing_job_is_retried_ever_less_often(failures: int, delay: float) -> None:
+    assert retry_delay(failures, 30.0) == delay
+
+
+@pytest.mark.parametrize(
+    ("polled", "now", "poll_seconds", "looks_stuck"),
+    [
+        (None, 299.0, 1.0, False),  # no pass yet, but not for long
+        (None, 301.0, 1.0, True),
+        (1000.0, 1300.0, 1.0, False),
+        (1000.0, 1301.0, 1.0, True),
+        (1000.0, 1500.0, 60.0, False),  # ten intervals of a slow poll
+        (1000.0, 1601.0, 60.0, True),
+    ],
+)
+def test_the_operator_looks_stuck_when_the_poller_has_not_passed_for_long(
+    polled: float | None, now: float, poll_seconds: float, looks_stuck: bool
+) -> None:
+    problem = stuck(Liveness(started=0.0, polled=polled), now, poll_seconds)
+    assert (problem is not None) is looks_stuck
+
+
+def status_body(reason: str, message: str, **details: str) -> str:
+    return json.dumps({"kind": "Status", "reason": reason, "message": message, "details": details})
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "reason", "permanent", "says"),
+    [
+        (404, "404 page not found", "PyTorchJobNotServed", False, "Kubeflow Training Operator"),
+        (
+            404,
+            status_body("NotFound", 'namespaces "ns" not found', kind="namespaces"),
+            "NotFound",
+            False,
+            'namespaces "ns" not found',
+        ),
+        (422, status_body("Invalid", "spec.runPolicy: Invalid value"), "Invalid", True, "422"),
+        (400, status_body("BadRequest", "bad"), "BadRequest", True, "rejected"),
+        (403, status_body("Forbidden", "exceeded quota"), "Forbidden", False, "exceeded quota"),
+        (503, None, "ServiceUnavailable", False, "refused"),
+    ],
+)
+def test_an_api_error_on_a_child_says_what_and_whether_a_retry_can_help(
+    status: int, body: str | None, reason: str, permanent: bool, says: str
+) -> None:
+    error = client.ApiException(status=status, reason=HTTPStatus(status).phrase)
+    error.body = body
+    manifest = {"kind": "PyTorchJob", "metadata": {"name": "demo", "namespace": "ns"}}
+    failure = failure_of(PYTORCHJOBS, manifest, error)
+    assert (failure.reason, failure.permanent) == (reason, permanent)
+    assert says in failure.message and "PyTorchJob ns/demo" in failure.message

@@ -34,6 +34,7 @@ def test_base_installs_the_crds_the_peering_rbac_and_the_operator(rendered) -> N
         "Namespace/rlkd-system",
         "CustomResourceDefinition/rlkdjobs.rlkd.ai",
         "CustomResourceDefinition/clusterkopfpeerings.kopf.dev",
+        "CustomResourceDefinition/kopfpeerings.kopf.dev",  # for `rlkd operator -n NS`
         f"ClusterKopfPeering/{PEERING_NAME}",
         "ServiceAccount/rlkd-operator",
         "ClusterRole/rlkd-operator",
@@ -58,6 +59,7 @@ def test_cluster_role_is_generated_from_the_operator_code() -> None:
         "ClusterRoleBinding/rlkd-operator",
         "Deployment/rlkd-operator",
         "CustomResourceDefinition/clusterkopfpeerings.kopf.dev",
+        "CustomResourceDefinition/kopfpeerings.kopf.dev",
     ],
 )
 def test_built_in_objects_pass_kubernetes_validate_strict(rendered, name: str) -> None:
