@@ -55,21 +55,15 @@ def s3_stores(job: RLKDJob, env: Mapping[str, str] = os.environ) -> JobStores:
             ["spec.storage: is empty: set it, or use a local store (rlkd prepare --store-dir DIR)"]
         )
     credentials = Credentials.from_env(env, STORE_SECRET_DIR)
-
-    def settings(bucket: str, prefix: str) -> S3Config:
-        return S3Config(
-            endpoint=storage.endpoint,
-            bucket=bucket,
-            prefix=prefix,
-            region=storage.region,
-            credentials=credentials,
-        )
-
     run = run_prefix(storage.prefix, namespace_of(job), job.metadata.name)
     return JobStores(
-        shared=S3Store(settings(storage.bucket, storage.prefix)),
-        run=S3Store(settings(storage.bucket, run)),
-        open_bucket=lambda bucket: S3Store(settings(bucket, ""), create_bucket=False),
+        shared=S3Store(
+            S3Config.of(storage, credentials, bucket=storage.bucket, prefix=storage.prefix)
+        ),
+        run=S3Store(S3Config.of(storage, credentials, bucket=storage.bucket, prefix=run)),
+        open_bucket=lambda bucket: S3Store(
+            S3Config.of(storage, credentials, bucket=bucket, prefix=""), create_bucket=False
+        ),
     )
 
 

@@ -74,7 +74,7 @@ class Stores:
             )
         credentials = await self._credentials_for(namespace_of(job), storage)
         run = run_prefix(storage.prefix, namespace_of(job), job.metadata.name)
-        settings = _settings(storage, storage.bucket, run, credentials)
+        settings = S3Config.of(storage, credentials, bucket=storage.bucket, prefix=run)
         store = await asyncio.to_thread(S3Store, settings)  # creates the bucket when missing
         self._open[_key(job)] = (storage, store)
         return store
@@ -82,16 +82,6 @@ class Stores:
 
 def _key(job: RLKDJob) -> tuple[str, str]:
     return namespace_of(job), job.metadata.name
-
-
-def _settings(storage: StorageSpec, bucket: str, prefix: str, credentials: Credentials) -> S3Config:
-    return S3Config(
-        endpoint=storage.endpoint,
-        bucket=bucket,
-        prefix=prefix,
-        region=storage.region,
-        credentials=credentials,
-    )
 
 
 def _check(store: S3Store, job: RLKDJob) -> StoreCheck:
@@ -102,7 +92,8 @@ def _check(store: S3Store, job: RLKDJob) -> StoreCheck:
     bucket, _, key = uri.removeprefix(S3_SCHEME).partition("/")
     config = store.config
     dataset_store = S3Store(
-        _settings(storage_of(job), bucket, "", config.credentials), create_bucket=False
+        S3Config.of(storage_of(job), config.credentials, bucket=bucket, prefix=""),
+        create_bucket=False,
     )
     present = dataset_store.exists(key.rstrip("/")) or bool(
         dataset_store.list(key.rstrip("/") + "/")

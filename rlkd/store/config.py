@@ -10,6 +10,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from rlkd.errors import StoreError
+from rlkd.spec.job import StorageSpec
 from rlkd.spec.refs import s3_bucket_problems
 from rlkd.store.base import key_problem
 
@@ -90,3 +91,17 @@ class S3Config:
     def uri(self) -> str:
         """`s3://bucket` or `s3://bucket/prefix`, without a trailing slash."""
         return f"s3://{self.bucket}/{self.key_prefix}".removesuffix("/")
+
+    @classmethod
+    def of(
+        cls, storage: StorageSpec, credentials: Credentials, *, bucket: str, prefix: str
+    ) -> S3Config:
+        """Settings for `prefix` in `bucket` on a job's store (spec.storage or the operator's
+        default): the same endpoint and region, with this key pair."""
+        return cls(
+            endpoint=storage.endpoint,
+            bucket=bucket,
+            prefix=prefix,
+            region=storage.region,
+            credentials=credentials,
+        )
