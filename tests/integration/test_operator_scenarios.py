@@ -181,6 +181,10 @@ async def test_a_job_runs_from_apply_to_success_and_gives_its_gpus_back(world, c
             and status["message"] == "training: step 3/20, mean reward 12.5"
         )
         assert status["progress"]["rewardErrors"] == {"judge_timeout": 2} and status["startTime"]
+        # The gauges count the operator's own view of its jobs, which takes in the status patch
+        # only once the operator has read the API server's answer (in a worker thread): the
+        # emulator shows the phase first. Wait for that view, then check the gauges exactly.
+        await wait_for(lambda: runtime.world.jobs[(NS, "demo")]["status"]["phase"] == "Training")
         metrics = generate_latest(runtime.metrics.registry).decode()
         assert 'rlkd_jobs{phase="Training"} 1.0' in metrics
         assert (
