@@ -152,6 +152,21 @@ def children_of(cluster: Cluster, job: str = "demo") -> dict[str, Any]:
     return {f"{api.kind}/{n}": cluster.get(api, n) for api, names_ in names.items() for n in names_}
 
 
+async def until_learner(cluster: Cluster) -> None:
+    """Apply the demo job and make its servers available: the operator creates the learner."""
+    await cluster.apply_job()
+    await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+    await cluster.inference_available()
+    await wait_for(lambda: cluster.get(PYTORCHJOBS, "demo"))
+
+
+async def until_training(cluster: Cluster) -> None:
+    """`until_learner`, then the learner runs: the job is Training."""
+    await until_learner(cluster)
+    await cluster.learner("Running")
+    await wait_for(lambda: cluster.phase() == "Training")
+
+
 async def test_a_job_runs_from_apply_to_success_and_gives_its_gpus_back(world, caplog) -> None:
     cluster, kubeconfig = world
     async with running_operator(kubeconfig, (NS,)) as runtime:
@@ -215,10 +230,7 @@ async def test_a_job_runs_from_apply_to_success_and_gives_its_gpus_back(world, c
 async def test_a_failed_learner_fails_the_job_with_its_reason(world) -> None:
     cluster, kubeconfig = world
     async with running_operator(kubeconfig, (NS,)):
-        await cluster.apply_job()
-        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
-        await cluster.inference_available()
-        await wait_for(lambda: cluster.get(PYTORCHJOBS, "demo"))
+        await until_learner(cluster)
         await cluster.learner("Failed", message="pod demo-master-0 was OOMKilled")
         await wait_for(lambda: cluster.phase() == "Failed")
         failed = next(
@@ -245,12 +257,7 @@ async def test_ttl_deletes_a_finished_job(world) -> None:
 async def test_suspend_and_resume(world) -> None:
     cluster, kubeconfig = world
     async with running_operator(kubeconfig, (NS,)):
-        await cluster.apply_job()
-        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
-        await cluster.inference_available()
-        await wait_for(lambda: cluster.get(PYTORCHJOBS, "demo"))
-        await cluster.learner("Running")
-        await wait_for(lambda: cluster.phase() == "Training")
+        await until_training(cluster)
 
         await cluster.patch_spec("demo", suspend=True)
         await wait_for(lambda: cluster.phase() == "Suspended")
@@ -317,12 +324,7 @@ async def test_a_bad_spec_fails_and_the_operator_keeps_serving_others(world) -> 
 async def test_a_spec_broken_while_training_gives_the_gpus_back(world) -> None:
     cluster, kubeconfig = world
     async with running_operator(kubeconfig, (NS,)):
-        await cluster.apply_job()
-        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
-        await cluster.inference_available()
-        await wait_for(lambda: cluster.get(PYTORCHJOBS, "demo"))
-        await cluster.learner("Running")
-        await wait_for(lambda: cluster.phase() == "Training")
+        await until_training(cluster)
         await cluster.patch_spec("demo", grpo={"learningRate": "fast"})
         await wait_for(lambda: cluster.phase() == "Failed")
         await wait_for(
