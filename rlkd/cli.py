@@ -7,9 +7,14 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rlkd import __version__
 from rlkd.errors import RLKDError, SpecError
+
+if TYPE_CHECKING:
+    from rlkd.spec.resource import RLKDJob
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -51,26 +56,97 @@ def cmd_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _job(path: str | None) -> RLKDJob:
+    """The job a learner-side command runs: FILE, else the pod's $RLKD_JOB_FILE."""
+    from rlkd.spec.runtime import JOB_FILE_ENV
+    from rlkd.spec.validate import load_job
+
+    path = path or os.environ.get(JOB_FILE_ENV)
+    if not path:
+        raise RLKDError(f"give the RLKDJob file (FILE or --job FILE), or set ${JOB_FILE_ENV}")
+    return load_job(path)
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Decompose and cache the teacher reasoning of a job's examples before training."""
     from rlkd.gsrm.backends import build_decomposer
-    from rlkd.prepare import local_stores, nothing_to_prepare, prepare_teachers, s3_stores
-    from rlkd.spec.validate import load_job
+    from rlkd.prepare import nothing_to_prepare, prepare_teachers
+    from rlkd.store.job import job_stores
 
-    job = load_job(args.file)
+    job = _job(args.file)
+    name = args.file or job.metadata.name
     if (reason := nothing_to_prepare(job)) is not None:
-        print(f"{args.file}: nothing to prepare: {reason}")
+        print(f"{name}: nothing to prepare: {reason}")
         return 0
-    assert job.spec.gsrm is not None  # rewards.structure > 0 requires it (spec rule)
-    stores = local_stores(job, args.store_dir) if args.store_dir else s3_stores(job)
+    if job.spec.gsrm is None:
+        raise RLKDError("spec.gsrm: is required when rewards.structure > 0")
+    stores = job_stores(job, store_dir=args.store_dir)
     count, failures = prepare_teachers(
         job, stores, build_decomposer(job.spec.gsrm), batch_size=args.batch_size
     )
-    print(f"{args.file}: teacher decompositions of {count} examples cached in {stores.run.uri}")
+    print(f"{name}: teacher decompositions of {count} examples cached in {stores.run.uri}")
     if failures:
         counts = ", ".join(f"{reason} {n}" for reason, n in failures.items())
-        print(f"{args.file}: {sum(failures.values())} failed ({counts}); run again to retry them")
+        print(f"{name}: {sum(failures.values())} failed ({counts}); run again to retry them")
         return 1
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """The learner: one process per GPU (torchrun) when the pod has several, else in place."""
+    from rlkd.train.launch import is_rank, launch, topology
+
+    topo = topology(os.environ)
+    if topo.world_size > 1 and not is_rank(os.environ):
+        return launch(topo, ["train", *args.argv])
+    import tempfile
+
+    from rlkd.spec.resource import namespace_of
+    from rlkd.store.job import job_stores
+    from rlkd.train.recipe import train
+
+    job = _job(args.job)
+    stores = job_stores(job, store_dir=args.store_dir)
+    default = Path(tempfile.gettempdir(), "rlkd", namespace_of(job), job.metadata.name)
+    train(job, stores, workdir=Path(args.workdir) if args.workdir else default)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Greedy accuracy and structure alignment of a model on the job's held-out problems."""
+    import tempfile
+
+    from rlkd.data import evaluation_records
+    from rlkd.eval import save_evaluation
+    from rlkd.models import local_model, run_model
+    from rlkd.spec.job import EvaluationSpec
+    from rlkd.store.job import job_stores
+    from rlkd.train.recipe import describe, run_evaluation
+
+    job = _job(args.file)
+    stores = job_stores(job, store_dir=args.store_dir)
+    cache = Path(tempfile.gettempdir(), "rlkd-eval", job.metadata.name)
+    final = None if args.model else run_model(stores.run, cache)
+    if final is not None:
+        ref, name, model_dir = final[0], "after", str(final[1])
+    else:
+        ref = args.model or job.spec.student.model
+        name = "before" if ref == job.spec.student.model else "model"
+        model_dir = local_model(ref, stores, cache, field="--model" if args.model else "spec")
+    records = evaluation_records(job.spec, stores, job.spec.evaluation or EvaluationSpec())
+    evaluation = run_evaluation(job, stores, records, model_dir, ref, bars=True, label=name)
+    print(f"{ref}: {describe(evaluation)}")
+    if name != "model":
+        print(f"written to {save_evaluation(stores.run, name, evaluation)} ({name})")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The whole job on this machine, with a report."""
+    from rlkd.local import run
+
+    job = _job(args.file)
+    run(job, Path(args.output or f"rlkd-runs/{job.metadata.name}"))
     return 0
 
 
@@ -152,7 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the steps in the job's store, where the learner reads them. Cached examples are not "
         "decomposed again. Exit 1 when some failed (they are counted by reason).",
     )
-    prepare.add_argument("file", metavar="FILE")
+    prepare.add_argument("file", metavar="FILE", nargs="?", help="default: $RLKD_JOB_FILE")
     prepare.add_argument(
         "--store-dir",
         metavar="DIR",
@@ -166,6 +242,49 @@ def build_parser() -> argparse.ArgumentParser:
         help="decompositions per GSRM call (default 64)",
     )
     prepare.set_defaults(func=cmd_prepare)
+
+    store_dir_help = (
+        "a local directory as the store; default: the pod's $RLKD_STORE_* or spec.storage, with "
+        "keys from the mounted storage Secret or $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY"
+    )
+    train = sub.add_parser(
+        "train",
+        help="the learner: GRPO with the RLKD rewards (the PyTorchJob's command)",
+        description="Prepare, evaluate before (spec.evaluation.baseline), train with TRL GRPO, "
+        "evaluate after, and leave checkpoints, the progress document and the final model in "
+        "the job's store; a restart resumes from the newest complete checkpoint. In a pod it "
+        "reads the operator's environment ($RLKD_JOB_FILE, $RLKD_STORE_*, $RLKD_<ROLE>_URL) and "
+        "starts one process per GPU from the Training Operator's PET_* variables.",
+    )
+    train.add_argument("--job", metavar="FILE", help="the RLKDJob; default: $RLKD_JOB_FILE")
+    train.add_argument("--store-dir", metavar="DIR", help=store_dir_help)
+    train.add_argument("--workdir", metavar="DIR", help="local working directory")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser(
+        "eval",
+        help="greedy accuracy and structure alignment of a model on held-out problems",
+        description="Evaluate a model (default: the run's final model when it is in the store, "
+        "else the student) on the job's held-out problems (spec.evaluation), greedily, and "
+        "write the results with per-example rows to the run's evaluation.json.",
+    )
+    evaluate.add_argument("file", metavar="FILE", nargs="?", help="default: $RLKD_JOB_FILE")
+    evaluate.add_argument("--model", metavar="REF", help="the model to evaluate")
+    evaluate.add_argument("--store-dir", metavar="DIR", help=store_dir_help)
+    evaluate.set_defaults(func=cmd_eval)
+
+    run = sub.add_parser(
+        "run",
+        help="run an RLKDJob on this machine, end to end, with a report",
+        description="The same RLKDJob file, no cluster: prepare, evaluate before, train, evaluate "
+        "after, report. The store is spec.storage when the spec names one, else DIR/store; "
+        "inference runs in-process. A rerun with the same DIR resumes.",
+    )
+    run.add_argument("file", metavar="FILE")
+    run.add_argument(
+        "--output", metavar="DIR", help="report and local store (default: rlkd-runs/<job name>)"
+    )
+    run.set_defaults(func=cmd_run)
 
     operator = sub.add_parser(
         "operator",
@@ -211,7 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv[1:]
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
@@ -219,6 +340,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rlkd {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
+        print(
+            f"rlkd {args.command}: stopped; run the same command again to resume", file=sys.stderr
+        )
         return 130
 
 

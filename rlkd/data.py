@@ -3,7 +3,8 @@ spec says (shuffled with `seed`, then cut by `limit` or `fraction`), in one plac
 phase that reads them (prepare, train, evaluation) sees the same rows in the same order.
 
 Formats: JSON Lines (`.jsonl`) and Parquet (`.parquet`), one file or every such file under a
-prefix; a hub id is read with `datasets` (network, in the learner image).
+prefix; a hub id is read with `datasets` (network, in the learner image); `toy://name` is the
+shipped toy domain (rlkd.toy), generated on first use and cached in the store.
 """
 
 from __future__ import annotations
@@ -12,22 +13,22 @@ import io
 import json
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
 
 from rlkd.errors import DatasetError, StoreError
-from rlkd.spec.job import DatasetSpec, Domain, RLKDJobSpec
-from rlkd.spec.refs import S3_SCHEME, STORE_SCHEME
+from rlkd.spec.job import DatasetSpec, Domain, EvaluationSpec, RLKDJobSpec
+from rlkd.spec.refs import S3_SCHEME, STORE_SCHEME, TOY_SCHEME
 from rlkd.store.base import Store
+from rlkd.store.job import BucketOpener, JobStores
 
 SUFFIXES = (".jsonl", ".parquet")
 DOMAINS: frozenset[str] = frozenset(get_args(Domain))
 
 Record = dict[str, Any]
-BucketOpener = Callable[[str], Store]
-"""bucket name -> a Store over that bucket (for s3:// URIs)."""
+Messages = list[dict[str, str]]
 
 
 @dataclass(frozen=True)
@@ -58,19 +59,71 @@ def read_records(
         return _read_store(open_bucket(bucket), key, uri)
     if uri.startswith("/"):
         return _read_local(Path(uri))
+    if uri.startswith(TOY_SCHEME):
+        from rlkd.toy import toy_records
+
+        return toy_records(uri.removeprefix(TOY_SCHEME), store)
     return _read_hub(uri, split)
+
+
+def read_dataset(spec: RLKDJobSpec, stores: JobStores) -> list[Record]:
+    """Every record of the job's dataset (before selection)."""
+    dataset = spec.dataset
+    return read_records(
+        dataset.uri, store=stores.shared, open_bucket=stores.open_bucket, split=dataset.split
+    )
+
+
+def training_records(spec: RLKDJobSpec, stores: JobStores) -> list[Record]:
+    """The records training uses (the spec's selection)."""
+    return select(read_dataset(spec, stores), spec.dataset)
+
+
+def evaluation_records(
+    spec: RLKDJobSpec, stores: JobStores, evaluation: EvaluationSpec
+) -> list[Record]:
+    """The held-out problems of `evaluation`: its own dataset, or the rows of the training
+    dataset that the selection left out; at most `evaluation.limit` of them."""
+    if evaluation.uri is not None:
+        records = read_records(
+            evaluation.uri,
+            store=stores.shared,
+            open_bucket=stores.open_bucket,
+            split=evaluation.split,
+        )
+        return records[: evaluation.limit]
+    rest = held_out(read_dataset(spec, stores), spec.dataset)
+    if not rest:
+        raise DatasetError(
+            "spec.evaluation.uri: is empty and training uses every row of the dataset, so no "
+            "row is held out: set spec.evaluation.uri, or spec.dataset.limit or fraction"
+        )
+    return rest[: evaluation.limit]
 
 
 def select(records: Sequence[Record], dataset: DatasetSpec) -> list[Record]:
     """The records training uses: shuffled with `dataset.seed`, then the first `limit`, or the
     first `fraction` of them (at least one)."""
+    order, chosen = _shuffled(records, dataset)
+    return [records[i] for i in order[:chosen]]
+
+
+def _shuffled(records: Sequence[Record], dataset: DatasetSpec) -> tuple[list[int], int]:
+    """The records' order after shuffling with `dataset.seed`, and how many of the first ones
+    training uses."""
     order = list(range(len(records)))
     random.Random(dataset.seed).shuffle(order)
     if dataset.limit is not None:
-        order = order[: dataset.limit]
-    elif dataset.fraction is not None:
-        order = order[: max(1, math.floor(len(order) * dataset.fraction))]
-    return [records[i] for i in order]
+        return order, min(dataset.limit, len(order))
+    if dataset.fraction is not None:
+        return order, max(1, math.floor(len(order) * dataset.fraction))
+    return order, len(order)
+
+
+def held_out(records: Sequence[Record], dataset: DatasetSpec) -> list[Record]:
+    """The records `select` leaves out, in the same shuffled order."""
+    order, chosen = _shuffled(records, dataset)
+    return [records[i] for i in order[chosen:]]
 
 
 def examples(records: Sequence[Record], spec: RLKDJobSpec) -> list[Example]:
@@ -96,6 +149,15 @@ def examples(records: Sequence[Record], spec: RLKDJobSpec) -> list[Example]:
             )
         )
     return out
+
+
+def prompt_messages(spec: RLKDJobSpec, problem: str) -> Messages:
+    """What the student is asked, in training and in evaluation alike: the recipe's system
+    prompt, then the problem."""
+    return [
+        {"role": "system", "content": spec.grpo.system_prompt},
+        {"role": "user", "content": problem},
+    ]
 
 
 def domain_of(value: object, column: str) -> Domain:

@@ -11,18 +11,23 @@ format, tag_count, structure.
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rlkd.data import domain_of
-from rlkd.errors import BackendError, DatasetError
+from rlkd.errors import BackendError, DatasetError, SpecError
+from rlkd.gsrm.backends import build_decomposer, build_judge
 from rlkd.gsrm.engine import ScoreItem, StructureEngine
 from rlkd.gsrm.steps import parse_steps
 from rlkd.gsrm.types import Step
 from rlkd.spec.job import RLKDJobSpec
+from rlkd.store.base import Store
 
 Completion = str | list[dict[str, Any]]
 RewardFunction = Callable[..., list[float | None]]
@@ -153,16 +158,36 @@ class StructureReward:
         self.domain = spec.dataset.domain
         self.errors: Counter[str] = Counter()
         self.last_errors: dict[str, int] = {}
+        self.scored = self.failed = 0
+        """Completions scored so far, and how many of them got no structure reward."""
+        self._loop: asyncio.AbstractEventLoop | None = None
 
-    def __call__(
+    def __getstate__(self) -> dict[str, Any]:
+        # The loop it last ran on belongs to this process; a copy starts without one.
+        return {**self.__dict__, "_loop": None}
+
+    def close(self) -> None:
+        """Close the backends' connections, on the loop they were opened on."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            asyncio.run_coroutine_threadsafe(close_backends(self.engine), loop).result()
+        else:
+            asyncio.run(close_backends(self.engine))
+
+    async def __call__(
         self,
         prompts: Sequence[Any],
         completions: Sequence[Completion],
         log_metric: Callable[[str, float], None] | None = None,
         **columns: Any,
     ) -> list[float | None]:
-        result = self.engine.score_sync(self.items(completions, columns))
+        # Async, so TRL awaits it on its own event loop: the backends' HTTP sessions live there,
+        # and the call runs beside TRL's other async reward functions.
+        self._loop = asyncio.get_running_loop()
+        result = await self.engine.score(self.items(completions, columns))
         rewards = drop_failed_groups(prompts, result.rewards)
+        self.scored += len(rewards)
+        self.failed += sum(r is None for r in rewards)
         dropped = sum(r is not None for r in result.rewards) - sum(r is not None for r in rewards)
         self.last_errors = {**result.errors, GROUP_DROPPED: dropped} if dropped else result.errors
         self.errors.update(self.last_errors)
@@ -203,21 +228,38 @@ class StructureReward:
         ]
 
 
+class AccuracyReward:
+    """`accuracy` over the answer column the spec names (a class, not a closure, so it pickles
+    into DeepSpeed's and the data loaders' worker copies)."""
+
+    __name__ = "accuracy"
+
+    def __init__(self, answer_column: str) -> None:
+        self.answer_column = answer_column
+
+    def __call__(self, completions: Sequence[Completion], **columns: Any) -> list[float | None]:
+        gold = _column(columns, self.answer_column, "dataset.columns.answer", len(completions))
+        return accuracy(completions, gold)
+
+
+async def close_backends(engine: StructureEngine) -> None:
+    """Close the HTTP sessions of an engine's GSRM and judge (in-process backends have none)."""
+    closers = [
+        model.aclose
+        for part in (engine.decomposer, engine.judge)
+        if (model := getattr(part, "model", None)) is not None and hasattr(model, "aclose")
+    ]
+    await asyncio.gather(*(close() for close in closers))
+
+
 def reward_functions(
     spec: RLKDJobSpec, *, structure: StructureEngine | None
 ) -> tuple[list[RewardFunction], list[float]]:
     """The reward functions `spec.rewards` enables (weight > 0) and their weights, for
     GRPOTrainer(reward_funcs=...) and GRPOConfig(reward_weights=...)."""
-    answer_column = spec.dataset.columns.answer
-
-    def accuracy_reward(completions: Sequence[Completion], **columns: Any) -> list[float | None]:
-        gold = _column(columns, answer_column, "dataset.columns.answer", len(completions))
-        return accuracy(completions, gold)
-
-    accuracy_reward.__name__ = "accuracy"
     weights = spec.rewards
     enabled: list[tuple[RewardFunction, float]] = [
-        (accuracy_reward, weights.accuracy),
+        (AccuracyReward(spec.dataset.columns.answer), weights.accuracy),
         (format_reward, weights.format),
         (tag_count, weights.tag_count),
     ]
@@ -230,3 +272,45 @@ def reward_functions(
         enabled.append((StructureReward(structure, spec), weights.structure))
     enabled = [(function, weight) for function, weight in enabled if weight > 0]
     return [function for function, _ in enabled], [weight for _, weight in enabled]
+
+
+@dataclass
+class Rewards:
+    """What the learner hands TRL, built from a job in one place (`build_rewards`)."""
+
+    functions: list[RewardFunction]
+    weights: list[float]
+    structure: StructureReward | None
+    """The structure reward, for its error counts; None when its weight is 0."""
+
+    def close(self) -> None:
+        """Close the reward engine's connections (at the end of a run)."""
+        if self.structure is not None:
+            self.structure.close()
+
+
+def build_structure_engine(
+    spec: RLKDJobSpec, store: Store | None, env: Mapping[str, str] = os.environ
+) -> StructureEngine:
+    """The GSRM and the judge the spec names, with the teacher cache on `store` (the run's)."""
+    if spec.gsrm is None or spec.judge is None:
+        raise SpecError(
+            [
+                "spec.gsrm and spec.judge: are required for the structure reward (or set "
+                "rewards.structure to 0)"
+            ]
+        )
+    return StructureEngine(
+        build_decomposer(spec.gsrm, "gsrm", env), build_judge(spec.judge, "judge", env), store
+    )
+
+
+def build_rewards(
+    spec: RLKDJobSpec, store: Store | None, env: Mapping[str, str] = os.environ
+) -> Rewards:
+    """The job's reward functions and weights, with the structure engine's backends as the
+    spec says (a vllm backend at its RLKD_<ROLE>_URL) and its teacher cache on `store`."""
+    engine = build_structure_engine(spec, store, env) if spec.rewards.structure > 0 else None
+    functions, weights = reward_functions(spec, structure=engine)
+    structure = next((f for f in functions if isinstance(f, StructureReward)), None)
+    return Rewards(functions, weights, structure)

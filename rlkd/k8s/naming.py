@@ -9,19 +9,12 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from rlkd.spec.resource import API_VERSION, KIND, RLKDJob
+from rlkd.spec.resource import API_VERSION, KIND, RLKDJob, namespace_of
 from rlkd.spec.runtime import INFERENCE_PORT, InferenceRole
 
-DEFAULT_NAMESPACE = "default"
-"""The namespace of a job whose document names none (what kubectl would use)."""
 JOB_LABEL = "rlkd.ai/job"
 ROLE_LABEL = "rlkd.ai/role"
 Component = Literal["config", "inference", "learner"]
-
-
-def namespace_of(job: RLKDJob) -> str:
-    """The namespace the job and all its children live in."""
-    return job.metadata.namespace or DEFAULT_NAMESPACE
 
 
 def learner_name(job: RLKDJob) -> str:

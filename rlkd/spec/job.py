@@ -203,6 +203,10 @@ class TeacherSpec(SpecModel):
     (dataset.columns.teacherDecomposition); model: a teacher model samples the paths first."""
     model: InferenceSpec | None = None
     """The teacher model that samples reasoning paths (source model only)."""
+    temperature: Annotated[float, Field(ge=0, le=10)] = 0.6
+    """Sampling temperature of the teacher's reasoning paths (source model only): one path per
+    example, sampled once by `rlkd prepare` and cached in the store; paths whose answer
+    math-verify does not mark correct are left out with their examples."""
 
     rules = (
         Rule(
@@ -273,6 +277,9 @@ class RewardsSpec(SpecModel):
     """0.25 for each of the four tags appearing exactly once."""
     structure: Annotated[float, Field(ge=0, le=1e6)] = 15.0
     """GSRM structure reward: the student's steps match the teacher's (needs gsrm and judge)."""
+    max_structure_failure_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
+    """Largest share of one step's structure rewards that may fail (GSRM or judge errors) before
+    the learner stops with an error, rather than train on noise; 1 never stops."""
 
     rules = (
         Rule(
@@ -294,7 +301,10 @@ class GRPOSpec(SpecModel):
     ] = "constant_with_warmup"
     """Learning-rate schedule."""
     warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
-    """Fraction of the steps spent warming up."""
+    """Fraction of the steps spent warming up (not with the constant schedule)."""
+    min_learning_rate_ratio: Annotated[float, Field(ge=0, lt=1)] | None = None
+    """Final learning rate as a fraction of the peak (cosine_with_min_lr only, and required
+    there)."""
     max_grad_norm: Annotated[float, Field(gt=0, le=1e6)] = 0.2
     """Gradient clipping norm."""
     num_generations: Annotated[int, Field(ge=2, le=256)] = 4
@@ -336,6 +346,38 @@ class GRPOSpec(SpecModel):
     """Trade compute for memory."""
     system_prompt: str = Field(default=SYSTEM_PROMPT, max_length=8192)
     """System prompt asking for the <think>/<answer> format and a boxed answer."""
+
+    rules = (
+        Rule(
+            "warmupRatio",
+            "must be 0 with lrSchedulerType constant, which has no warmup (use "
+            "constant_with_warmup, or set warmupRatio to 0)",
+            "self.lrSchedulerType != 'constant' || self.warmupRatio == 0.0",
+            lambda s: s.lr_scheduler_type != "constant" or s.warmup_ratio == 0,
+        ),
+        Rule(
+            "perDeviceTrainBatchSize",
+            "times gradientAccumulationSteps must be a multiple of numGenerations: each learner "
+            "process scores its own generation batch, and a GRPO group split across processes "
+            "cannot be dropped whole when its structure reward fails (e.g. raise "
+            "gradientAccumulationSteps or lower numGenerations)",
+            "(self.perDeviceTrainBatchSize * self.gradientAccumulationSteps)"
+            " % self.numGenerations == 0",
+            lambda s: (
+                (s.per_device_train_batch_size * s.gradient_accumulation_steps) % s.num_generations
+                == 0
+            ),
+        ),
+        Rule(
+            "minLearningRateRatio",
+            "is required with lrSchedulerType cosine_with_min_lr, and only then",
+            "(self.lrSchedulerType == 'cosine_with_min_lr') == has(self.minLearningRateRatio)",
+            lambda s: (
+                (s.lr_scheduler_type == "cosine_with_min_lr")
+                == (s.min_learning_rate_ratio is not None)
+            ),
+        ),
+    )
 
 
 class RolloutSpec(SpecModel):
@@ -402,6 +444,14 @@ class LearnerSpec(Placement):
     """DeepSpeed ZeRO settings."""
     backoff_limit: Annotated[int, Field(ge=0, le=100)] = 3
     """Pod restarts before the PyTorchJob fails; training resumes from the last checkpoint."""
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["tensorboard"], max_length=3
+    )
+    """Experiment trackers: tensorboard writes its logs into the run's store (`tensorboard/`);
+    wandb and mlflow read their settings and keys from the environment (trackingSecret)."""
+    tracking_secret: ObjectName | None = None
+    """Secret in the job's namespace whose keys become the learner's environment, e.g.
+    WANDB_API_KEY or MLFLOW_TRACKING_URI and MLFLOW_TRACKING_TOKEN (never in args or status)."""
 
 
 class StorageSpec(SpecModel):
@@ -439,9 +489,9 @@ class StorageSpec(SpecModel):
 
 
 class EvaluationSpec(SpecModel):
-    """A greedy evaluation of the trained student, run by the learner after training (phase
-    Evaluating). Sampled rewards during GRPO understate greedy accuracy, so it is measured
-    separately."""
+    """A greedy evaluation of the student (accuracy and structure alignment), run by the learner
+    after training and, with `baseline`, before it too (phase Evaluating each time). Sampled
+    rewards during GRPO understate greedy accuracy, so it is measured separately."""
 
     uri: Ref | None = None
     """Evaluation problems (same columns as the dataset); empty uses held-out rows of the training
@@ -452,6 +502,8 @@ class EvaluationSpec(SpecModel):
     """Evaluate at most this many problems."""
     max_completion_length: Annotated[int, Field(ge=1, le=MAX_TOKENS)] | None = None
     """Tokens generated per problem; empty uses grpo.maxCompletionLength."""
+    baseline: bool = True
+    """Also evaluate the starting student before training, so the report compares the two."""
 
 
 RECIPE_FIELDS = ("grpo", "rewards", "rollout", "learner", "evaluation", "storage")
@@ -534,23 +586,5 @@ class RLKDJobSpec(SpecModel):
             "",
             "gsrm and judge cannot be added or removed once the job exists",
             "has(self.gsrm) == has(oldSelf.gsrm) && has(self.judge) == has(oldSelf.judge)",
-        ),
-        Rule(
-            "grpo.perDeviceTrainBatchSize",
-            "times learner.replicas (x gpusPerReplica when > 0) times "
-            "grpo.gradientAccumulationSteps must be a multiple of grpo.numGenerations",
-            "(self.grpo.perDeviceTrainBatchSize * self.learner.replicas"
-            " * (self.learner.gpusPerReplica > 0 ? self.learner.gpusPerReplica : 1)"
-            " * self.grpo.gradientAccumulationSteps) % self.grpo.numGenerations == 0",
-            lambda s: (
-                (
-                    s.grpo.per_device_train_batch_size
-                    * s.learner.replicas
-                    * max(s.learner.gpus_per_replica, 1)
-                    * s.grpo.gradient_accumulation_steps
-                )
-                % s.grpo.num_generations
-                == 0
-            ),
         ),
     )

@@ -7,10 +7,11 @@ Every key below is relative to the run's own store prefix, `<storage.prefix>/<na
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
+from rlkd.spec.base import SpecModel
 from rlkd.spec.status import Progress
 
 PROGRESS_KEY = "progress.json"
@@ -20,9 +21,30 @@ CHECKPOINTS_PREFIX = "checkpoints/"
 MODEL_PREFIX = "model/"
 """The final distilled student (a save_pretrained folder)."""
 EVALUATION_KEY = "evaluation.json"
-"""Greedy evaluation results (spec.evaluation)."""
+"""Greedy evaluation results with per-example rows (spec.evaluation): {"before": ..., "after":
+...}."""
+TENSORBOARD_PREFIX = "tensorboard/"
+"""TensorBoard event files of the learner (spec.learner.reportTo)."""
 
-Stage = Literal["training", "evaluating", "finished"]
+Stage = Literal["preparing", "evaluating", "training", "finished"]
+Activity = Literal[
+    "starting",
+    "preparing",
+    "evaluating",
+    "generating",
+    "scoring",
+    "updating",
+    "syncing",
+    "saving",
+    "uploading",
+    "idle",
+]
+"""What the learner is doing right now: a hung learner is found in the activity it stalled in."""
+EvaluationName = Literal["before", "after"]
+
+COMPLETE_MARKER = "COMPLETE"
+"""Written last into a checkpoint's folder, once every node's files are in the store: only a
+checkpoint that holds it is resumed from."""
 
 
 def run_prefix(storage_prefix: str, namespace: str, name: str) -> str:
@@ -30,18 +52,58 @@ def run_prefix(storage_prefix: str, namespace: str, name: str) -> str:
     return f"{storage_prefix.strip('/')}/{namespace}/{name}"
 
 
-class ProgressDocument(Progress):
-    """What the learner writes to `progress.json` every logging step and at every stage change.
+class Heartbeat(SpecModel):
+    """When the learner last finished something, and what it is doing now. Written by rank 0
+    only when it writes the document anyway (a step or stage boundary), so it costs nothing
+    extra; a reader judges staleness by its own clock."""
 
-    `stage` is `finished` only once the final model (and the evaluation, when the spec asks for
-    one) is in the store, so a reader that sees it can call the run done.
+    activity: Activity = "starting"
+    """What the learner is doing now."""
+    since: str | None = None
+    """When the current activity began (RFC 3339)."""
+    step_finished_at: str | None = None
+    """When the last optimizer step finished (RFC 3339)."""
+    stage_finished_at: str | None = None
+    """When the last stage (prepare, an evaluation, training) finished (RFC 3339)."""
+
+
+class EvaluationSummary(SpecModel):
+    """One greedy evaluation of a model (`rlkd eval`); per-example rows are in
+    `evaluation.json`."""
+
+    accuracy: float
+    """Share of problems whose final answer math-verify marks correct."""
+    structure: float | None = None
+    """Mean structure alignment, 0..1: structure reward divided by the teacher's step count
+    (None when the job has no structure reward)."""
+    examples: Annotated[int, Field(ge=0)] = 0
+    """Problems evaluated."""
+    errors: dict[str, int] = Field(default_factory=dict)
+    """Structure scores that could not be computed, by reason (left out of the mean)."""
+    model: str | None = None
+    """The model evaluated (a reference or store URI)."""
+
+
+class ProgressDocument(Progress):
+    """What the learner writes to `progress.json` after every logging step and at every stage
+    change, from rank 0.
+
+    `reward_errors` are cumulative and summed over every rank. `stage` is `finished` only once
+    the final model (and the evaluation, when the spec asks for one) is in the store, so a
+    reader that sees it can call the run done.
     """
 
     stage: Stage = "training"
-    """training, evaluating (spec.evaluation) or finished (artifacts uploaded)."""
+    """preparing, evaluating (spec.evaluation), training or finished (artifacts uploaded)."""
+    evaluating: EvaluationName | None = None
+    """Which evaluation runs while stage is evaluating: before or after training."""
     checkpoint: str | None = Field(default=None, max_length=4096)
-    """Store URI of the latest checkpoint."""
+    """Store URI of the newest complete checkpoint (one that holds the COMPLETE marker)."""
     model: str | None = Field(default=None, max_length=4096)
     """Store URI of the final model (set when stage is finished)."""
-    evaluation: dict[str, float] = Field(default_factory=dict)
-    """Evaluation metrics, e.g. {"accuracy": 0.41} (set when stage is finished)."""
+    evaluations: dict[EvaluationName, EvaluationSummary] = Field(default_factory=dict)
+    """Greedy evaluation results: before (spec.evaluation.baseline) and after training."""
+    heartbeat: Heartbeat = Field(default_factory=Heartbeat)
+    """The learner's liveness: last finished step and stage, current activity."""
+    failure: str | None = Field(default=None, max_length=4096)
+    """Why the learner stopped, when it stopped on an error of its own (one line)."""

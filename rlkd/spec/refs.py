@@ -43,8 +43,10 @@ S3Bucket = Annotated[str, Field(pattern=S3_BUCKET_PATTERN, max_length=63)]
 #   store://path/in/store    a path inside this job's artifact store (spec.storage)
 #   /absolute/path           a path inside the container (baked into the image or a mounted volume)
 #   org/name or name         a Hugging Face Hub id, for clusters that can reach the Hub
+#   toy://name               the shipped toy domain (rlkd.toy), built on first use
 S3_SCHEME = "s3://"
 STORE_SCHEME = "store://"
+TOY_SCHEME = "toy://"
 
 
 def _segment(chars: str) -> str:
@@ -62,11 +64,12 @@ REF_PATTERN = (
     + _KEY
     + r"|/"
     + _KEY
+    + rf"|{TOY_SCHEME}[a-z0-9]([-a-z0-9]*[a-z0-9])?"
     + r"|[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?)$"
 )
 REF_FORMS = (
-    "s3://bucket/path, store://path (in the job's store), /absolute/path, or a hub id org/name;"
-    " no '.' or '..' segments"
+    "s3://bucket/path, store://path (in the job's store), /absolute/path, a hub id org/name, or"
+    " toy://name (the shipped toy domain); no '.' or '..' segments"
 )
 Ref = Annotated[str, Field(pattern=REF_PATTERN, min_length=1, max_length=1024)]
 

@@ -18,6 +18,8 @@ KIND = "RLKDJob"
 PLURAL = "rlkdjobs"
 SINGULAR = "rlkdjob"
 SHORT_NAMES = ("rlkd",)
+DEFAULT_NAMESPACE = "default"
+"""The namespace of a job whose document names none (what kubectl would use)."""
 
 
 class ObjectMeta(SpecModel):
@@ -48,3 +50,8 @@ class RLKDJob(SpecModel):
     metadata: ObjectMeta
     spec: RLKDJobSpec
     status: RLKDJobStatus | None = None
+
+
+def namespace_of(job: RLKDJob) -> str:
+    """The namespace the job and all its children live in."""
+    return job.metadata.namespace or DEFAULT_NAMESPACE

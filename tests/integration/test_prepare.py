@@ -18,7 +18,8 @@ from rlkd.gsrm.backends.rule import RuleDecomposer
 from rlkd.gsrm.engine import CACHE_NAMESPACE, TeacherCache
 from rlkd.gsrm.steps import format_steps
 from rlkd.gsrm.types import DecomposeRequest, Decomposition, Failure, Step
-from rlkd.prepare import local_stores, prepare_teachers
+from rlkd.prepare import prepare_teachers
+from rlkd.store.job import local_stores
 from rlkd.spec.validate import parse_job
 from rlkd.store import Credentials, S3Config, S3Store, Store
 

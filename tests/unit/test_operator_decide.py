@@ -236,7 +236,7 @@ def test_succeeded_needs_the_learner_the_progress_and_the_model(
     stage: str, model: str | None, present: bool, phase: str
 ) -> None:
     body, children = training("Succeeded")
-    doc = progress(stage=stage, model=model, step=20, evaluation={"accuracy": 0.41})
+    doc = progress(stage=stage, model=model, step=20, evaluations={"after": {"accuracy": 0.41}})
     body, decision = step(body, Observed(children=children, progress=doc, model_present=present))
     assert body["status"]["phase"] == phase
     if phase == "Succeeded":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from typing import Any
 
 import pytest
@@ -159,6 +161,11 @@ TEACHER = "[Meta-reasoning 1]: m1\n[Sub-problem 1]: q1\n[Answer 1]: 4\n[Meta-rea
 STUDENT = "<think>\n[Meta-reasoning 1]: m1\n[Sub-problem 1]: q1\n[Answer 1]: 4.0\n</think>\n"
 
 
+def scored(reward: Any, **kwargs: Any) -> list[float | None]:
+    """Call an async reward function as TRL does: awaited on an event loop."""
+    return asyncio.run(reward(**kwargs))
+
+
 def structure_function(**fields: Any) -> StructureReward:
     functions, _ = reward_functions(spec(**fields), structure=engine())
     assert isinstance(functions[-1], StructureReward)
@@ -167,7 +174,8 @@ def structure_function(**fields: Any) -> StructureReward:
 
 def test_structure_reads_the_teacher_reasoning_column() -> None:
     reward = structure_function()
-    out = reward(
+    out = scored(
+        reward,
         prompts=["p", "p"],
         completions=[STUDENT, chat("prose")],
         problem=["x", "x"],
@@ -182,7 +190,9 @@ def test_structure_reads_precomputed_decompositions() -> None:
         teacher={"source": "decompositions"},
         dataset={"uri": "s3://data/t.jsonl", "columns": {"teacherDecomposition": "steps"}},
     )
-    assert reward(prompts=["p"], completions=[STUDENT], problem=["x"], steps=[TEACHER]) == [1.0]
+    assert scored(reward, prompts=["p"], completions=[STUDENT], problem=["x"], steps=[TEACHER]) == [
+        1.0
+    ]
 
 
 def test_structure_reads_a_domain_column_and_rejects_unknown_domains() -> None:
@@ -193,14 +203,14 @@ def test_structure_reads_a_domain_column_and_rejects_unknown_domains() -> None:
         "problem": ["x"],
         "teacher_reasoning": [TEACHER],
     }
-    assert reward(**kwargs, dom=["code"]) == [1.0]
+    assert scored(reward, **kwargs, dom=["code"]) == [1.0]
     with pytest.raises(DatasetError, match="holds the domain 'chemistry'"):
-        reward(**kwargs, dom=["chemistry"])
+        scored(reward, **kwargs, dom=["chemistry"])
 
 
 def test_structure_missing_teacher_column_names_the_field() -> None:
     with pytest.raises(DatasetError, match=r"spec\.dataset\.columns\.teacherReasoning"):
-        structure_function()(prompts=["p"], completions=[STUDENT], problem=["x"])
+        scored(structure_function(), prompts=["p"], completions=[STUDENT], problem=["x"])
 
 
 class FlakyJudge:
@@ -218,13 +228,18 @@ def test_structure_errors_are_exposed_and_logged() -> None:
     logged: list[tuple[str, float]] = []
     kwargs = {"prompts": ["p", "q"], "problem": ["x"] * 2, "teacher_reasoning": [TEACHER] * 2}
 
-    out = reward(
-        completions=[STUDENT, "prose"], log_metric=lambda k, v: logged.append((k, v)), **kwargs
+    out = scored(
+        reward,
+        completions=[STUDENT, "prose"],
+        log_metric=lambda k, v: logged.append((k, v)),
+        **kwargs,
     )
     assert out == [None, 0.0]  # an infrastructure failure is None, never 0
     assert reward.last_errors == {"timeout": 1}
 
-    out = reward(completions=["prose"] * 2, log_metric=lambda k, v: logged.append((k, v)), **kwargs)
+    out = scored(
+        reward, completions=["prose"] * 2, log_metric=lambda k, v: logged.append((k, v)), **kwargs
+    )
     assert out == [0.0, 0.0]
     assert reward.last_errors == {}
     assert reward.errors == {"timeout": 1}
@@ -238,7 +253,8 @@ def test_structure_failure_drops_its_whole_group() -> None:
     reward = functions[-1]
     logged: list[tuple[str, float]] = []
     prompts = ["p", "p", "p", chat("q"), chat("q"), [{"role": "user", "content": "r"}]]
-    out = reward(
+    out = scored(
+        reward,
         prompts=prompts,
         completions=[STUDENT, "prose", "prose", "prose", "prose", STUDENT],
         problem=["x"] * 6,

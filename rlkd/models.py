@@ -1,0 +1,88 @@
+"""Model references made local: the learner and the evaluator load a directory, wherever the
+spec says the weights are (rlkd.spec.refs)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from rlkd.errors import RLKDError
+from rlkd.spec.refs import S3_SCHEME, STORE_SCHEME, TOY_SCHEME
+from rlkd.store.base import Store
+from rlkd.store.job import JobStores
+
+WEIGHT_FILES = ("config.json",)
+"""What a folder must hold to be a model (transformers' save_pretrained writes it)."""
+
+
+class ModelError(RLKDError):
+    """A model reference points at no model."""
+
+
+def local_model(ref: str, stores: JobStores, cache_dir: Path, *, field: str) -> str:
+    """A directory (or, for a hub id, the id itself) that `from_pretrained` loads `ref` from.
+
+    store:// and s3:// models are downloaded once into `cache_dir` (atomically: the ranks of one
+    node may ask together); toy:// models are built on first use (rlkd.toy). `field` names the
+    spec field in errors.
+    """
+    if ref.startswith(TOY_SCHEME):
+        from rlkd.toy import toy_model
+
+        return str(toy_model(ref.removeprefix(TOY_SCHEME), stores.shared, cache_dir))
+    if ref.startswith(STORE_SCHEME):
+        return str(_download(stores.shared, ref.removeprefix(STORE_SCHEME), ref, cache_dir, field))
+    if ref.startswith(S3_SCHEME):
+        bucket, _, key = ref.removeprefix(S3_SCHEME).partition("/")
+        if stores.open_bucket is None:
+            raise ModelError(f"{field}: {ref} needs an S3 store (spec.storage)")
+        return str(_download(stores.open_bucket(bucket), key, ref, cache_dir, field))
+    if ref.startswith("/"):
+        if not Path(ref, WEIGHT_FILES[0]).is_file():
+            raise ModelError(
+                f"{field}: {ref} holds no model (no {WEIGHT_FILES[0]}); give a folder written by "
+                "save_pretrained"
+            )
+        return ref
+    return ref  # a hub id: from_pretrained downloads it (where the hub can be reached)
+
+
+def _download(store: Store, key: str, ref: str, cache_dir: Path, field: str) -> Path:
+    prefix = key.strip("/") + "/"
+    target = cache_dir / "models" / prefix.strip("/").replace("/", "--")
+    if (target / WEIGHT_FILES[0]).is_file():
+        return target
+    keys = store.list(prefix)
+    if not any(k.removeprefix(prefix) == WEIGHT_FILES[0] for k in keys):
+        raise ModelError(
+            f"{field}: no model at {ref} ({WEIGHT_FILES[0]} missing in {store.uri_for(prefix)}); "
+            "upload a save_pretrained folder there or fix the reference"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+    for k in keys:
+        path = staging / k.removeprefix(prefix)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store.get_file(k, path)
+    try:
+        os.rename(staging, target)
+    except OSError:  # another process of this node got there first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def run_model(store: Store, cache_dir: Path) -> tuple[str, Path] | None:
+    """The run's final model (its store URI and a local copy), or None before it exists."""
+    from rlkd.spec.progress import MODEL_PREFIX
+
+    if not store.exists(MODEL_PREFIX + WEIGHT_FILES[0]):
+        return None
+    uri = store.uri_for(MODEL_PREFIX.rstrip("/"))
+    target = cache_dir / "model"
+    for key in store.list(MODEL_PREFIX):
+        path = target / key.removeprefix(MODEL_PREFIX)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store.get_file(key, path)
+    return uri, target

@@ -1,0 +1,325 @@
+"""`rlkd train`: the learner, as one recipe read top to bottom.
+
+prepare (the teacher side, once) -> evaluate the student (spec.evaluation.baseline) -> GRPO with
+the recipe's rewards, checkpoints uploaded as it goes -> save the final model -> evaluate it ->
+`stage: finished`. Every stage's results are in the store before the next begins, so a pod that
+restarts resumes where its run stopped: from the newest complete checkpoint, skipping the stages
+the progress document says are done. The same function runs in a PyTorchJob's pods and inside
+`rlkd run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from rlkd.data import evaluation_records, training_records
+from rlkd.errors import RLKDError
+from rlkd.eval import Evaluation, evaluate, save_evaluation
+from rlkd.gsrm.backends import build_decomposer
+from rlkd.models import local_model
+from rlkd.prepare import nothing_to_prepare, prepare_teachers
+from rlkd.rewards import Rewards, build_rewards, build_structure_engine, close_backends
+from rlkd.spec.deepspeed import deepspeed_config
+from rlkd.spec.progress import MODEL_PREFIX, TENSORBOARD_PREFIX, EvaluationName
+from rlkd.spec.resource import RLKDJob
+from rlkd.spec.runtime import DEEPSPEED_FILE_ENV, endpoint_env
+from rlkd.store.base import Store
+from rlkd.store.job import JobStores
+from rlkd.train.callbacks import LearnerCallback, StepBar, barrier
+from rlkd.train.checkpoints import Uploader, download, newest_complete
+from rlkd.train.config import Placement, grpo_config
+from rlkd.train.data import chat_token_counter, prompt_rows
+from rlkd.train.launch import is_rank, topology
+from rlkd.train.progress import ProgressReporter
+
+log = logging.getLogger(__name__)
+EVAL_BATCH = 32
+Say = Callable[[str], None]
+
+
+def train(
+    job: RLKDJob,
+    stores: JobStores,
+    *,
+    workdir: Path,
+    env: Mapping[str, str] = os.environ,
+    say: Say = print,
+    bars: bool = False,
+) -> str:
+    """Run (or resume) the job's learner; returns the final model's store URI. `say` prints the
+    one line per phase (rank 0 only); `bars` shows progress bars for long work."""
+    spec = job.spec
+    workdir.mkdir(parents=True, exist_ok=True)
+    rewards = build_rewards(spec, stores.run, env)
+    config = grpo_config(spec, _placement(job, workdir, env), reward_weights=rewards.weights)
+
+    from accelerate import PartialState
+
+    state = PartialState()  # initialised by the config: ranks, devices, the process group
+    main = state.is_main_process
+    progress = ProgressReporter(stores.run, enabled=main)
+    if not main:
+        say = _silent
+    try:
+        if progress.doc.stage == "finished" and progress.doc.model:
+            say(f"already finished: the model is at {progress.doc.model}")
+            return progress.doc.model
+        if main:
+            _prepare(job, stores, progress, say)
+        state.wait_for_everyone()
+        with state.main_process_first():
+            student = local_model(spec.student.model, stores, workdir, field="spec.student.model")
+        resume = _resume_point(stores.run, workdir, state)
+        if main and spec.evaluation and spec.evaluation.baseline:
+            _evaluate_once(job, stores, progress, "before", student, spec.student.model, say, bars)
+        state.wait_for_everyone()
+
+        model_dir = _grpo(job, stores, rewards, config, student, resume, progress, say, bars)
+
+        model_uri = stores.run.uri_for(MODEL_PREFIX.rstrip("/"))
+        if main:
+            say(f"uploading the final model to {model_uri}")
+            _upload_folder(stores.run, model_dir, MODEL_PREFIX)
+            if spec.evaluation:
+                _evaluate_once(job, stores, progress, "after", str(model_dir), model_uri, say, bars)
+            progress.finished(model_uri)
+            say(f"finished: the distilled model is at {model_uri}")
+        state.wait_for_everyone()
+        return model_uri
+    except BaseException as error:
+        if main and isinstance(error, (RLKDError, OSError)):
+            progress.failed(f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        rewards.close()
+        progress.close()
+
+
+def _placement(job: RLKDJob, workdir: Path, env: Mapping[str, str]) -> Placement:
+    import torch
+
+    spec = job.spec
+    deepspeed_file = env.get(DEEPSPEED_FILE_ENV)
+    if spec.learner.deepspeed.stage > 0 and not deepspeed_file:
+        # One machine: the same configuration the operator puts in the ConfigMap.
+        import json
+
+        path = workdir / "deepspeed.json"
+        path.write_text(json.dumps(deepspeed_config(spec)))
+        deepspeed_file = str(path)
+    rollout_url = env.get(endpoint_env("rollout"))
+    if spec.rollout.mode == "server" and not rollout_url:
+        raise RLKDError(
+            f"{endpoint_env('rollout')} is not set: rollout.mode server generates on the rollout "
+            "vLLM server the operator deploys; set it to that server's URL, or use rollout.mode "
+            "colocate or transformers"
+        )
+    if "tensorboard" in spec.learner.report_to:
+        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(workdir / "tensorboard"))
+    return Placement(
+        output_dir=str(workdir / "checkpoints"),
+        cuda=torch.cuda.is_available(),
+        deepspeed_file=deepspeed_file,
+        rollout_url=rollout_url,
+        processes=int(env.get("WORLD_SIZE", "1")) if is_rank(env) else 1,
+    )
+
+
+def _prepare(job: RLKDJob, stores: JobStores, progress: ProgressReporter, say: Say) -> None:
+    """The teacher side cached before training (a no-op when `rlkd prepare` ran already)."""
+    if nothing_to_prepare(job) is not None or job.spec.gsrm is None:
+        return
+    progress.stage("preparing")
+    decomposer = build_decomposer(job.spec.gsrm)
+    count, failures = prepare_teachers(job, stores, decomposer)
+    model = getattr(decomposer, "model", None)
+    if model is not None and hasattr(model, "aclose"):
+        asyncio.run(model.aclose())
+    failed = ", ".join(f"{reason} {n}" for reason, n in failures.items())
+    say(
+        f"prepare: teacher decompositions of {count} examples cached"
+        + (
+            f"; {sum(failures.values())} failed ({failed}), retried during training"
+            if failed
+            else ""
+        )
+    )
+
+
+def _resume_point(store: Store, workdir: Path, state: Any) -> str | None:
+    """The newest complete checkpoint, downloaded once per node; None on a fresh start."""
+    checkpoint = newest_complete(store)
+    if checkpoint is None:
+        return None
+    local = Path(workdir, "checkpoints", checkpoint.name)
+    if state.is_local_main_process and not (local / "trainer_state.json").is_file():
+        download(store, checkpoint, local.parent)
+    state.wait_for_everyone()
+    return str(local)
+
+
+def _grpo(
+    job: RLKDJob,
+    stores: JobStores,
+    rewards: Rewards,
+    config: Any,
+    student: str,
+    resume: str | None,
+    progress: ProgressReporter,
+    say: Say,
+    bars: bool,
+) -> Path:
+    """GRPO with TRL over the recipe's rewards; returns the local folder of the final model."""
+    from accelerate import PartialState
+    from datasets import Dataset
+    from transformers import AutoTokenizer
+    from trl import GRPOTrainer
+
+    spec = job.spec
+    state = PartialState()
+    tokenizer = AutoTokenizer.from_pretrained(student)
+    records = training_records(spec, stores)
+    rows = prompt_rows(spec, records, chat_token_counter(tokenizer))
+    if rows.dropped:
+        say(f"dropped {rows.dropped} of {len(records)} prompts longer than grpo.maxPromptLength")
+    topo = topology(os.environ)
+    uploader = None
+    if state.is_local_main_process:
+        uploader = Uploader(
+            stores.run,
+            node_rank=topo.node_rank,
+            nodes=topo.nnodes,
+            keep=spec.grpo.save_total_limit,
+            extra=_tensorboard_upload(stores.run) if state.is_main_process else None,
+        )
+        if state.is_main_process:
+            uploader.on_complete = progress.checkpoint
+    callback = LearnerCallback(
+        progress,
+        structure=rewards.structure,
+        max_failure_fraction=spec.rewards.max_structure_failure_fraction,
+        uploader=uploader,
+    )
+    callbacks: list[Any] = [callback]
+    if bars and state.is_main_process:
+        callbacks.append(StepBar())
+    trainer = GRPOTrainer(
+        model=student,
+        reward_funcs=rewards.functions,
+        args=config,
+        train_dataset=Dataset.from_list(rows.rows),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    if bars:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # the step bar shows the reward instead
+    progress.stage("training")
+    start = f"resuming from {Path(resume).name}" if resume else "starting"
+    say(f"train: GRPO on {len(rows.rows)} prompts, {start}")
+    trainer.train(resume_from_checkpoint=resume)
+    model_dir = Path(config.output_dir).parent / "model"
+    progress.activity("saving")
+    trainer.save_model(str(model_dir))  # every rank: ZeRO-3 gathers the shards
+    if state.is_main_process:
+        tokenizer.save_pretrained(str(model_dir))
+    barrier()
+    return model_dir
+
+
+def _evaluate_once(
+    job: RLKDJob,
+    stores: JobStores,
+    progress: ProgressReporter,
+    name: EvaluationName,
+    model_dir: str,
+    model_ref: str,
+    say: Say,
+    bars: bool,
+) -> None:
+    """One greedy evaluation, skipped when the progress document has it already."""
+    spec = job.spec
+    if spec.evaluation is None or name in progress.doc.evaluations:
+        return
+    progress.stage("evaluating", name)
+    records = evaluation_records(spec, stores, spec.evaluation)
+    evaluation = run_evaluation(job, stores, records, model_dir, model_ref, bars=bars, label=name)
+    save_evaluation(stores.run, name, evaluation)
+    progress.evaluation(name, evaluation.summary)
+    say(f"evaluate {name}: {describe(evaluation)}")
+
+
+def run_evaluation(
+    job: RLKDJob,
+    stores: JobStores,
+    records: list[dict[str, Any]],
+    model_dir: str,
+    model_ref: str,
+    *,
+    bars: bool = False,
+    label: str = "evaluate",
+    env: Mapping[str, str] = os.environ,
+) -> Evaluation:
+    """Greedy answers of the model in `model_dir`, scored (shared by the learner and `rlkd
+    eval`)."""
+    from rlkd.gsrm.backends.transformers import TransformersChat
+
+    spec = job.spec
+    chat = TransformersChat(model_dir, batch_size=EVAL_BATCH)
+    engine = build_structure_engine(spec, stores.run, env) if spec.rewards.structure > 0 else None
+
+    async def run() -> Evaluation:
+        bar = _bar(len(records), label) if bars else None
+        try:
+            return await evaluate(spec, records, chat, engine=engine, model=model_ref, progress=bar)
+        finally:
+            if bar is not None:
+                bar.close()
+            if engine is not None:
+                await close_backends(engine)
+
+    return asyncio.run(run())
+
+
+def describe(evaluation: Evaluation) -> str:
+    summary = evaluation.summary
+    text = f"accuracy {summary.accuracy:.3f}"
+    if summary.structure is not None:
+        text += f", structure alignment {summary.structure:.3f}"
+    text += f" on {summary.examples} problems"
+    if summary.errors:
+        text += " (" + ", ".join(f"{k} {v}" for k, v in summary.errors.items()) + ")"
+    return text
+
+
+def _upload_folder(store: Store, folder: Path, prefix: str) -> None:
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        store.put_file(prefix + path.relative_to(folder).as_posix(), path)
+
+
+def _tensorboard_upload(store: Store) -> Callable[[], None] | None:
+    directory = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    if not directory:
+        return None
+
+    def upload() -> None:
+        if Path(directory).is_dir():
+            _upload_folder(store, Path(directory), TENSORBOARD_PREFIX)
+
+    return upload
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+def _bar(total: int, label: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=label, unit="problem", leave=False)
