@@ -21,6 +21,7 @@ from rlkd.data import evaluation_records, training_records
 from rlkd.errors import RLKDError
 from rlkd.eval import Evaluation, evaluate, save_evaluation
 from rlkd.gsrm.backends import build_decomposer
+from rlkd.gsrm.loop import run_sync
 from rlkd.models import local_model
 from rlkd.prepare import nothing_to_prepare, prepare_teachers
 from rlkd.rewards import Rewards, build_rewards, build_structure_engine, close_backends
@@ -139,7 +140,7 @@ def _prepare(job: RLKDJob, stores: JobStores, progress: ProgressReporter, say: S
     count, failures = prepare_teachers(job, stores, decomposer)
     model = getattr(decomposer, "model", None)
     if model is not None and hasattr(model, "aclose"):
-        asyncio.run(model.aclose())
+        run_sync(model.aclose())  # on the loop its session was opened on
     failed = ", ".join(f"{reason} {n}" for reason, n in failures.items())
     say(
         f"prepare: teacher decompositions of {count} examples cached"
