@@ -41,11 +41,9 @@ def prepare_teachers(
 ) -> tuple[int, dict[str, int]]:
     """Decompose and cache the teacher reasoning of every example training and evaluation will
     use; returns (examples, failures by reason). Cached entries are not computed again."""
-    requests = list(
-        dict.fromkeys(
-            DecomposeRequest(e.teacher, e.problem, e.domain)
-            for e in examples(prepared_records(job, stores), job.spec)
-        )
-    )
+    requests = [
+        DecomposeRequest(e.teacher, e.problem, e.domain)
+        for e in examples(prepared_records(job, stores), job.spec)
+    ]
     cache = TeacherCache(decomposer, stores.run)
     return len(requests), run_sync(precompute_teachers(cache, requests, batch_size=batch_size))

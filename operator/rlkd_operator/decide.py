@@ -382,7 +382,9 @@ def _succeeded(plan: _Plan, observed: Observed, learner: Body | None) -> bool:
     if doc is not None and doc.stage == "finished" and doc.model and observed.model_present:
         plan.set("Complete", True, "Succeeded", f"the distilled model is at {doc.model}")
         after = doc.evaluations.get("after")
-        metrics = after.model_dump(include={"accuracy", "structure"}, exclude_none=True) if after else {}
+        metrics = (
+            after.model_dump(include={"accuracy", "structure"}, exclude_none=True) if after else {}
+        )
         metrics = ", ".join(f"{k}={v:g}" for k, v in sorted(metrics.items()))
         plan.to(
             "Succeeded", f"succeeded: model at {doc.model}" + (f"; {metrics}" if metrics else "")

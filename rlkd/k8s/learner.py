@@ -79,6 +79,10 @@ def _pod_template(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
         "env": learner_env(job),
         "volumeMounts": mounts,
     }
+    if learner.tracking_secret:
+        # The tracker's keys (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN, ...) as environment, straight
+        # from the Secret: never in the manifest, the ConfigMap or the args.
+        container["envFrom"] = [{"secretRef": {"name": learner.tracking_secret}}]
     if amounts := resources(learner, learner.gpus_per_replica):
         container["resources"] = amounts
     return {

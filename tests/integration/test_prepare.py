@@ -121,8 +121,8 @@ def test_nothing_to_prepare(tmp_path: Path, capsys, spec: dict, reason: str) -> 
 def test_a_job_without_storage_needs_a_store_dir(tmp_path: Path, capsys) -> None:
     assert main(["prepare", str(write_job(tmp_path))]) == 1
     assert (
-        "spec.storage: is empty: set it, or use a local store (rlkd prepare --store-dir DIR)"
-        in (capsys.readouterr().err)
+        "spec.storage: is empty and RLKD_STORE_ENDPOINT is not set: name a store in spec.storage, "
+        "or use a local one (--store-dir DIR)" in (capsys.readouterr().err)
     )
 
 

@@ -70,8 +70,9 @@ def test_two_learner_pods_train_with_zero2_and_leave_everything_in_s3(
     spec = children.learner["spec"]
     master = spec["pytorchReplicaSpecs"]["Master"]["template"]["spec"]["containers"][0]
     assert master["command"] == ["rlkd", "train"]
-    nodes = spec["pytorchReplicaSpecs"]["Master"]["replicas"] + (
-        spec["pytorchReplicaSpecs"]["Worker"]["replicas"]
+    nodes = (
+        spec["pytorchReplicaSpecs"]["Master"]["replicas"]
+        + (spec["pytorchReplicaSpecs"]["Worker"]["replicas"])
     )
     per_node = int(spec["nprocPerNode"])
     # The ConfigMap, mounted where the pod would have it (one folder stands for /etc/rlkd).
@@ -79,9 +80,7 @@ def test_two_learner_pods_train_with_zero2_and_leave_everything_in_s3(
     config.mkdir()
     for key, text in children.config["data"].items():
         (config / key).write_text(text)
-    container_env = {
-        e["name"]: e["value"].replace("/etc/rlkd", str(config)) for e in master["env"]
-    }
+    container_env = {e["name"]: e["value"].replace("/etc/rlkd", str(config)) for e in master["env"]}
     port = free_port()
     pods = []
     for rank in range(nodes):

@@ -187,6 +187,10 @@ def test_rules_are_reported_beside_field_errors(
         "spec.gsrm.model: is required unless backend is rule",
         "spec.gsrm.url: is required when backend is openai, and only then",
         "spec.grpo.learningRate: must be > 0 (got -1)",
+        "spec.grpo.perDeviceTrainBatchSize: times gradientAccumulationSteps must be a multiple of"
+        " numGenerations: each learner process scores its own generation batch, and a GRPO group"
+        " split across processes cannot be dropped whole when its structure reward fails (e.g."
+        " raise gradientAccumulationSteps or lower numGenerations)",
         "spec.learner.deepspeed.offloadParams: must be true or false (got 'no')",
         "spec.learner.deepspeed.offloadOptimizer: needs stage 2 or 3",
         "spec.judge: is required when rewards.structure > 0 (or set rewards.structure to 0)",

@@ -279,3 +279,42 @@ def test_structure_failure_drops_its_whole_group() -> None:
 )
 def test_drop_failed_groups(prompts: list, rewards: list, expected: list) -> None:
     assert drop_failed_groups(prompts, rewards) == expected
+
+
+def test_reward_functions_pickle_for_worker_copies(tmp_path: Any) -> None:
+    """DeepSpeed and multiprocessing data loaders copy the reward functions."""
+    import pickle
+
+    from rlkd.rewards import build_rewards
+    from rlkd.store import LocalStore
+
+    rewards = build_rewards(spec(), LocalStore(tmp_path))
+    copies = pickle.loads(pickle.dumps(rewards.functions))
+    assert (
+        names(copies)
+        == names(rewards.functions)
+        == [
+            "accuracy",
+            "format",
+            "tag_count",
+            "structure",
+        ]
+    )
+    assert copies[0](prompts=["p"], completions=[GOOD], answer=["42"]) == [1.0]
+    assert scored(
+        copies[-1], prompts=["p"], completions=[STUDENT], problem=["x"], teacher_reasoning=[TEACHER]
+    ) == [1.0]
+    assert rewards.weights == [15.0, 10.0, 10.0, 15.0]
+
+
+def test_the_factory_builds_the_backends_the_spec_names() -> None:
+    from rlkd.rewards import build_rewards
+
+    rewards = build_rewards(spec(rewards={"structure": 0}), None)
+    assert rewards.structure is None and names(rewards.functions) == [
+        "accuracy",
+        "format",
+        "tag_count",
+    ]
+    with pytest.raises(BackendError, match="RLKD_GSRM_URL is not set"):
+        build_rewards(spec(gsrm={"model": "org/gsrm"}), None, env={})

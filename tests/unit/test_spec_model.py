@@ -170,8 +170,10 @@ def test_model_references_rejected(ref: str) -> None:
         ),
         (
             {"learner": {"gpusPerReplica": 1}, "grpo": {"gradientAccumulationSteps": 1}},
-            "spec.grpo.perDeviceTrainBatchSize: times learner.replicas (x gpusPerReplica when > 0)"
-            " times grpo.gradientAccumulationSteps must be a multiple of grpo.numGenerations",
+            "spec.grpo.perDeviceTrainBatchSize: times gradientAccumulationSteps must be a multiple"
+            " of numGenerations: each learner process scores its own generation batch, and a GRPO"
+            " group split across processes cannot be dropped whole when its structure reward fails"
+            " (e.g. raise gradientAccumulationSteps or lower numGenerations)",
         ),
     ],
 )

@@ -131,7 +131,10 @@ def test_cpu_learners_use_gloo_only_when_distributed_and_no_deepspeed_at_stage_0
 def test_colocated_vllm_takes_the_rollout_server_settings() -> None:
     colocated = grpo_arguments(
         spec(
-            rollout={"mode": "colocate", "vllm": {"gpuMemoryUtilization": 0.3, "maxModelLen": 2048}},
+            rollout={
+                "mode": "colocate",
+                "vllm": {"gpuMemoryUtilization": 0.3, "maxModelLen": 2048},
+            },
             learner={"gpusPerReplica": 2},
         ),
         Placement(output_dir="/o", cuda=True),

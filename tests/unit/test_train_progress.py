@@ -24,7 +24,11 @@ def test_stages_and_logging_steps_are_written_at_once(tmp_path: Path) -> None:
     progress = ProgressReporter(store, clock=clock())
     progress.stage("evaluating", "before")
     doc = read(store)
-    assert (doc.stage, doc.evaluating, doc.heartbeat.activity) == ("evaluating", "before", "evaluating")
+    assert (doc.stage, doc.evaluating, doc.heartbeat.activity) == (
+        "evaluating",
+        "before",
+        "evaluating",
+    )
     progress.evaluation("before", EvaluationSummary(accuracy=0.5, structure=0.25, examples=8))
     progress.stage("training")
     progress.step(3, 20, rewards={"accuracy": 0.5}, mean_reward=7.5, errors={"timeout": 2})
