@@ -12,7 +12,9 @@ ROWS = [
     {
         "problem": f"What is {a} + {b}?",
         "answer": str(a + b),
-        "teacher_reasoning": f"[Meta-reasoning 1]: add\n[Sub-problem 1]: {a}+{b}\n[Answer 1]: {a + b}",
+        "teacher_reasoning": (
+            f"[Meta-reasoning 1]: add\n[Sub-problem 1]: {a}+{b}\n[Answer 1]: {a + b}"
+        ),
     }
     for a in range(1, 7)
     for b in range(2, 6)

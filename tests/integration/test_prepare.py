@@ -19,9 +19,9 @@ from rlkd.gsrm.engine import CACHE_NAMESPACE, TeacherCache
 from rlkd.gsrm.steps import format_steps
 from rlkd.gsrm.types import DecomposeRequest, Decomposition, Failure, Step
 from rlkd.prepare import prepare_teachers
-from rlkd.store.job import local_stores
 from rlkd.spec.validate import parse_job
 from rlkd.store import Credentials, S3Config, S3Store, Store
+from rlkd.store.job import local_stores
 
 TEACHERS = [format_steps([Step(f"plan {i}", f"what is {i}+{i}?", str(2 * i))]) for i in range(6)]
 ROWS = [

@@ -62,7 +62,7 @@ def test_rows_use_the_column_names_the_spec_gives() -> None:
 
 
 def test_no_row_left_names_the_field_to_fix() -> None:
-    with pytest.raises(DatasetError, match="grpo.maxPromptLength"):
+    with pytest.raises(DatasetError, match=r"grpo\.maxPromptLength"):
         prompt_rows(spec(grpo={"maxPromptLength": 1}), RECORDS, words)
 
 
