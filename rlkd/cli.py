@@ -68,28 +68,17 @@ def _job(path: str | None) -> RLKDJob:
 
 
 def cmd_prepare(args: argparse.Namespace) -> int:
-    """Decompose and cache the teacher reasoning of a job's examples before training."""
-    from rlkd.gsrm.backends import build_decomposer
-    from rlkd.prepare import nothing_to_prepare, prepare_teachers
+    """Sample (teacher.source model) and decompose the teacher side before training."""
+    from rlkd.prepare import prepare
     from rlkd.store.job import job_stores
 
     job = _job(args.file)
     name = args.file or job.metadata.name
-    if (reason := nothing_to_prepare(job)) is not None:
-        print(f"{name}: nothing to prepare: {reason}")
-        return 0
-    if job.spec.gsrm is None:
-        raise RLKDError("spec.gsrm: is required when rewards.structure > 0")
     stores = job_stores(job, store_dir=args.store_dir)
-    count, failures = prepare_teachers(
-        job, stores, build_decomposer(job.spec.gsrm), batch_size=args.batch_size
+    failed = prepare(
+        job, stores, batch_size=args.batch_size, say=lambda line: print(f"{name}: {line}")
     )
-    print(f"{name}: teacher decompositions of {count} examples cached in {stores.run.uri}")
-    if failures:
-        counts = ", ".join(f"{reason} {n}" for reason, n in failures.items())
-        print(f"{name}: {sum(failures.values())} failed ({counts}); run again to retry them")
-        return 1
-    return 0
+    return 1 if failed else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -119,6 +108,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from rlkd.data import evaluation_records
     from rlkd.eval import save_evaluation
     from rlkd.models import local_model, run_model
+    from rlkd.prepare import with_teacher_paths
     from rlkd.spec.job import EvaluationSpec
     from rlkd.store.job import job_stores
     from rlkd.train.recipe import describe, run_evaluation
@@ -133,7 +123,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         ref = args.model or job.spec.student.model
         name = "before" if ref == job.spec.student.model else "model"
         model_dir = local_model(ref, stores, cache, field="--model" if args.model else "spec")
-    records = evaluation_records(job.spec, stores, job.spec.evaluation or EvaluationSpec())
+    records = with_teacher_paths(
+        job,
+        stores.run,
+        evaluation_records(job.spec, stores, job.spec.evaluation or EvaluationSpec()),
+    )
     evaluation = run_evaluation(job, stores, records, model_dir, ref, bars=True, label=name)
     print(f"{ref}: {describe(evaluation)}")
     if name != "model":

@@ -137,6 +137,8 @@ def examples(records: Sequence[Record], spec: RLKDJobSpec) -> list[Example]:
     out = []
     for row, record in enumerate(records):
         teacher = _text(record, row, *teacher_column) if teacher_column else ""
+        if spec.teacher.source == "model":  # filled in by rlkd.prepare.with_teacher_paths
+            teacher = str(record.get(columns.teacher_reasoning, ""))
         domain = spec.dataset.domain
         if columns.domain is not None:
             domain = domain_of(_text(record, row, columns.domain, "domain"), columns.domain)

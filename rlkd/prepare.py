@@ -3,17 +3,35 @@ cached in the job's store before training, for the training rows and the evaluat
 so the learner's steps wait for no teacher decomposition, and a GSRM that cannot serve shows up
 before GPU hours go to the learner.
 
+With `teacher.source: model` it first samples one reasoning path per example from the teacher
+(at `teacher.temperature`, once: the path is cached in the store), keeps only the paths whose
+answer math-verify marks correct, as the method does, and leaves the other examples out (counted).
+
 It writes exactly the entries the learner's `TeacherCache` reads (same store, same keys).
 """
 
 from __future__ import annotations
 
-from rlkd.data import Record, evaluation_records, examples, training_records
+import os
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from rlkd.data import Record, evaluation_records, examples, prompt_messages, training_records
+from rlkd.errors import ObjectNotFoundError, SpecError
+from rlkd.gsrm.backends import build_decomposer, chat_model
+from rlkd.gsrm.backends.chat import ChatModel, Reply
 from rlkd.gsrm.engine import TeacherCache, precompute_teachers
 from rlkd.gsrm.loop import run_sync
+from rlkd.gsrm.steps import thinking
 from rlkd.gsrm.types import Decomposer, DecomposeRequest
+from rlkd.rewards import accuracy
 from rlkd.spec.resource import RLKDJob
+from rlkd.store.base import Store
+from rlkd.store.cache import cache_entry
 from rlkd.store.job import JobStores
+
+PATHS_NAMESPACE = "teacher-paths"
 
 
 def nothing_to_prepare(job: RLKDJob) -> str | None:
@@ -23,8 +41,6 @@ def nothing_to_prepare(job: RLKDJob) -> str | None:
         return "rewards.structure is 0"
     if spec.teacher.source == "decompositions":
         return "teacher.source is decompositions: the dataset carries them"
-    if spec.teacher.source == "model":
-        return "teacher.source is model: the teacher's paths are sampled during training"
     return None
 
 
@@ -36,14 +52,139 @@ def prepared_records(job: RLKDJob, stores: JobStores) -> list[Record]:
     return rows
 
 
+def _path_key(job: RLKDJob, model_id: str, problem: str) -> str:
+    spec = job.spec
+    return cache_entry(
+        PATHS_NAMESPACE,
+        {
+            "model": model_id,
+            "temperature": repr(spec.teacher.temperature),
+            "system": spec.grpo.system_prompt,
+            "problem": problem,
+        },
+    )
+
+
+def teacher_model_id(job: RLKDJob) -> str:
+    model = job.spec.teacher.model
+    if model is None:
+        raise SpecError(["spec.teacher.model: is required when teacher.source is model"])
+    return model.model or model.served_model_name or "teacher"
+
+
+def sample_teacher_paths(
+    job: RLKDJob, stores: JobStores, chat: ChatModel, *, batch_size: int = 64
+) -> dict[str, int]:
+    """Sample (once) and cache one teacher path per example training and evaluation use;
+    returns counts: sampled, cached (from an earlier run), rejected (a wrong answer) and
+    failed_<reason> (not cached, sampled again next time)."""
+    spec = job.spec
+    model_id = teacher_model_id(job)
+    rows = list({e.problem: e for e in examples(prepared_records(job, stores), spec)}.values())
+    counts: Counter[str] = Counter()
+    todo = []
+    for example in rows:
+        if stores.run.exists(_path_key(job, model_id, example.problem)):
+            counts["cached"] += 1
+        else:
+            todo.append(example)
+    max_tokens = spec.teacher.model.request.max_tokens if spec.teacher.model else 4096
+
+    async def sample(batch: Sequence[Any]) -> list[Reply | Any]:
+        conversations = [prompt_messages(spec, e.problem) for e in batch]
+        return await chat.chat(conversations, max_tokens, temperature=spec.teacher.temperature)
+
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        replies = run_sync(sample(batch))
+        texts = [r.text if isinstance(r, Reply) and not r.truncated else None for r in replies]
+        correct = accuracy([t or "" for t in texts], [e.answer for e in batch])
+        for example, reply, text, right in zip(batch, replies, texts, correct, strict=True):
+            if text is None:
+                reason = "token_limit" if isinstance(reply, Reply) else reply.reason
+                counts[f"failed_{reason}"] += 1
+                continue
+            counts["sampled"] += 1
+            if not right:
+                counts["rejected"] += 1
+            stores.run.put_json(
+                _path_key(job, model_id, example.problem),
+                {"path": thinking(text), "correct": bool(right)},
+            )
+    return dict(sorted(counts.items()))
+
+
+def with_teacher_paths(job: RLKDJob, store: Store, records: Sequence[Record]) -> list[Record]:
+    """`records` with the teacher's cached, correct path in the teacher-reasoning column; rows
+    whose path is wrong or was never sampled are left out (teacher.source model only)."""
+    spec = job.spec
+    if spec.teacher.source != "model":
+        return list(records)
+    model_id = teacher_model_id(job)
+    columns = spec.dataset.columns
+    kept = []
+    for record in records:
+        try:
+            entry = store.get_json(_path_key(job, model_id, str(record.get(columns.problem))))
+        except ObjectNotFoundError:
+            continue
+        if entry.get("correct"):
+            kept.append({**record, columns.teacher_reasoning: entry["path"]})
+    return kept
+
+
 def prepare_teachers(
     job: RLKDJob, stores: JobStores, decomposer: Decomposer, *, batch_size: int = 64
 ) -> tuple[int, dict[str, int]]:
     """Decompose and cache the teacher reasoning of every example training and evaluation will
     use; returns (examples, failures by reason). Cached entries are not computed again."""
+    records = with_teacher_paths(job, stores.run, prepared_records(job, stores))
     requests = [
-        DecomposeRequest(e.teacher, e.problem, e.domain)
-        for e in examples(prepared_records(job, stores), job.spec)
+        DecomposeRequest(e.teacher, e.problem, e.domain) for e in examples(records, job.spec)
     ]
     cache = TeacherCache(decomposer, stores.run)
     return len(requests), run_sync(precompute_teachers(cache, requests, batch_size=batch_size))
+
+
+def prepare(
+    job: RLKDJob,
+    stores: JobStores,
+    *,
+    env: Mapping[str, str] = os.environ,
+    batch_size: int = 64,
+    say: Callable[[str], None] = print,
+) -> dict[str, int]:
+    """The whole prepare phase, as `rlkd prepare` and the learner run it: teacher paths (source
+    model), then their decompositions; returns what failed, by reason ({} when all is cached)."""
+    spec = job.spec
+    if (reason := nothing_to_prepare(job)) is not None or spec.gsrm is None:
+        say(f"prepare: nothing to prepare: {reason or 'no gsrm'}")
+        return {}
+    failed: Counter[str] = Counter()
+    if spec.teacher.source == "model" and spec.teacher.model is not None:
+        teacher = chat_model(spec.teacher.model, "teacher", env)
+        try:
+            paths = sample_teacher_paths(job, stores, teacher, batch_size=batch_size)
+        finally:
+            _close(teacher)
+        counts = ", ".join(f"{k} {v}" for k, v in paths.items()) or "none"
+        say(f"prepare: teacher paths ({counts}); only correct ones are used")
+        failed.update({k: v for k, v in paths.items() if k.startswith("failed_")})
+    decomposer = build_decomposer(spec.gsrm, "gsrm", env)
+    try:
+        count, failures = prepare_teachers(job, stores, decomposer, batch_size=batch_size)
+    finally:
+        _close(getattr(decomposer, "model", None))
+    say(f"prepare: teacher decompositions of {count} examples cached in {stores.run.uri}")
+    failed.update(failures)
+    if failed:
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(failed.items()))
+        say(f"prepare: {sum(failed.values())} failed ({counts}); they are tried again next time")
+    return dict(sorted(failed.items()))
+
+
+def _close(model: object) -> None:
+    """Close a chat model's connections on the loop they were opened on (run_sync's)."""
+    aclose = getattr(model, "aclose", None)
+    if aclose is not None:
+        run_sync(aclose())

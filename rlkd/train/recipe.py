@@ -20,10 +20,8 @@ from typing import Any
 from rlkd.data import evaluation_records, training_records
 from rlkd.errors import RLKDError
 from rlkd.eval import Evaluation, evaluate, save_evaluation
-from rlkd.gsrm.backends import build_decomposer
-from rlkd.gsrm.loop import run_sync
 from rlkd.models import local_model
-from rlkd.prepare import nothing_to_prepare, prepare_teachers
+from rlkd.prepare import nothing_to_prepare, prepare, with_teacher_paths
 from rlkd.rewards import Rewards, build_rewards, build_structure_engine, close_backends
 from rlkd.spec.deepspeed import deepspeed_config
 from rlkd.spec.progress import MODEL_PREFIX, TENSORBOARD_PREFIX, EvaluationName
@@ -132,24 +130,11 @@ def _placement(job: RLKDJob, workdir: Path, env: Mapping[str, str]) -> Placement
 
 
 def _prepare(job: RLKDJob, stores: JobStores, progress: ProgressReporter, say: Say) -> None:
-    """The teacher side cached before training (a no-op when `rlkd prepare` ran already)."""
-    if nothing_to_prepare(job) is not None or job.spec.gsrm is None:
+    """The teacher side cached before training (quick when `rlkd prepare` ran already)."""
+    if nothing_to_prepare(job) is not None:
         return
     progress.stage("preparing")
-    decomposer = build_decomposer(job.spec.gsrm)
-    count, failures = prepare_teachers(job, stores, decomposer)
-    model = getattr(decomposer, "model", None)
-    if model is not None and hasattr(model, "aclose"):
-        run_sync(model.aclose())  # on the loop its session was opened on
-    failed = ", ".join(f"{reason} {n}" for reason, n in failures.items())
-    say(
-        f"prepare: teacher decompositions of {count} examples cached"
-        + (
-            f"; {sum(failures.values())} failed ({failed}), retried during training"
-            if failed
-            else ""
-        )
-    )
+    prepare(job, stores, say=say)
 
 
 def _resume_point(store: Store, workdir: Path, state: Any) -> str | None:
@@ -184,7 +169,7 @@ def _grpo(
     spec = job.spec
     state = PartialState()
     tokenizer = AutoTokenizer.from_pretrained(student)
-    records = training_records(spec, stores)
+    records = with_teacher_paths(job, stores.run, training_records(spec, stores))
     rows = prompt_rows(spec, records, chat_token_counter(tokenizer))
     if rows.dropped:
         say(f"dropped {rows.dropped} of {len(records)} prompts longer than grpo.maxPromptLength")
@@ -249,7 +234,7 @@ def _evaluate_once(
     if spec.evaluation is None or name in progress.doc.evaluations:
         return
     progress.stage("evaluating", name)
-    records = evaluation_records(spec, stores, spec.evaluation)
+    records = with_teacher_paths(job, stores.run, evaluation_records(spec, stores, spec.evaluation))
     evaluation = run_evaluation(job, stores, records, model_dir, model_ref, bars=bars, label=name)
     save_evaluation(stores.run, name, evaluation)
     progress.evaluation(name, evaluation.summary)

@@ -14,6 +14,7 @@ import yaml
 from s3server import S3Server
 
 from rlkd.cli import main
+from rlkd.gsrm.backends.chat import Reply
 from rlkd.gsrm.backends.rule import RuleDecomposer
 from rlkd.gsrm.engine import CACHE_NAMESPACE, TeacherCache
 from rlkd.gsrm.steps import format_steps
@@ -143,3 +144,50 @@ def test_prepare_against_the_jobs_s3_store(
     assert main(["prepare", str(write_job(tmp_path, storage=storage))]) == 0
     assert f"s3://{bucket}/team/lab/toy" in capsys.readouterr().out
     assert len(shared.list(f"lab/toy/cache/{CACHE_NAMESPACE}/")) == 3
+
+
+class ScriptedTeacher:
+    """A teacher ChatModel that answers from a script (a test double for the sampling logic; the
+    transports themselves are tested against a real vLLM server in tests/e2e)."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.temperatures: list[float] = []
+
+    async def chat(self, conversations, max_tokens, *, temperature=0.0):
+        replies = []
+        for conversation in conversations:
+            problem = conversation[-1]["content"]
+            self.asked.append(problem)
+            self.temperatures.append(temperature)
+            a = int(problem.split("+")[0])
+            if a == 2:
+                replies.append(Failure("timeout"))
+                continue
+            answer = 2 * a if a == 0 else 99  # only problem 0+0 is solved correctly
+            reasoning = format_steps([Step(f"double {a}", f"{a}+{a}", str(answer))])
+            text = f"<think>\n{reasoning}\n</think>\n<answer>\n\\boxed{{{answer}}}\n</answer>"
+            replies.append(Reply(text))
+        return replies
+
+
+def test_a_teacher_model_samples_each_path_once_and_only_correct_paths_are_used(
+    tmp_path: Path,
+) -> None:
+    from rlkd.prepare import sample_teacher_paths, with_teacher_paths
+
+    teacher = {"source": "model", "temperature": 0.8, "model": {"model": "org/teacher"}}
+    job = parse_job(job_document(teacher=teacher))
+    stores = local_stores(job, tmp_path)
+    put_dataset(stores.shared)
+    script = ScriptedTeacher()
+    counts = sample_teacher_paths(job, stores, script)
+    # three distinct problems: 0+0 correct, 1+1 wrong (rejected), 2+2 timed out (not cached)
+    assert counts == {"failed_timeout": 1, "rejected": 1, "sampled": 2}
+    assert sorted(script.asked) == ["0+0", "1+1", "2+2"] and set(script.temperatures) == {0.8}
+    again = sample_teacher_paths(job, stores, script)
+    assert again == {"cached": 2, "failed_timeout": 1}  # only the failure is asked again
+    rows = with_teacher_paths(job, stores.run, ROWS)
+    assert [r["problem"] for r in rows] == ["0+0", "0+0"]
+    assert "double 0" in rows[0]["teacher_reasoning"]
+    assert "<think>" not in rows[0]["teacher_reasoning"]  # the thinking only

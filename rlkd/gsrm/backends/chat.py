@@ -29,10 +29,11 @@ class Reply:
 
 class ChatModel(Protocol):
     """Conversations -> replies, in order, one per conversation; an infrastructure problem is a
-    `Failure` in that conversation's place, never an exception."""
+    `Failure` in that conversation's place, never an exception. Greedy unless `temperature` > 0
+    (a teacher sampling its reasoning paths)."""
 
     async def chat(
-        self, conversations: Sequence[Messages], max_tokens: int
+        self, conversations: Sequence[Messages], max_tokens: int, *, temperature: float = 0.0
     ) -> list[Reply | Failure]: ...
 
 

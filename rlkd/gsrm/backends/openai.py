@@ -57,9 +57,10 @@ class OpenAIChat:
         self._gate: asyncio.Semaphore | None = None
 
     async def chat(
-        self, conversations: Sequence[Messages], max_tokens: int
+        self, conversations: Sequence[Messages], max_tokens: int, *, temperature: float = 0.0
     ) -> list[Reply | Failure]:
-        return list(await asyncio.gather(*(self._request(c, max_tokens) for c in conversations)))
+        requests = (self._request(c, max_tokens, temperature) for c in conversations)
+        return list(await asyncio.gather(*requests))
 
     async def aclose(self) -> None:
         """Close the current loop's connections."""
@@ -67,13 +68,15 @@ class OpenAIChat:
             await self._session.close()
         self._loop = self._session = self._gate = None
 
-    async def _request(self, messages: Messages, max_tokens: int) -> Reply | Failure:
+    async def _request(
+        self, messages: Messages, max_tokens: int, temperature: float = 0.0
+    ) -> Reply | Failure:
         session, gate = self._connect()
         body = {
             "model": self.model,
             "messages": messages,
             "max_tokens": max_tokens,
-            "temperature": 0,
+            "temperature": temperature,
         }
         wait: float | None = None
         for attempt in range(self.settings.max_retries + 1):

@@ -41,23 +41,27 @@ class TransformersChat:
         self._lock = threading.Lock()
 
     async def chat(
-        self, conversations: Sequence[Messages], max_tokens: int
+        self, conversations: Sequence[Messages], max_tokens: int, *, temperature: float = 0.0
     ) -> list[Reply | Failure]:
-        return await asyncio.to_thread(self._generate, list(conversations), max_tokens)
+        return await asyncio.to_thread(self._generate, list(conversations), max_tokens, temperature)
 
-    def _generate(self, conversations: list[Messages], max_tokens: int) -> list[Reply | Failure]:
+    def _generate(
+        self, conversations: list[Messages], max_tokens: int, temperature: float = 0.0
+    ) -> list[Reply | Failure]:
         replies: list[Reply | Failure] = []
         with self._lock:
             for start in range(0, len(conversations), self.batch_size):
                 batch = conversations[start : start + self.batch_size]
                 try:
-                    replies += self._batch(batch, max_tokens)
+                    replies += self._batch(batch, max_tokens, temperature)
                 except Exception as error:
                     replies += [_failure(error, len(batch))] * len(batch)
         return replies
 
     @torch.inference_mode()
-    def _batch(self, conversations: list[Messages], max_tokens: int) -> list[Reply]:
+    def _batch(
+        self, conversations: list[Messages], max_tokens: int, temperature: float
+    ) -> list[Reply]:
         prompts = [
             self.tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True)
             for c in conversations
@@ -68,7 +72,8 @@ class TransformersChat:
         output = self.model.generate(
             **inputs,
             max_new_tokens=max_tokens,
-            do_sample=False,
+            do_sample=temperature > 0,
+            **({"temperature": temperature} if temperature > 0 else {}),
             pad_token_id=self.tokenizer.pad_token_id,
         )
         stops = torch.tensor(
