@@ -91,3 +91,13 @@ def test_choosing_a_backend_loads_no_http_client_or_ml_stack_until_one_is_built(
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_spec_built_in_code_without_its_required_fields_is_an_error_not_an_assert() -> None:
+    from rlkd.errors import BackendError
+    from rlkd.gsrm.backends import build_judge
+    from rlkd.spec.job import InferenceSpec
+
+    unchecked = InferenceSpec.model_construct(backend="openai", model="m", url=None)
+    with pytest.raises(BackendError, match=r"judge\.url: is required with backend openai"):
+        build_judge(unchecked)

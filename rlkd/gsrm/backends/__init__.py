@@ -60,16 +60,24 @@ def _vllm(spec: InferenceSpec, role: InferenceRole, env: Mapping[str, str]) -> C
     return OpenAIChat(url, spec.served_model_name or role, spec.request)
 
 
+def _required(value: str | None, role: InferenceRole, field: str, backend: str) -> str:
+    """A field the spec's rules require for `backend`: checked again here, since a spec can be
+    built in code without them (and asserts vanish under python -O)."""
+    if value is None:
+        raise BackendError(f"{role}.{field}: is required with backend {backend}; set it")
+    return value
+
+
 def _openai(spec: InferenceSpec, role: InferenceRole, env: Mapping[str, str]) -> ChatModel:
     from rlkd.gsrm.backends.openai import OpenAIChat
 
-    assert spec.url is not None and spec.model is not None  # the spec's rules require both
-    return OpenAIChat(spec.url, spec.served_model_name or spec.model, spec.request)
+    url = _required(spec.url, role, "url", "openai")
+    model = _required(spec.model, role, "model", "openai")
+    return OpenAIChat(url, spec.served_model_name or model, spec.request)
 
 
 def _transformers(spec: InferenceSpec, role: InferenceRole, env: Mapping[str, str]) -> ChatModel:
-    model = spec.model
-    assert model is not None  # the spec's rules require it
+    model = _required(spec.model, role, "model", "transformers")
     if model.startswith(("s3://", "store://")):
         raise BackendError(
             f"backend transformers loads a local directory or a hub id, not {model}: copy the "
