@@ -138,20 +138,24 @@ def decide(body: Body, observed: Observed, defaults: OperatorDefaults, now: date
     plan = _Plan(old, body.get("metadata", {}).get("generation"), now)
     try:
         job = _resolved(body, defaults)
-        if old.phase in FINISHED and not _retry_invalid(old, plan.generation):
-            # Finished: the status stays, inference that exists stays at zero.
+    except SpecError as exc:
+        job = exc
+    if old.phase in FINISHED and not _retry_invalid(old, plan.generation):
+        # Finished, whatever the spec says now: the status stays, inference stays at zero.
+        if isinstance(job, SpecError):
+            plan.patch = _release(observed.children)
+        else:
             plan.apply = _manifests(
                 job, defaults, observed, scale_to_zero=True, learner=False, create=False
             )
-        else:
-            if old.phase in FINISHED:  # a fixed spec: start over
-                plan.conditions.pop("Failed")
-                plan.completion_time = None
-            _step(plan, job, observed, defaults)
-    except SpecError as exc:
-        plan.fail("InvalidSpec", "the spec cannot be built: " + "; ".join(exc.problems))
-        plan.apply = []
+    elif isinstance(job, SpecError):
+        plan.fail("InvalidSpec", "the spec cannot be built: " + "; ".join(job.problems))
         plan.patch = _release(observed.children)
+    else:
+        if old.phase in FINISHED:  # a fixed spec: start over
+            plan.conditions.pop("Failed")
+            plan.completion_time = None
+        _step(plan, job, observed, defaults)
     _apply_failure(plan, observed.failure)
     return plan.decision(body.get("spec", {}).get("ttlSecondsAfterFinished"))
 
