@@ -3,6 +3,7 @@ whose keys a store gets."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from http import HTTPStatus
 from typing import Any
@@ -57,6 +58,34 @@ def test_the_world_keeps_the_newest_child_and_finds_its_job() -> None:
     world.see_child(child("demo-gsrm", "8"), deleted=True)
     assert world.children(("ns", "demo")) == {}
     assert world.see_child(child("other", "1", job=None)) is None
+
+
+async def test_a_delete_racing_a_reconcile_never_lets_two_reconciles_of_one_job_run() -> None:
+    world = World()
+    key = world.see_job(job_body())
+    running, most = 0, 0
+    release = asyncio.Event()
+
+    async def reconcile() -> None:
+        nonlocal running, most
+        async with world.lock(key):
+            running += 1
+            most = max(most, running)
+            await release.wait()
+            running -= 1
+
+    first = asyncio.create_task(reconcile())
+    await asyncio.sleep(0)  # inside, waiting on the network
+    queued = asyncio.create_task(reconcile())
+    await asyncio.sleep(0)  # waiting for the lock
+    world.forget_job(key)  # the job was deleted ...
+    world.see_job(job_body())  # ... and created again under its name
+    recreated = asyncio.create_task(reconcile())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(first, queued, recreated)
+    assert most == 1
 
 
 @pytest.mark.parametrize(
