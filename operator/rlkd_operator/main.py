@@ -28,7 +28,7 @@ def build_runtime(
         options=options,
         configuration=configuration,
         kube=kube,
-        stores=Stores(kube.store_credentials, defaults.storage),
+        stores=Stores(kube.secret_credentials),
         world=world,
         metrics=Metrics(world),
     )

@@ -13,27 +13,31 @@ from typing import Any
 from pydantic import ValidationError
 
 from rlkd.errors import ObjectNotFoundError, StoreError
+from rlkd.k8s.defaults import STORAGE_ENV
 from rlkd.k8s.naming import namespace_of
 from rlkd.k8s.resolve import S3_SCHEME, model_uri, storage_of
 from rlkd.spec.job import StorageSpec
 from rlkd.spec.progress import MODEL_PREFIX, PROGRESS_KEY, ProgressDocument, run_prefix
 from rlkd.spec.resource import RLKDJob
 from rlkd.store import Credentials, S3Config, S3Store
+from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
 from rlkd_operator.decide import Needs, StoreCheck
 
 logger = logging.getLogger("rlkd.operator")
 
-CredentialsFor = Callable[[str, StorageSpec], Awaitable[Credentials]]
-"""(namespace, storage) -> the key pair to reach that store."""
+SecretCredentials = Callable[[str, str], Awaitable[Credentials]]
+"""(namespace, Secret name) -> the key pair in that Secret, read as the job's pods read it."""
 
 
 class Stores:
     """Opens each job's store once and keeps it; a failed read drops it, so fixed credentials
-    or a recreated bucket are picked up on the next try."""
+    or a recreated bucket are picked up on the next try.
 
-    def __init__(self, credentials_for: CredentialsFor, default: StorageSpec | None) -> None:
-        self._credentials_for = credentials_for
-        self._default = default
+    The operator reaches a job's store with the job's own credentialsSecret, the keys its pods
+    get, never with keys of its own: a check that passes is one the pods would pass too."""
+
+    def __init__(self, secret_credentials: SecretCredentials) -> None:
+        self._secret_credentials = secret_credentials
         self._open: dict[tuple[str, str], tuple[StorageSpec, S3Store]] = {}
 
     async def observe(
@@ -42,8 +46,11 @@ class Stores:
         """(store check, progress document, final model present) as far as `wants` asks."""
         if not (wants.store_check or wants.progress):
             return None, None, False
+        secret = storage_of(job).credentials_secret
+        if secret is None:
+            return (_no_credentials(job) if wants.store_check else None), None, False
         try:
-            store = await self._store(job)
+            store = await self._store(job, secret)
             check = await asyncio.to_thread(_check, store, job) if wants.store_check else None
             if not wants.progress:
                 return check, None, False
@@ -61,18 +68,12 @@ class Stores:
         """Drop a deleted job's store."""
         self._open.pop((namespace, name), None)
 
-    async def _store(self, job: RLKDJob) -> S3Store:
+    async def _store(self, job: RLKDJob, secret: str) -> S3Store:
         storage = storage_of(job)
         known = self._open.get(_key(job))
         if known is not None and known[0] == storage:
             return known[1]
-        if storage.credentials_secret is None and storage != self._default:
-            # The operator's own keys are for its default store, not for any endpoint a job names.
-            raise StoreError(
-                f"spec.storage names the store {storage.endpoint} without credentialsSecret; "
-                "add a Secret with the store's keys and name it there"
-            )
-        credentials = await self._credentials_for(namespace_of(job), storage)
+        credentials = await self._secret_credentials(namespace_of(job), secret)
         run = run_prefix(storage.prefix, namespace_of(job), job.metadata.name)
         settings = S3Config.of(storage, credentials, bucket=storage.bucket, prefix=run)
         store = await asyncio.to_thread(S3Store, settings)  # creates the bucket when missing
@@ -82,6 +83,20 @@ class Stores:
 
 def _key(job: RLKDJob) -> tuple[str, str]:
     return namespace_of(job), job.metadata.name
+
+
+def _no_credentials(job: RLKDJob) -> StoreCheck:
+    """Pods get store keys only from a Secret; workload identity (keys from the pods'
+    ServiceAccount) is not supported: the learner's store client reads keys, nothing else."""
+    return StoreCheck(
+        False,
+        "NoCredentials",
+        f"spec.storage names no credentialsSecret, so the job's pods would have no keys for "
+        f"{storage_of(job).endpoint}; create a Secret in namespace {namespace_of(job)} with keys "
+        f"{ACCESS_KEY_VAR} and {SECRET_KEY_VAR} and name it in spec.storage.credentialsSecret (for "
+        f"the operator's default store: {STORAGE_ENV['credentials_secret']}); cloud workload "
+        "identity (keys from the pods' ServiceAccount) is not supported",
+    )
 
 
 def _check(store: S3Store, job: RLKDJob) -> StoreCheck:

@@ -17,7 +17,9 @@ from operator_fixtures import available, job_body, pytorchjob_in
 from prometheus_client import generate_latest
 from s3server import S3Server
 
+from rlkd.k8s import OperatorDefaults
 from rlkd.k8s.naming import JOB_LABEL
+from rlkd.spec.job import StorageSpec
 from rlkd.spec.progress import MODEL_PREFIX, PROGRESS_KEY
 from rlkd.store import S3Config
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
@@ -54,13 +56,17 @@ class Cluster:
             return await response.json()
 
     async def apply_job(self, name: str = "demo", **spec: Any) -> None:
+        """Apply a job on the test's store; `storage=None`: on the operator's default store."""
         body = job_body(name, NS, **spec)
         body["metadata"] = {"name": name, "namespace": NS}
-        body["spec"]["storage"] = {
-            **body["spec"]["storage"],
-            "endpoint": self.s3.endpoint,
-            "bucket": self.bucket,
-        }
+        if body["spec"]["storage"] is None:
+            del body["spec"]["storage"]
+        else:
+            body["spec"]["storage"] = {
+                **body["spec"]["storage"],
+                "endpoint": self.s3.endpoint,
+                "bucket": self.bucket,
+            }
         await self.call("POST", RLKDJOBS.path(NS), body)
 
     async def patch_spec(self, name: str, **spec: Any) -> None:
@@ -448,6 +454,21 @@ async def test_a_credentials_secret_that_is_not_base64_is_reported(world) -> Non
         store = await wait_for(lambda: condition(cluster, "StoreReady"))
         assert (store["status"], store["reason"]) == ("False", "StoreUnavailable")
         assert "not base64" in store["message"] and "%%%" not in store["message"]
+
+
+async def test_the_default_store_without_a_secret_is_not_ready_though_the_operator_has_keys(
+    world, monkeypatch
+) -> None:
+    """The operator's own keys would pass the check, but the job's pods would get none."""
+    cluster, kubeconfig = world
+    monkeypatch.setenv(ACCESS_KEY_VAR, cluster.s3.credentials.access_key)
+    monkeypatch.setenv(SECRET_KEY_VAR, cluster.s3.credentials.secret_key)
+    default = StorageSpec(endpoint=cluster.s3.endpoint, bucket=cluster.bucket)
+    async with running_operator(kubeconfig, (NS,), OperatorDefaults(storage=default)):
+        await cluster.apply_job(storage=None)
+        store = await wait_for(lambda: condition(cluster, "StoreReady"))
+        assert (store["status"], store["reason"]) == ("False", "NoCredentials")
+        assert cluster.phase() == "Provisioning" and cluster.get(CONFIGMAPS, "demo-config") is None
 
 
 async def test_healthz_fails_once_the_poller_stops(world) -> None:
