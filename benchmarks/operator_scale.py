@@ -26,24 +26,20 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from kube_emulator import Emulator, kube_emulator, wait_for  # noqa: E402
-from operator_fixtures import job_body  # noqa: E402
-from s3server import HOST, free_ports, weed_s3_server  # noqa: E402
-
-from rlkd.k8s.defaults import STORAGE_ENV  # noqa: E402
-from rlkd.store import S3Config  # noqa: E402
-from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR  # noqa: E402
-from rlkd.store.s3 import S3Store  # noqa: E402
-from rlkd_operator.resources import (  # noqa: E402
+from rlkd.k8s.defaults import STORAGE_ENV
+from rlkd.store import S3Config
+from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
+from rlkd.store.s3 import S3Store
+from rlkd_operator.resources import (
     CONFIGMAPS,
     DEPLOYMENTS,
     RLKDJOBS,
     SECRETS,
     SERVICES,
 )
+from tests.kube_emulator import Emulator, kube_emulator, wait_for
+from tests.operator_fixtures import job_body
+from tests.s3server import HOST, free_ports, weed_s3_server
 
 NAMESPACE = "bench"
 BUCKET = "rlkd-bench"

@@ -12,10 +12,7 @@ from typing import Any
 
 import kopf
 import pytest
-from kube_emulator import Emulator, kube_emulator, requests_outside, running_operator, wait_for
-from operator_fixtures import available, job_body, pytorchjob_in
 from prometheus_client import generate_latest
-from s3server import S3Server
 
 from rlkd.k8s import OperatorDefaults
 from rlkd.k8s.naming import JOB_LABEL
@@ -35,6 +32,15 @@ from rlkd_operator.resources import (
     SECRETS,
     SERVICES,
 )
+from tests.kube_emulator import (
+    Emulator,
+    kube_emulator,
+    requests_outside,
+    running_operator,
+    wait_for,
+)
+from tests.operator_fixtures import available, job_body, pytorchjob_in
+from tests.s3server import S3Server
 
 pytestmark = pytest.mark.s3
 NS = "ns1"

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from jobs import DEFAULTS, STORE, make_job
 
 from rlkd.errors import SpecError
 from rlkd.k8s import OperatorDefaults, build_children, inference_roles
 from rlkd.k8s.inference import role_server
 from rlkd.k8s.resolve import model_uri
 from rlkd.spec.job import StorageSpec
+from tests.jobs import DEFAULTS, STORE, make_job
 
 ROLLOUT_CPU = {"rollout": {"mode": "transformers"}}
 

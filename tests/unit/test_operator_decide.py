@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from operator_fixtures import STORAGE, available, job_body, pytorchjob_in
 
 from rlkd.k8s import OperatorDefaults
 from rlkd.spec.job import StorageSpec
@@ -22,6 +21,7 @@ from rlkd_operator.decide import (
     needs,
     needs_poll,
 )
+from tests.operator_fixtures import STORAGE, available, job_body, pytorchjob_in
 
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
 DEFAULTS = OperatorDefaults()

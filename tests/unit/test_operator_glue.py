@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 from kubernetes import client
-from operator_fixtures import STORAGE, job_body
 
 from rlkd.errors import StoreError
 from rlkd.k8s import OperatorDefaults
@@ -23,6 +22,7 @@ from rlkd_operator.kube import credentials_from_secret, failure_of, merge_patch
 from rlkd_operator.resources import DEPLOYMENTS, PYTORCHJOBS, RLKDJOB_STATUS, SECRETS
 from rlkd_operator.stores import Stores
 from rlkd_operator.world import World, retry_delay
+from tests.operator_fixtures import STORAGE, job_body
 
 
 @pytest.mark.parametrize(
