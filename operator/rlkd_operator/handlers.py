@@ -107,6 +107,7 @@ async def health(memo: Runtime, **_: Any) -> dict[str, float | None]:
 async def cleanup(memo: Runtime, **_: Any) -> None:
     if memo.poller is not None:
         memo.poller.cancel()
+    memo.stores.close()
 
 
 @kopf.on.event(RLKDJOBS.group, RLKDJOBS.version, RLKDJOBS.plural)
@@ -142,15 +143,24 @@ for _child in CHILDREN.values():
 
 async def poll(memo: Runtime) -> None:
     """Re-reconcile what no event will wake: progress in the store, failed reconciles (with
-    backoff), ttl."""
+    backoff), ttl. Each reconcile runs in a task of its own, and a pass only starts them: a job
+    whose store hangs holds up no other job and no later pass (it is skipped while still at it),
+    so /healthz never fails for a slow store."""
     loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(memo.options.poll_seconds)
-        for key, body in list(memo.world.jobs.items()):
-            failed = memo.world.failures.get(key)
-            if (failed is not None and loop.time() >= failed[1]) or needs_poll(body):
-                await reconcile(memo, key)
-        memo.liveness.polled = loop.time()
+    running: dict[JobKey, asyncio.Task[None]] = {}
+    try:
+        while True:
+            await asyncio.sleep(memo.options.poll_seconds)
+            for key, body in list(memo.world.jobs.items()):
+                failed = memo.world.failures.get(key)
+                due = (failed is not None and loop.time() >= failed[1]) or needs_poll(body)
+                if due and key not in running:
+                    running[key] = asyncio.create_task(reconcile(memo, key))
+                    running[key].add_done_callback(lambda _, key=key: running.pop(key, None))
+            memo.liveness.polled = loop.time()
+    finally:
+        for task in running.values():
+            task.cancel()
 
 
 async def reconcile(memo: Runtime, key: JobKey) -> None:

@@ -40,7 +40,7 @@ from tests.kube_emulator import (
     wait_for,
 )
 from tests.operator_fixtures import available, job_body, pytorchjob_in
-from tests.s3server import S3Server
+from tests.s3server import S3Server, hung_endpoint
 
 pytestmark = pytest.mark.s3
 NS = "ns1"
@@ -61,8 +61,9 @@ class Cluster:
             assert response.status < 300, await response.text()
             return await response.json()
 
-    async def apply_job(self, name: str = "demo", **spec: Any) -> None:
-        """Apply a job on the test's store; `storage=None`: on the operator's default store."""
+    async def apply_job(self, name: str = "demo", endpoint: str | None = None, **spec: Any) -> None:
+        """Apply a job on the test's store (or another `endpoint`); `storage=None`: on the
+        operator's default store."""
         body = job_body(name, NS, **spec)
         body["metadata"] = {"name": name, "namespace": NS}
         if body["spec"]["storage"] is None:
@@ -70,7 +71,7 @@ class Cluster:
         else:
             body["spec"]["storage"] = {
                 **body["spec"]["storage"],
-                "endpoint": self.s3.endpoint,
+                "endpoint": endpoint or self.s3.endpoint,
                 "bucket": self.bucket,
             }
         await self.call("POST", RLKDJOBS.path(NS), body)
@@ -475,6 +476,32 @@ async def test_the_default_store_without_a_secret_is_not_ready_though_the_operat
         store = await wait_for(lambda: condition(cluster, "StoreReady"))
         assert (store["status"], store["reason"]) == ("False", "NoCredentials")
         assert cluster.phase() == "Provisioning" and cluster.get(CONFIGMAPS, "demo-config") is None
+
+
+async def passes(runtime: Any, count: int) -> None:
+    """Wait until the poller has finished `count` more passes."""
+    for _ in range(count):
+        since = runtime.liveness.polled
+        await wait_for(lambda since=since: runtime.liveness.polled != since)
+
+
+async def test_a_hung_store_stalls_neither_the_poller_nor_other_jobs(world) -> None:
+    """One job's store accepts connections and never answers: the poller keeps passing (so
+    /healthz holds) and keeps reading the other jobs' progress while that read waits."""
+    cluster, kubeconfig = world
+    with hung_endpoint() as hung:
+        # Reads that wait longer than the test: the hang lasts until it ends.
+        async with running_operator(kubeconfig, (NS,), store_timeout_seconds=3600) as runtime:
+            await cluster.apply_job("stuck", endpoint=hung.endpoint)
+            await wait_for(lambda: hung.accepted)
+            await passes(runtime, 2)  # the second began after the hung read did
+            store = cluster.store()
+            store.put_json(PROGRESS_KEY, {"stage": "training", "step": 3})
+            await until_training(cluster)
+            store.put_json(PROGRESS_KEY, {"stage": "training", "step": 7})
+            await wait_for(lambda: cluster.get(RLKDJOBS, "demo")["status"]["progress"]["step"] == 7)
+            # Its first reconcile still waits for the one read it sent: no status yet.
+            assert hung.hanging == 1 and cluster.phase("stuck") is None
 
 
 async def test_healthz_fails_once_the_poller_stops(world) -> None:
