@@ -6,6 +6,7 @@ inside the builder: they are the only Kubernetes libraries `rlkd render` loads (
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from rlkd.k8s.config import DEEPSPEED_KEY, JOB_KEY, MOUNT_DIR
@@ -38,6 +39,18 @@ it the operator re-creates pods whose restart count stays 0, so backoffLimit nev
 learner that keeps being OOM-killed (kubeflow/trainer#2045)."""
 CLEAN_POD_POLICY = "Running"
 """When the job ends, delete pods still running (freeing their GPUs); keep finished pods' logs."""
+
+
+class PyTorchJobCondition(StrEnum):
+    """The condition types the Training Operator sets on a PyTorchJob (Kubeflow's
+    JobConditionType), named once for the operator that reads them and the tests that play it."""
+
+    CREATED = "Created"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
 
 
 def learner_env(job: RLKDJob) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ from rlkd.k8s import OperatorDefaults
 from rlkd.spec.resource import RLKDJob
 from rlkd.store import Credentials, S3Config
 from rlkd.store.s3 import S3Store
-from rlkd_operator.decide import Needs, job_of
+from rlkd_operator.decide import Needs, resolve
 from rlkd_operator.stores import Stores
 from tests.kube_emulator import wait_for
 from tests.operator_fixtures import STORAGE, job_body
@@ -23,11 +23,11 @@ CHECK = Needs(store_check=True, progress=False)
 
 
 def job_on(endpoint: str, name: str, bucket: str = "rlkd-test") -> RLKDJob:
-    job = job_of(
+    job = resolve(
         job_body(name, storage={**STORAGE, "endpoint": endpoint, "bucket": bucket}),
         OperatorDefaults(),
     )
-    assert job is not None
+    assert isinstance(job, RLKDJob)
     return job
 
 

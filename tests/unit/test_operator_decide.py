@@ -20,6 +20,7 @@ from rlkd_operator.decide import (
     decide,
     needs,
     needs_poll,
+    resolve,
 )
 from tests.operator_fixtures import STORAGE, available, job_body, pytorchjob_in
 
@@ -37,7 +38,7 @@ def step(
     defaults: OperatorDefaults = DEFAULTS,
 ) -> tuple[dict, Decision]:
     """One reconcile: decide, then the body as the API server holds it afterwards."""
-    decision = decide(body, observed, defaults, now)
+    decision = decide(body, resolve(body, defaults), observed, defaults, now)
     return {**body, "status": decision.status}, decision
 
 

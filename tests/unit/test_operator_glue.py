@@ -15,8 +15,9 @@ from kubernetes import client
 from rlkd.errors import StoreError
 from rlkd.k8s import OperatorDefaults
 from rlkd.spec.job import StorageSpec
+from rlkd.spec.resource import RLKDJob
 from rlkd.store import Credentials
-from rlkd_operator.decide import Needs, job_of
+from rlkd_operator.decide import Needs, resolve
 from rlkd_operator.handlers import Liveness, stuck
 from rlkd_operator.kube import credentials_from_secret, failure_of, merge_patch
 from rlkd_operator.resources import DEPLOYMENTS, PYTORCHJOBS, RLKDJOB_STATUS, SECRETS
@@ -123,8 +124,10 @@ async def test_a_store_without_credentials_secret_is_not_ready(defaults: Operato
         defaults = OperatorDefaults(
             storage=defaults.storage.model_copy(update={"credentials_secret": None})
         )
-    job = job_of(body, defaults)
-    check, _, _ = await Stores(secret_keys).observe(job, Needs(True, False))
+    job = resolve(body, defaults)
+    assert isinstance(job, RLKDJob)
+    stores = Stores(secret_keys, timeout=1.0, retry_after=1.0)
+    check, _, _ = await stores.observe(job, Needs(True, False))
     assert check is not None and (check.ready, check.reason) == (False, "NoCredentials")
     assert "credentialsSecret" in check.message and "workload identity" in check.message
 
