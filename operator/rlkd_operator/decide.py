@@ -276,15 +276,15 @@ class _Plan:
     def set(self, type_: str, holds: bool, reason: str, message: str = "") -> None:
         """Set a condition, keeping its transition time while its status stays; one that turns
         bad (WARN_WHEN) is also a Warning Event (it needs a human)."""
-        status = "True" if holds else "False"
+        status: Literal["True", "False"] = "True" if holds else "False"
         before = self.conditions.get(type_)
-        kept = before is not None and before.status == status and before.last_transition_time
+        kept = before.last_transition_time if before and before.status == status else None
         self.conditions[type_] = Condition(
             type=type_,
             status=status,
             reason=reason,
             message=message,
-            last_transition_time=before.last_transition_time if kept else self.now,
+            last_transition_time=kept or self.now,
             observed_generation=self.generation,
         )
         turned = before is None or before.status != status
@@ -309,7 +309,7 @@ class _Plan:
         if finished and self.phase != self.old.phase:
             self.completion_time = self.now
         if self.phase != self.old.phase:
-            kind = "Warning" if self.phase == "Failed" else "Normal"
+            kind: Literal["Normal", "Warning"] = "Warning" if self.phase == "Failed" else "Normal"
             self.events.append(Event(kind, self.phase, self.message or self.phase))
         status = RLKDJobStatus(
             phase=self.phase,

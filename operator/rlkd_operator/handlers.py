@@ -153,12 +153,12 @@ async def poll(memo: Runtime) -> None:
     try:
         while True:
             await asyncio.sleep(memo.options.poll_seconds)
+            running = {key: task for key, task in running.items() if not task.done()}
             for key, body in list(memo.world.jobs.items()):
                 failed = memo.world.failures.get(key)
                 due = (failed is not None and loop.time() >= failed[1]) or needs_poll(body)
                 if due and key not in running:
                     running[key] = asyncio.create_task(reconcile(memo, key))
-                    running[key].add_done_callback(lambda _, key=key: running.pop(key, None))
             memo.liveness.polled = loop.time()
     finally:
         for task in running.values():

@@ -177,11 +177,14 @@ class Kube:
             ) from None
         return credentials_from_secret(data, where)
 
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    async def _call(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One API call; the answer as JSON (an object for every path the operator calls)."""
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = MERGE_PATCH if method == "PATCH" else "application/json"
-        return await asyncio.to_thread(
+        answer: dict[str, Any] = await asyncio.to_thread(
             self._api.call_api,
             path,
             method,
@@ -191,6 +194,7 @@ class Kube:
             auth_settings=["BearerToken"],
             _return_http_data_only=True,
         )
+        return answer
 
 
 def credentials_from_secret(data: Mapping[str, str], where: str) -> Credentials:

@@ -24,7 +24,7 @@ MAX_RETRY_SECONDS = 600.0
 def retry_delay(failures: int, base: float) -> float:
     """Seconds before retrying a job whose last `failures` reconciles failed: doubling from
     `base`, at most MAX_RETRY_SECONDS, so a job that keeps failing costs few requests."""
-    return min(base * 2 ** (failures - 1), MAX_RETRY_SECONDS)
+    return min(base * 2.0 ** (failures - 1), MAX_RETRY_SECONDS)
 
 
 class World:
