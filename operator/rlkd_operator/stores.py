@@ -38,7 +38,7 @@ from rlkd_operator.decide import Needs, StoreCheck
 logger = logging.getLogger("rlkd.operator")
 T = TypeVar("T")
 
-STORE_READERS = 8
+STORE_READERS = 16
 """Store reads in flight at once, over every job (threads: the S3 SDK is synchronous)."""
 
 SecretCredentials = Callable[[str, str], Awaitable[Credentials]]
