@@ -17,7 +17,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import urllib3
 from pydantic import ValidationError
@@ -36,6 +36,7 @@ from rlkd.store.s3 import http_client
 from rlkd_operator.decide import Needs, StoreCheck
 
 logger = logging.getLogger("rlkd.operator")
+P = ParamSpec("P")
 T = TypeVar("T")
 
 STORE_READERS = 16
@@ -118,7 +119,9 @@ class Stores:
         self._open[_key(job)] = (storage, store)
         return store
 
-    async def _read(self, endpoint: str, read: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _read(
+        self, endpoint: str, read: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
         """`read(*args, **kwargs)` in the pool, at most half of it per endpoint; at once
         StoreUnreachableError while `endpoint` is known not to answer."""
         loop = asyncio.get_running_loop()
