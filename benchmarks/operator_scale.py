@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import os
 import subprocess
 import sys
@@ -25,21 +26,26 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from kube_emulator import Emulator, kube_emulator, wait_for  # noqa: E402
-from operator_fixtures import job_body  # noqa: E402
-from s3server import HOST, free_ports, weed_s3_server  # noqa: E402
-
-from rlkd.k8s.defaults import STORAGE_ENV  # noqa: E402
-from rlkd.store import S3Config  # noqa: E402
-from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR  # noqa: E402
-from rlkd.store.s3 import S3Store  # noqa: E402
-from rlkd_operator.resources import CONFIGMAPS, DEPLOYMENTS, RLKDJOBS, SERVICES  # noqa: E402
+from rlkd.k8s.defaults import STORAGE_ENV
+from rlkd.store import S3Config
+from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
+from rlkd.store.s3 import S3Store
+from rlkd_operator.resources import (
+    CONFIGMAPS,
+    DEPLOYMENTS,
+    RLKDJOBS,
+    SECRETS,
+    SERVICES,
+)
+from tests.kube_emulator import Emulator, kube_emulator, wait_for
+from tests.operator_fixtures import job_body
+from tests.s3server import HOST, free_ports, weed_s3_server
 
 NAMESPACE = "bench"
 BUCKET = "rlkd-bench"
+SECRET = "rlkd-store"
+"""The default store's credentialsSecret in the benchmark's namespace: what the pods and the
+operator's store check read."""
 WRITES = {"POST", "PATCH", "PUT", "DELETE"}
 
 
@@ -70,13 +76,26 @@ async def bench(jobs: int, idle_seconds: float, workdir: Path) -> str:
         store.put_bytes("rlkd/datasets/train.jsonl", b"{}\n")
         async with kube_emulator(workdir) as (emulator, kubeconfig):
             liveness, metrics = free_ports(2)
+            keys = {
+                ACCESS_KEY_VAR: s3.credentials.access_key,
+                SECRET_KEY_VAR: s3.credentials.secret_key,
+            }
+            secret = {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {"name": SECRET, "namespace": NAMESPACE},
+                "data": {k: base64.b64encode(v.encode()).decode() for k, v in keys.items()},
+            }
+            async with emulator.servers[0].client.post(
+                SECRETS.path(NAMESPACE), json=secret
+            ) as response:
+                response.raise_for_status()
             env = {
                 **os.environ,
                 "KUBECONFIG": str(kubeconfig),
                 STORAGE_ENV["endpoint"]: s3.endpoint,
                 STORAGE_ENV["bucket"]: BUCKET,
-                ACCESS_KEY_VAR: s3.credentials.access_key,
-                SECRET_KEY_VAR: s3.credentials.secret_key,
+                STORAGE_ENV["credentials_secret"]: SECRET,
             }
             args = [
                 str(Path(sys.executable).with_name("rlkd")),

@@ -26,16 +26,11 @@ import json
 import os
 import random
 import re
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from openai_stub import TOKEN, Latency, OpenAIStub, StubReply
 
 from rlkd.gsrm.backends import build_decomposer, build_judge
 from rlkd.gsrm.engine import ScoreItem, StructureEngine
@@ -44,6 +39,7 @@ from rlkd.gsrm.prompts import decompose_messages
 from rlkd.gsrm.steps import format_steps, parse_steps
 from rlkd.gsrm.types import DecomposeRequest, Step
 from rlkd.spec.job import InferenceSpec, RequestSettings
+from tests.openai_stub import TOKEN, Latency, OpenAIStub, StubReply
 
 MARK = re.compile(r"\[bench example (\d+)(?: completion (\d+))?\]")
 PART_ID = re.compile(r"#(\w+(?:\.\w+)*)")  # m3.4 and m3.4s2 differ

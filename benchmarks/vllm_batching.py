@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,13 +21,11 @@ from pathlib import Path
 import aiohttp
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from s3server import free_ports
-from tinymodel import build_tiny_model
-from vllmserver import VLLMServer, vllm_python
-
 from rlkd.gsrm.backends.openai import OpenAIChat
 from rlkd.spec.job import RequestSettings
+from tests.s3server import free_ports
+from tests.tinymodel import build_tiny_model
+from tests.vllmserver import VLLMServer, vllm_python
 
 
 def conversations(n: int) -> list[list[dict[str, str]]]:

@@ -18,6 +18,10 @@ class StoreError(RLKDError):
     """The artifact store cannot be reached or refused an operation."""
 
 
+class StoreUnreachableError(StoreError):
+    """The store did not answer: connection refused or dropped, timed out, no such host."""
+
+
 class ObjectNotFoundError(StoreError, KeyError):
     """An object (or the bucket that should hold it) does not exist."""
 

@@ -7,10 +7,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from s3server import S3Server, weed_s3_server
-from tinymodel import build_tiny_model
 
 from rlkd.store import LocalStore, S3Config, Store
+from tests.s3server import S3Server, weed_s3_server
+from tests.tinymodel import build_tiny_model
 
 
 @pytest.fixture(scope="session")

@@ -150,10 +150,16 @@ async def running_operator(
     namespaces: tuple[str, ...],
     defaults: OperatorDefaults | None = None,
     poll_seconds: float = 0.2,
+    store_timeout_seconds: float = Options.store_timeout_seconds,
 ) -> AsyncIterator[Any]:
     """The operator (standalone, explicit namespaces) in a task; yields its runtime (kopf's
     memo). Leaving the block kills it with a cancellation, mid-flight whatever it was doing."""
-    options = Options(namespaces=namespaces, standalone=True, poll_seconds=poll_seconds)
+    options = Options(
+        namespaces=namespaces,
+        standalone=True,
+        poll_seconds=poll_seconds,
+        store_timeout_seconds=store_timeout_seconds,
+    )
     runtime = build_runtime(options, defaults or OperatorDefaults(), str(kubeconfig))
     ready = asyncio.Event()
     task = asyncio.create_task(
@@ -174,6 +180,7 @@ async def running_operator(
             await task
         if runtime.poller is not None:
             runtime.poller.cancel()
+        runtime.stores.close()
 
 
 async def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from rlkd.k8s.learner import PyTorchJobCondition
+
 STORAGE = {"endpoint": "http://127.0.0.1:9", "bucket": "rlkd-test", "credentialsSecret": "store"}
 
 SPEC: dict[str, Any] = {
@@ -52,11 +54,15 @@ def available(deployment: dict[str, Any]) -> dict[str, Any]:
 
 def pytorchjob_in(pytorchjob: dict[str, Any], state: str, message: str = "") -> dict[str, Any]:
     """`pytorchjob` as the training operator reports it in `state` (Running, Succeeded, ...)."""
-    conditions = [{"type": "Created", "status": "True", "reason": "PyTorchJobCreated"}]
-    if state != "Created":
-        reason = f"PyTorchJob{state}"
-        conditions.append({"type": state, "status": "True", "reason": reason, "message": message})
+    condition = PyTorchJobCondition(state)
+    created = PyTorchJobCondition.CREATED
+    conditions = [{"type": str(created), "status": "True", "reason": f"PyTorchJob{created}"}]
+    if condition != created:
+        reason = f"PyTorchJob{condition}"
+        conditions.append(
+            {"type": str(condition), "status": "True", "reason": reason, "message": message}
+        )
     status: dict[str, Any] = {"conditions": conditions}
-    if state in ("Succeeded", "Failed"):
+    if condition in (PyTorchJobCondition.SUCCEEDED, PyTorchJobCondition.FAILED):
         status["completionTime"] = "2026-01-01T10:00:00Z"
     return {**pytorchjob, "status": status}

@@ -10,12 +10,14 @@ ports), its unix sockets, logs and data stay under the work dir, and nothing pho
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -69,6 +71,61 @@ def free_ports(count: int) -> list[int]:
         for sock in sockets:
             sock.bind((HOST, 0))
         return [sock.getsockname()[1] for sock in sockets]
+
+
+@dataclass
+class HungEndpoint:
+    """An endpoint that accepts connections, reads the requests and never answers."""
+
+    endpoint: str
+    accepted: int = 0
+    """Connections accepted so far."""
+    closed: int = 0
+    """... of which the client has closed."""
+
+    @property
+    def hanging(self) -> int:
+        """Connections whose client still waits for an answer."""
+        return self.accepted - self.closed
+
+
+@contextmanager
+def hung_endpoint() -> Iterator[HungEndpoint]:
+    """A hung S3 endpoint on 127.0.0.1 until the block exits; then every connection it holds is
+    closed, so no client thread stays blocked on it."""
+    listener = socket.create_server((HOST, 0))
+    hung = HungEndpoint(f"http://{HOST}:{listener.getsockname()[1]}")
+    held: list[socket.socket] = []
+    lock = threading.Lock()
+
+    def drain(conn: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while conn.recv(65536):
+                pass
+        with lock:
+            hung.closed += 1
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with lock:
+                    hung.accepted += 1
+                    held.append(conn)
+                threading.Thread(target=drain, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield hung
+    finally:
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept()
+        listener.close()
+        with lock:
+            for conn in held:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
+                conn.close()
 
 
 def _answers(url: str) -> bool:

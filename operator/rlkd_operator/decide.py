@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from rlkd.errors import SpecError
 from rlkd.k8s import OperatorDefaults, build_children, inference_name, inference_roles, learner_name
+from rlkd.k8s.learner import PyTorchJobCondition
 from rlkd.k8s.naming import namespace_of
 from rlkd.k8s.resolve import resolve_job, storage_of
 from rlkd.spec.progress import PROGRESS_KEY, ProgressDocument, run_prefix
@@ -27,6 +28,9 @@ from rlkd.spec.validate import parse_job
 Body = Mapping[str, Any]
 ChildKey = tuple[str, str]
 """(kind, name) of a child in the job's namespace."""
+Resolved = RLKDJob | SpecError
+"""A job's spec as parsed once per reconcile (`resolve`): the typed job with the operator's
+defaults filled in, or the problems that keep it from being built."""
 
 ARTIFACTS_GRACE = timedelta(minutes=10)
 """How long after the PyTorchJob succeeds the final model may take to show up in the store."""
@@ -44,8 +48,15 @@ CONDITION_TYPES = (
 WARN_WHEN = {"StoreReady": "False", "ApplyFailed": "True"}
 # Failed reasons that a changed spec may cure: the job is tried again when the spec changes.
 SPEC_FAILURES = frozenset({"InvalidSpec", "ApplyRejected"})
-# Learner states by precedence: a PyTorchJob keeps old conditions True beside newer ones.
-LEARNER_STATES = ("Failed", "Succeeded", "Suspended", "Restarting", "Running", "Created")
+# Learner conditions by precedence: a PyTorchJob keeps old conditions True beside newer ones.
+LEARNER_STATES = (
+    PyTorchJobCondition.FAILED,
+    PyTorchJobCondition.SUCCEEDED,
+    PyTorchJobCondition.SUSPENDED,
+    PyTorchJobCondition.RESTARTING,
+    PyTorchJobCondition.RUNNING,
+    PyTorchJobCondition.CREATED,
+)
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,33 @@ class ApplyFailure:
     reason: str
     message: str
     permanent: bool
+
+
+@dataclass(frozen=True)
+class LearnerState:
+    """Where a PyTorchJob is: its condition of highest precedence (LEARNER_STATES) that is True,
+    None while it has none, with that condition's reason and message."""
+
+    condition: PyTorchJobCondition | None
+    reason: str
+    message: str
+
+    @property
+    def running(self) -> bool:
+        return self.condition in (PyTorchJobCondition.RUNNING, PyTorchJobCondition.RESTARTING)
+
+    @property
+    def finished(self) -> bool:
+        return self.condition in (PyTorchJobCondition.SUCCEEDED, PyTorchJobCondition.FAILED)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: the final phase, a reason a program can match on, and a message."""
+
+    phase: Literal["Succeeded", "Failed"]
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True)
@@ -132,45 +170,45 @@ def needs_poll(body: Body) -> bool:
     return status.phase in ("Training", "Evaluating") or store is None or store.status != "True"
 
 
-def decide(body: Body, observed: Observed, defaults: OperatorDefaults, now: datetime) -> Decision:
-    """The next step for one RLKDJob (see the module docstring)."""
+def decide(
+    body: Body, job: Resolved, observed: Observed, defaults: OperatorDefaults, now: datetime
+) -> Decision:
+    """The next step for one RLKDJob (see the module docstring); `job` is resolve(body)."""
     old = current_status(body)
     plan = _Plan(old, body.get("metadata", {}).get("generation"), now)
-    try:
-        job = _resolved(body, defaults)
-        if old.phase in FINISHED and not _retry_invalid(old, plan.generation):
-            # Finished: the status stays, inference that exists stays at zero.
+    if old.phase in FINISHED and not _retry_invalid(old, plan.generation):
+        # Finished, whatever the spec says now: the status stays, inference stays at zero.
+        if isinstance(job, SpecError):
+            plan.patch = _release(observed.children)
+        else:
             plan.apply = _manifests(
                 job, defaults, observed, scale_to_zero=True, learner=False, create=False
             )
-        else:
-            if old.phase in FINISHED:  # a fixed spec: start over
-                plan.conditions.pop("Failed")
-                plan.completion_time = None
-            _step(plan, job, observed, defaults)
-    except SpecError as exc:
-        plan.fail("InvalidSpec", "the spec cannot be built: " + "; ".join(exc.problems))
-        plan.apply = []
+    elif isinstance(job, SpecError):
+        plan.fail("InvalidSpec", "the spec cannot be built: " + "; ".join(job.problems))
         plan.patch = _release(observed.children)
+    else:
+        if old.phase in FINISHED:  # a fixed spec: start over
+            plan.conditions.pop("Failed")
+            plan.completion_time = None
+        _step(plan, job, observed, defaults)
     _apply_failure(plan, observed.failure)
     return plan.decision(body.get("spec", {}).get("ttlSecondsAfterFinished"))
 
 
-def job_of(body: Body, defaults: OperatorDefaults) -> RLKDJob | None:
-    """The typed, resolved job; None when the spec cannot be built (decide says why)."""
+def resolve(body: Body, defaults: OperatorDefaults) -> Resolved:
+    """The typed job with the operator's defaults filled in, or the SpecError that says why it
+    cannot be built (decide reports it). Status is the operator's own and is not part of what
+    the user wrote."""
     try:
-        return _resolved(body, defaults)
-    except SpecError:
-        return None
-
-
-def _resolved(body: Body, defaults: OperatorDefaults) -> RLKDJob:
-    """The typed job with the operator's defaults filled in, or SpecError. Status is the
-    operator's own and is not part of what the user wrote."""
-    return resolve_job(
-        parse_job({k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}),
-        defaults,
-    )
+        return resolve_job(
+            parse_job(
+                {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
+            ),
+            defaults,
+        )
+    except SpecError as exc:
+        return exc
 
 
 def current_status(body: Body) -> RLKDJobStatus:
@@ -181,8 +219,8 @@ def current_status(body: Body) -> RLKDJobStatus:
         return RLKDJobStatus()
 
 
-def learner_state(pytorchjob: Body | None) -> tuple[str, str, str] | None:
-    """(state, reason, message) of a PyTorchJob from its conditions; None when it is absent."""
+def learner_state(pytorchjob: Body | None) -> LearnerState | None:
+    """The state of a PyTorchJob from its conditions; None when it is absent."""
     if pytorchjob is None:
         return None
     true = {
@@ -192,8 +230,10 @@ def learner_state(pytorchjob: Body | None) -> tuple[str, str, str] | None:
     }
     for state in LEARNER_STATES:
         if state in true:
-            return state, true[state].get("reason") or state, true[state].get("message") or ""
-    return "Pending", "Pending", "the PyTorchJob has no conditions yet"
+            return LearnerState(
+                state, true[state].get("reason") or state, true[state].get("message") or ""
+            )
+    return LearnerState(None, "Pending", "the PyTorchJob has no conditions yet")
 
 
 def contains(live: Any, desired: Any) -> bool:
@@ -219,7 +259,9 @@ class _Plan:
     def __init__(self, old: RLKDJobStatus, generation: int | None, now: datetime) -> None:
         self.old = old
         self.generation = generation
+        self.at = now
         self.now = _stamp(now)
+        """`at` as written in status (RFC 3339, to the second)."""
         self.phase: Phase = old.phase
         self.message = old.message
         self.conditions = {c.type: c for c in old.conditions}
@@ -234,15 +276,15 @@ class _Plan:
     def set(self, type_: str, holds: bool, reason: str, message: str = "") -> None:
         """Set a condition, keeping its transition time while its status stays; one that turns
         bad (WARN_WHEN) is also a Warning Event (it needs a human)."""
-        status = "True" if holds else "False"
+        status: Literal["True", "False"] = "True" if holds else "False"
         before = self.conditions.get(type_)
-        kept = before is not None and before.status == status and before.last_transition_time
+        kept = before.last_transition_time if before and before.status == status else None
         self.conditions[type_] = Condition(
             type=type_,
             status=status,
             reason=reason,
             message=message,
-            last_transition_time=before.last_transition_time if kept else self.now,
+            last_transition_time=kept or self.now,
             observed_generation=self.generation,
         )
         turned = before is None or before.status != status
@@ -252,9 +294,14 @@ class _Plan:
     def to(self, phase: Phase, message: str) -> None:
         self.phase, self.message = phase, message
 
+    def end(self, outcome: Outcome) -> None:
+        """The run is over: Complete (or Failed) holds with the outcome's reason and message."""
+        holds = "Complete" if outcome.phase == "Succeeded" else "Failed"
+        self.set(holds, True, outcome.reason, outcome.message)
+        self.to(outcome.phase, outcome.message)
+
     def fail(self, reason: str, message: str) -> None:
-        self.set("Failed", True, reason, message)
-        self.to("Failed", message)
+        self.end(Outcome("Failed", reason, message))
 
     def decision(self, ttl: object) -> Decision:
         """The decision; `ttl` is the raw spec field, readable even when the spec is not."""
@@ -262,7 +309,7 @@ class _Plan:
         if finished and self.phase != self.old.phase:
             self.completion_time = self.now
         if self.phase != self.old.phase:
-            kind = "Warning" if self.phase == "Failed" else "Normal"
+            kind: Literal["Normal", "Warning"] = "Warning" if self.phase == "Failed" else "Normal"
             self.events.append(Event(kind, self.phase, self.message or self.phase))
         status = RLKDJobStatus(
             phase=self.phase,
@@ -279,7 +326,7 @@ class _Plan:
             finished
             and isinstance(ttl, int)
             and done is not None
-            and _parse_time(self.now) >= done + timedelta(seconds=ttl)
+            and self.at >= done + timedelta(seconds=ttl)
         )
         return Decision(
             _dump(status),
@@ -298,27 +345,51 @@ def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefau
     learner = observed.children.get(("PyTorchJob", learner_name(job)))
     state = learner_state(learner)
     if state is not None:
-        plan.set("LearnerRunning", state[0] in ("Running", "Restarting"), state[1], state[2])
-    if _finished(plan, observed, learner, state):
+        plan.set("LearnerRunning", state.running, state.reason, state.message)
+    if (outcome := _outcome(state, learner, observed, plan.at)) is not None:
+        plan.end(outcome)
         plan.apply = _manifests(job, defaults, observed, scale_to_zero=True, learner=False)
     elif job.spec.suspend:
         plan.set("Suspended", True, "Suspended", "spec.suspend is true")
         plan.to("Suspended", "suspended: the learner is stopped and inference is scaled to zero")
-        plan.apply = _manifests(job, defaults, observed, scale_to_zero=True, learner=bool(state))
+        plan.apply = _manifests(
+            job, defaults, observed, scale_to_zero=True, learner=state is not None
+        )
     else:
         if "Suspended" in plan.conditions:
             plan.set("Suspended", False, "Resumed", "spec.suspend is false")
         _provision_or_train(plan, job, observed, defaults, learner, state)
 
 
-def _finished(
-    plan: _Plan, observed: Observed, learner: Body | None, state: tuple[str, str, str] | None
-) -> bool:
-    """Failed or Succeeded by the learner's end; False while the run goes on."""
-    if state is not None and state[0] == "Failed":
-        plan.fail(state[1], f"the learner failed: {state[2] or state[1]}")
-        return True
-    return state is not None and state[0] == "Succeeded" and _succeeded(plan, observed, learner)
+def _outcome(
+    state: LearnerState | None, learner: Body | None, observed: Observed, now: datetime
+) -> Outcome | None:
+    """How the run ended by its learner: Failed with the learner, Succeeded once the final
+    artifacts are in the store, Failed when they never come; None while the run goes on."""
+    if state is None or not state.finished:
+        return None
+    if state.condition == PyTorchJobCondition.FAILED:
+        return Outcome(
+            "Failed", state.reason, f"the learner failed: {state.message or state.reason}"
+        )
+    doc = observed.progress
+    if doc is not None and doc.stage == "finished" and doc.model and observed.model_present:
+        after = doc.evaluations.get("after")
+        numbers = (
+            after.model_dump(include={"accuracy", "structure"}, exclude_none=True) if after else {}
+        )
+        metrics = ", ".join(f"{k}={v:g}" for k, v in sorted(numbers.items()))
+        message = f"succeeded: model at {doc.model}" + (f"; {metrics}" if metrics else "")
+        return Outcome("Succeeded", "Succeeded", message)
+    done = _parse_time((learner or {}).get("status", {}).get("completionTime"))
+    if done is not None and now - done > ARTIFACTS_GRACE:
+        return Outcome(
+            "Failed",
+            "ArtifactsMissing",
+            "the learner succeeded but its final model is not in the store after "
+            f"{ARTIFACTS_GRACE}; check the learner's logs and the store",
+        )
+    return None
 
 
 def _provision_or_train(
@@ -327,7 +398,7 @@ def _provision_or_train(
     observed: Observed,
     defaults: OperatorDefaults,
     learner: Body | None,
-    state: tuple[str, str, str] | None,
+    state: LearnerState | None,
 ) -> None:
     """The store first, then inference, then the learner once every inference Deployment is
     available (_available); a suspended learner stays suspended until then (a resume), so it
@@ -358,7 +429,8 @@ def _provision_or_train(
         learner=state is not None or not starting,
         hold_learner=bool(starting) and _suspended(learner),
     )
-    if state is None or state[0] not in ("Running", "Restarting", "Succeeded"):
+    succeeded = state is not None and state.condition == PyTorchJobCondition.SUCCEEDED
+    if state is None or not (state.running or succeeded):
         waiting = "inference servers" if starting else "learner"
         plan.to("Provisioning", f"waiting for the {waiting} to start")
         return
@@ -367,38 +439,13 @@ def _provision_or_train(
     doc = observed.progress
     stage = doc.stage if doc else ("evaluating" if plan.old.phase == "Evaluating" else "training")
     phase: Phase = "Evaluating" if job.spec.evaluation and stage == "evaluating" else "Training"
-    if state[0] == "Succeeded":
+    if succeeded:
         message = "the learner finished; waiting for the final model in the store"
     elif phase == "Evaluating":
         message = "evaluating the distilled student"
     else:
         message = _training_message(plan.progress)
     plan.to(phase, message)
-
-
-def _succeeded(plan: _Plan, observed: Observed, learner: Body | None) -> bool:
-    """Succeeded once the final artifacts are in the store; Failed when they never come."""
-    doc = observed.progress
-    if doc is not None and doc.stage == "finished" and doc.model and observed.model_present:
-        plan.set("Complete", True, "Succeeded", f"the distilled model is at {doc.model}")
-        after = doc.evaluations.get("after")
-        metrics = (
-            after.model_dump(include={"accuracy", "structure"}, exclude_none=True) if after else {}
-        )
-        metrics = ", ".join(f"{k}={v:g}" for k, v in sorted(metrics.items()))
-        plan.to(
-            "Succeeded", f"succeeded: model at {doc.model}" + (f"; {metrics}" if metrics else "")
-        )
-        return True
-    done = _parse_time((learner or {}).get("status", {}).get("completionTime"))
-    if done is not None and _parse_time(plan.now) - done > ARTIFACTS_GRACE:
-        plan.fail(
-            "ArtifactsMissing",
-            "the learner succeeded but its final model is not in the store after "
-            f"{ARTIFACTS_GRACE}; check the learner's logs and the store",
-        )
-        return True
-    return False
 
 
 def _read_progress(plan: _Plan, job: RLKDJob, observed: Observed) -> None:
@@ -488,7 +535,7 @@ def _release(children: Mapping[ChildKey, Body]) -> list[dict[str, Any]]:
         state = learner_state(child) if kind == "PyTorchJob" else None
         if kind == "Deployment" and child.get("spec", {}).get("replicas") != 0:
             spec: dict[str, Any] = {"replicas": 0}
-        elif state is not None and state[0] not in FINISHED and not _suspended(child):
+        elif state is not None and not state.finished and not _suspended(child):
             spec = {"runPolicy": {"suspend": True}}
         else:
             continue

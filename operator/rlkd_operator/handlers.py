@@ -15,6 +15,7 @@ from kubernetes import client
 
 from rlkd.k8s import OperatorDefaults
 from rlkd.k8s.naming import JOB_LABEL
+from rlkd.spec.resource import RLKDJob
 from rlkd_operator import settings as operator_settings
 from rlkd_operator.decide import (
     ApplyFailure,
@@ -22,9 +23,9 @@ from rlkd_operator.decide import (
     Decision,
     Observed,
     decide,
-    job_of,
     needs,
     needs_poll,
+    resolve,
 )
 from rlkd_operator.kube import ApplyError, Kube, connection_info, merge_patch
 from rlkd_operator.metrics import Metrics
@@ -36,7 +37,8 @@ logger = logging.getLogger("rlkd.operator")
 STUCK_POLLS = 10
 """/healthz fails when the poller has not finished a pass for this many poll intervals."""
 STUCK_MIN_SECONDS = 300.0
-"""... and for at least this long: a pass over many jobs takes a while."""
+"""... and for at least this long. A pass only starts reconciles (poll), so one that does not
+finish means the poller or the event loop itself is stuck, never a slow store."""
 
 
 @dataclass
@@ -107,6 +109,7 @@ async def health(memo: Runtime, **_: Any) -> dict[str, float | None]:
 async def cleanup(memo: Runtime, **_: Any) -> None:
     if memo.poller is not None:
         memo.poller.cancel()
+    memo.stores.close()
 
 
 @kopf.on.event(RLKDJOBS.group, RLKDJOBS.version, RLKDJOBS.plural)
@@ -142,15 +145,24 @@ for _child in CHILDREN.values():
 
 async def poll(memo: Runtime) -> None:
     """Re-reconcile what no event will wake: progress in the store, failed reconciles (with
-    backoff), ttl."""
+    backoff), ttl. Each reconcile runs in a task of its own, and a pass only starts them: a job
+    whose store hangs holds up no other job and no later pass (it is skipped while still at it),
+    so /healthz never fails for a slow store."""
     loop = asyncio.get_running_loop()
-    while True:
-        await asyncio.sleep(memo.options.poll_seconds)
-        for key, body in list(memo.world.jobs.items()):
-            failed = memo.world.failures.get(key)
-            if (failed is not None and loop.time() >= failed[1]) or needs_poll(body):
-                await reconcile(memo, key)
-        memo.liveness.polled = loop.time()
+    running: dict[JobKey, asyncio.Task[None]] = {}
+    try:
+        while True:
+            await asyncio.sleep(memo.options.poll_seconds)
+            running = {key: task for key, task in running.items() if not task.done()}
+            for key, body in list(memo.world.jobs.items()):
+                failed = memo.world.failures.get(key)
+                due = (failed is not None and loop.time() >= failed[1]) or needs_poll(body)
+                if due and key not in running:
+                    running[key] = asyncio.create_task(reconcile(memo, key))
+            memo.liveness.polled = loop.time()
+    finally:
+        for task in running.values():
+            task.cancel()
 
 
 async def reconcile(memo: Runtime, key: JobKey) -> None:
@@ -177,15 +189,16 @@ async def reconcile(memo: Runtime, key: JobKey) -> None:
 
 async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
     children = memo.world.children(key)
+    job = resolve(body, memo.defaults)  # the spec, parsed once for this reconcile
     observed = Observed(children=children)
-    if (job := job_of(body, memo.defaults)) is not None:  # else decide reports the spec
+    if isinstance(job, RLKDJob):  # else decide reports the spec's problems
         store, progress, model = await memo.stores.observe(job, needs(body, children))
         observed = Observed(children, store, progress, model)
-    decision = decide(body, observed, memo.defaults, datetime.now(UTC))
+    decision = decide(body, job, observed, memo.defaults, datetime.now(UTC))
     if (failure := await _apply(memo, decision, children)) is not None:
         # Decide again, knowing: the status says what failed and how to fix it.
         observed = replace(observed, failure=failure)
-        decision = decide(body, observed, memo.defaults, datetime.now(UTC))
+        decision = decide(body, job, observed, memo.defaults, datetime.now(UTC))
     if decision.status != body.get("status"):
         patch = merge_patch(body.get("status") or {}, decision.status)
         memo.world.see_job(await memo.kube.patch_status(*key, patch))

@@ -22,8 +22,6 @@ import kopf
 from kubernetes import client, config
 
 from rlkd.errors import StoreError
-from rlkd.spec.job import StorageSpec
-from rlkd.spec.runtime import STORE_SECRET_DIR
 from rlkd.store import Credentials
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
 from rlkd_operator.decide import ApplyFailure
@@ -164,42 +162,29 @@ class Kube:
             if exc.status != 404:
                 raise
 
-    async def store_credentials(self, namespace: str, storage: StorageSpec) -> Credentials:
-        """The key pair for a job's store: its credentialsSecret in the job's namespace, else the
-        operator's own (environment or mounted Secret). StoreError when unusable; the message
-        never holds a secret value."""
-        secret = storage.credentials_secret
-        if secret is None:
-            return Credentials.from_env(os.environ, STORE_SECRET_DIR)
-        where = f"Secret {namespace}/{secret} (spec.storage.credentialsSecret)"
+    async def secret_credentials(self, namespace: str, name: str) -> Credentials:
+        """The key pair in the job's storage Secret, read as its pods read it
+        (credentials_from_secret). StoreError when unusable; the message never holds a secret
+        value."""
+        where = f"Secret {namespace}/{name} (spec.storage.credentialsSecret)"
         try:
-            data = (await self._call("GET", SECRETS.path(namespace, secret))).get("data") or {}
+            data = (await self._call("GET", SECRETS.path(namespace, name))).get("data") or {}
         except client.ApiException as exc:
             if exc.status != 404:
                 raise
             raise StoreError(
                 f"{where} does not exist; create it with keys {ACCESS_KEY_VAR} and {SECRET_KEY_VAR}"
             ) from None
-        missing = [key for key in (ACCESS_KEY_VAR, SECRET_KEY_VAR) if not data.get(key)]
-        if missing:
-            raise StoreError(f"{where} has no {' or '.join(missing)}; add the key")
-        try:
-            values = [
-                base64.b64decode(data[key], validate=True).decode().strip()
-                for key in (ACCESS_KEY_VAR, SECRET_KEY_VAR)
-            ]
-        except (binascii.Error, UnicodeDecodeError):
-            raise StoreError(
-                f"{where} holds a value that is not base64 of UTF-8 text; set the keys with "
-                "`kubectl create secret generic ... --from-literal`"
-            ) from None
-        return Credentials(*values)
+        return credentials_from_secret(data, where)
 
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    async def _call(
+        self, method: str, path: str, body: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """One API call; the answer as JSON (an object for every path the operator calls)."""
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = MERGE_PATCH if method == "PATCH" else "application/json"
-        return await asyncio.to_thread(
+        answer: dict[str, Any] = await asyncio.to_thread(
             self._api.call_api,
             path,
             method,
@@ -209,6 +194,33 @@ class Kube:
             auth_settings=["BearerToken"],
             _return_http_data_only=True,
         )
+        return answer
+
+
+def credentials_from_secret(data: Mapping[str, str], where: str) -> Credentials:
+    """The key pair in a Secret's `data` (base64 values), as the job's pods get it. The inference
+    servers take each value as it is (an environment variable from a secretKeyRef), so a value
+    that works only once stripped (a trailing newline from `--from-file`) is refused here rather
+    than passing the operator's check and failing in the pods."""
+    names = (ACCESS_KEY_VAR, SECRET_KEY_VAR)
+    missing = [name for name in names if not data.get(name)]
+    if missing:
+        raise StoreError(f"{where} has no {' or '.join(missing)}; add the key")
+    try:
+        values = [base64.b64decode(data[name], validate=True).decode() for name in names]
+    except (binascii.Error, UnicodeDecodeError):
+        raise StoreError(
+            f"{where} holds a value that is not base64 of UTF-8 text; set the keys with "
+            "`kubectl create secret generic ... --from-literal`"
+        ) from None
+    padded = [name for name, value in zip(names, values, strict=True) if value != value.strip()]
+    if padded:
+        raise StoreError(
+            f"{where}: {' and '.join(padded)} has whitespace around it, which the job's "
+            "pods would send as part of the key; set the keys with `kubectl create secret "
+            "generic ... --from-literal`"
+        )
+    return Credentials(*values)
 
 
 def _check_controlled(live: Mapping[str, Any], manifest: Mapping[str, Any]) -> None:

@@ -28,7 +28,11 @@ def build_runtime(
         options=options,
         configuration=configuration,
         kube=kube,
-        stores=Stores(kube.store_credentials, defaults.storage),
+        stores=Stores(
+            kube.secret_credentials,
+            timeout=options.store_timeout_seconds,
+            retry_after=options.poll_seconds,
+        ),
         world=world,
         metrics=Metrics(world),
     )

@@ -25,7 +25,10 @@ class Options:
     standalone: bool = False
     """No peering: only right when exactly one replica can run."""
     poll_seconds: float = 30.0
-    """How often progress documents and failed store checks are read again."""
+    """How often progress documents and failed store checks are read again; also how long an
+    endpoint that did not answer is left alone."""
+    store_timeout_seconds: float = 10.0
+    """The longest one store request waits to connect, and for each read of its answer."""
 
 
 def configure(settings: kopf.OperatorSettings, options: Options) -> None:

@@ -1,39 +1,74 @@
 """What the operator reads from a job's artifact store: the provisioning check (reachable, bucket,
 dataset) and the learner's progress document. The store is not watchable, so these are reads on
 demand (rlkd_operator.decide.needs says when); the S3 SDK is synchronous, so they run in threads.
+
+Every read is bounded, so a hung store cannot hold a reconcile for long: each request is a
+single try that waits at most `timeout` to connect and `timeout` for each read of the answer;
+reads run in a pool of STORE_READERS threads of which one endpoint gets at most half, so a dead
+endpoint never takes them all; and an endpoint that did not answer is not asked again for
+`retry_after` seconds (its reads fail at once with the same message), so the many jobs of one
+dead store cost one timeout, not one each.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, ParamSpec, TypeVar
 
+import urllib3
 from pydantic import ValidationError
 
-from rlkd.errors import ObjectNotFoundError, StoreError
+from rlkd.errors import ObjectNotFoundError, StoreError, StoreUnreachableError
+from rlkd.k8s.defaults import STORAGE_ENV
 from rlkd.k8s.naming import namespace_of
-from rlkd.k8s.resolve import S3_SCHEME, model_uri, storage_of
+from rlkd.k8s.resolve import model_uri, storage_of
 from rlkd.spec.job import StorageSpec
 from rlkd.spec.progress import MODEL_PREFIX, PROGRESS_KEY, ProgressDocument, run_prefix
+from rlkd.spec.refs import S3_SCHEME
 from rlkd.spec.resource import RLKDJob
 from rlkd.store import Credentials, S3Config, S3Store
+from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
+from rlkd.store.s3 import http_client
 from rlkd_operator.decide import Needs, StoreCheck
 
 logger = logging.getLogger("rlkd.operator")
+P = ParamSpec("P")
+T = TypeVar("T")
 
-CredentialsFor = Callable[[str, StorageSpec], Awaitable[Credentials]]
-"""(namespace, storage) -> the key pair to reach that store."""
+STORE_READERS = 16
+"""Store reads in flight at once, over every job (threads: the S3 SDK is synchronous)."""
+
+SecretCredentials = Callable[[str, str], Awaitable[Credentials]]
+"""(namespace, Secret name) -> the key pair in that Secret, read as the job's pods read it."""
 
 
 class Stores:
     """Opens each job's store once and keeps it; a failed read drops it, so fixed credentials
-    or a recreated bucket are picked up on the next try."""
+    or a recreated bucket are picked up on the next try.
 
-    def __init__(self, credentials_for: CredentialsFor, default: StorageSpec | None) -> None:
-        self._credentials_for = credentials_for
-        self._default = default
+    The operator reaches a job's store with the job's own credentialsSecret, the keys its pods
+    get, never with keys of its own: a check that passes is one the pods would pass too."""
+
+    def __init__(
+        self,
+        secret_credentials: SecretCredentials,
+        *,
+        timeout: float,
+        retry_after: float,
+        readers: int = STORE_READERS,
+    ) -> None:
+        self._secret_credentials = secret_credentials
+        self._http = http_client(connect=timeout, read=timeout, retries=False)
+        self._pool = ThreadPoolExecutor(readers, thread_name_prefix="rlkd-store")
+        self._share = max(1, readers // 2)
+        self._gates: dict[str, asyncio.Semaphore] = {}
+        self._retry_after = retry_after
+        self._down: dict[str, tuple[float, str]] = {}
+        """Endpoints that did not answer: (event-loop time to try again, what went wrong)."""
         self._open: dict[tuple[str, str], tuple[StorageSpec, S3Store]] = {}
 
     async def observe(
@@ -42,12 +77,19 @@ class Stores:
         """(store check, progress document, final model present) as far as `wants` asks."""
         if not (wants.store_check or wants.progress):
             return None, None, False
+        storage = storage_of(job)
+        if storage.credentials_secret is None:
+            return (_no_credentials(job) if wants.store_check else None), None, False
         try:
-            store = await self._store(job)
-            check = await asyncio.to_thread(_check, store, job) if wants.store_check else None
+            store = await self._store(job, storage, storage.credentials_secret)
+            check = (
+                await self._read(storage.endpoint, _check, store, job, self._http)
+                if wants.store_check
+                else None
+            )
             if not wants.progress:
                 return check, None, False
-            doc, model = await asyncio.to_thread(_progress, store)
+            doc, model = await self._read(storage.endpoint, _progress, store)
             return check, doc, model
         except StoreError as exc:
             logger.warning("store of RLKDJob %s/%s: %s", *_key(job), exc)  # no secret in it
@@ -61,30 +103,66 @@ class Stores:
         """Drop a deleted job's store."""
         self._open.pop((namespace, name), None)
 
-    async def _store(self, job: RLKDJob) -> S3Store:
-        storage = storage_of(job)
+    def close(self) -> None:
+        """Stop the reader threads (those blocked on a store end with their timeout)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def _store(self, job: RLKDJob, storage: StorageSpec, secret: str) -> S3Store:
         known = self._open.get(_key(job))
         if known is not None and known[0] == storage:
             return known[1]
-        if storage.credentials_secret is None and storage != self._default:
-            # The operator's own keys are for its default store, not for any endpoint a job names.
-            raise StoreError(
-                f"spec.storage names the store {storage.endpoint} without credentialsSecret; "
-                "add a Secret with the store's keys and name it there"
-            )
-        credentials = await self._credentials_for(namespace_of(job), storage)
+        credentials = await self._secret_credentials(namespace_of(job), secret)
         run = run_prefix(storage.prefix, namespace_of(job), job.metadata.name)
         settings = S3Config.of(storage, credentials, bucket=storage.bucket, prefix=run)
-        store = await asyncio.to_thread(S3Store, settings)  # creates the bucket when missing
+        # Opening the store creates the bucket when it is missing.
+        store = await self._read(storage.endpoint, S3Store, settings, http=self._http)
         self._open[_key(job)] = (storage, store)
         return store
+
+    async def _read(
+        self, endpoint: str, read: Callable[P, T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """`read(*args, **kwargs)` in the pool, at most half of it per endpoint; at once
+        StoreUnreachableError while `endpoint` is known not to answer."""
+        loop = asyncio.get_running_loop()
+        gate = self._gates.setdefault(endpoint, asyncio.Semaphore(self._share))
+        self._refuse_if_down(endpoint, loop.time())
+        async with gate:
+            self._refuse_if_down(endpoint, loop.time())  # found down while this one waited
+            call = functools.partial(read, *args, **kwargs)
+            try:
+                result = await loop.run_in_executor(self._pool, call)
+            except StoreUnreachableError as exc:
+                self._down[endpoint] = (loop.time() + self._retry_after, str(exc))
+                raise
+        self._down.pop(endpoint, None)
+        return result
+
+    def _refuse_if_down(self, endpoint: str, now: float) -> None:
+        down = self._down.get(endpoint)
+        if down is not None and now < down[0]:
+            raise StoreUnreachableError(down[1])
 
 
 def _key(job: RLKDJob) -> tuple[str, str]:
     return namespace_of(job), job.metadata.name
 
 
-def _check(store: S3Store, job: RLKDJob) -> StoreCheck:
+def _no_credentials(job: RLKDJob) -> StoreCheck:
+    """Pods get store keys only from a Secret; workload identity (keys from the pods'
+    ServiceAccount) is not supported: the learner's store client reads keys, nothing else."""
+    return StoreCheck(
+        False,
+        "NoCredentials",
+        f"spec.storage names no credentialsSecret, so the job's pods would have no keys for "
+        f"{storage_of(job).endpoint}; create a Secret in namespace {namespace_of(job)} with keys "
+        f"{ACCESS_KEY_VAR} and {SECRET_KEY_VAR} and name it in spec.storage.credentialsSecret (for "
+        f"the operator's default store: {STORAGE_ENV['credentials_secret']}); cloud workload "
+        "identity (keys from the pods' ServiceAccount) is not supported",
+    )
+
+
+def _check(store: S3Store, job: RLKDJob, http: urllib3.PoolManager) -> StoreCheck:
     """The store answered and its bucket exists (opening it made sure); now the dataset."""
     uri = model_uri(job.spec.dataset.uri, storage_of(job))
     if not uri.startswith(S3_SCHEME):  # a hub id or a path in the image: nothing to check here
@@ -94,6 +172,7 @@ def _check(store: S3Store, job: RLKDJob) -> StoreCheck:
     dataset_store = S3Store(
         S3Config.of(storage_of(job), config.credentials, bucket=bucket, prefix=""),
         create_bucket=False,
+        http=http,
     )
     present = dataset_store.exists(key.rstrip("/")) or bool(
         dataset_store.list(key.rstrip("/") + "/")

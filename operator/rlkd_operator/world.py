@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from typing import Any
 
 from rlkd.k8s.naming import JOB_LABEL
@@ -23,7 +24,7 @@ MAX_RETRY_SECONDS = 600.0
 def retry_delay(failures: int, base: float) -> float:
     """Seconds before retrying a job whose last `failures` reconciles failed: doubling from
     `base`, at most MAX_RETRY_SECONDS, so a job that keeps failing costs few requests."""
-    return min(base * 2 ** (failures - 1), MAX_RETRY_SECONDS)
+    return min(base * 2.0 ** (failures - 1), MAX_RETRY_SECONDS)
 
 
 class World:
@@ -33,7 +34,8 @@ class World:
     def __init__(self) -> None:
         self.jobs: dict[JobKey, dict[str, Any]] = {}
         self._children: defaultdict[JobKey, dict[ChildKey, dict[str, Any]]] = defaultdict(dict)
-        self._locks: defaultdict[JobKey, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._locks: dict[JobKey, tuple[asyncio.Lock, int]] = {}
+        """A lock per job with the reconciles that hold or wait for it; gone when none do."""
         self.failures: dict[JobKey, tuple[int, float]] = {}
         """Jobs whose last reconcile failed: (failures in a row, event-loop time of the next
         try). The poller retries them then (retry_delay)."""
@@ -47,7 +49,6 @@ class World:
     def forget_job(self, key: JobKey) -> None:
         self.jobs.pop(key, None)
         self._children.pop(key, None)
-        self._locks.pop(key, None)
         self.failures.pop(key, None)
 
     def see_child(self, body: Mapping[str, Any], deleted: bool = False) -> JobKey | None:
@@ -66,8 +67,23 @@ class World:
     def children(self, key: JobKey) -> dict[ChildKey, dict[str, Any]]:
         return dict(self._children.get(key, {}))
 
-    def lock(self, key: JobKey) -> asyncio.Lock:
-        return self._locks[key]
+    @asynccontextmanager
+    async def lock(self, key: JobKey) -> AsyncIterator[None]:
+        """Hold the job's lock. The lock lives exactly as long as some reconcile holds or waits
+        for it, so forgetting a deleted job (which may be created again under its name) never
+        hands a second reconcile a fresh lock while the first still runs, and leaves nothing
+        behind."""
+        lock, users = self._locks.get(key, (asyncio.Lock(), 0))
+        self._locks[key] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            users = self._locks[key][1] - 1
+            if users:
+                self._locks[key] = (lock, users)
+            else:
+                del self._locks[key]
 
 
 def _key(body: Mapping[str, Any]) -> JobKey:

@@ -173,7 +173,9 @@ def decompose_messages(request: DecomposeRequest) -> list[dict[str, str]]:
     ]
 
 
-def sft_record(request: DecomposeRequest, decomposition_text: str) -> dict[str, list]:
+def sft_record(
+    request: DecomposeRequest, decomposition_text: str
+) -> dict[str, list[dict[str, str]]]:
     """One GSRM training record in TRL's conversational prompt-completion form, so SFT learns
     the decomposition only, from exactly the serving prompt."""
     return {
@@ -199,7 +201,7 @@ def parse_verdict(reply: str) -> bool | None:
     """True when the reply opens with "yes", False with "no" (any case, punctuation or markup
     around it), None otherwise or when it says both: the caller counts that as unparseable
     instead of guessing, as the reference's substring test ("no" in "I don't know") did."""
-    words = re.findall(r"[a-z]+", reply.lower())
+    words: list[str] = re.findall(r"[a-z]+", reply.lower())
     if not words or words[0] not in ("yes", "no") or {"yes", "no"} <= set(words):
         return None
     return words[0] == "yes"

@@ -47,7 +47,8 @@ class Children:
 def _plain(manifest: Manifest) -> Manifest:
     """A fresh tree of plain JSON values that shares nothing with the builders' constants, so a
     caller may change it freely."""
-    return json.loads(json.dumps(manifest))
+    plain: Manifest = json.loads(json.dumps(manifest))
+    return plain
 
 
 def build_children(

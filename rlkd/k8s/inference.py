@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from typing import Any, NamedTuple
 
+from rlkd.errors import SpecError
 from rlkd.k8s.defaults import OperatorDefaults
 from rlkd.k8s.naming import child_metadata, inference_name, labels, selector_labels
 from rlkd.k8s.pods import SHM_MOUNT, SHM_VOLUME, env, resources, s3_env, scheduling
@@ -53,6 +54,14 @@ class Server(NamedTuple):
     vllm: VLLMServer
 
 
+ROLE_FIELDS: dict[InferenceRole, str] = {
+    "gsrm": "spec.gsrm",
+    "judge": "spec.judge",
+    "teacher": "spec.teacher.model",
+}
+"""Where each served role's InferenceSpec is in the spec (rollout serves spec.student)."""
+
+
 def _inference_specs(spec: RLKDJobSpec) -> dict[InferenceRole, InferenceSpec | None]:
     return {"gsrm": spec.gsrm, "judge": spec.judge, "teacher": spec.teacher.model}
 
@@ -76,7 +85,8 @@ def role_server(spec: RLKDJobSpec, role: InferenceRole) -> Server:
     if role == "rollout":
         return Server(spec.student.model, role, spec.rollout.vllm)
     served = _inference_specs(spec)[role]
-    assert served is not None and served.model is not None  # backend vllm requires a model
+    if served is None or served.model is None:  # the spec's rules forbid it; say which field
+        raise SpecError([f"{ROLE_FIELDS[role]}.model: is required unless backend is rule"])
     return Server(served.model, served.served_model_name or role, served.vllm)
 
 

@@ -6,12 +6,20 @@ inside the builder: they are the only Kubernetes libraries `rlkd render` loads (
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any
 
 from rlkd.k8s.config import DEEPSPEED_KEY, JOB_KEY, MOUNT_DIR
 from rlkd.k8s.defaults import OperatorDefaults
 from rlkd.k8s.inference import inference_roles
-from rlkd.k8s.naming import child_metadata, config_name, labels, learner_name, service_url
+from rlkd.k8s.naming import (
+    child_metadata,
+    config_name,
+    labels,
+    learner_name,
+    namespace_of,
+    service_url,
+)
 from rlkd.k8s.pods import SHM_MOUNT, SHM_VOLUME, env, resources, scheduling
 from rlkd.k8s.resolve import storage_of
 from rlkd.spec.progress import run_prefix
@@ -40,6 +48,18 @@ CLEAN_POD_POLICY = "Running"
 """When the job ends, delete pods still running (freeing their GPUs); keep finished pods' logs."""
 
 
+class PyTorchJobCondition(StrEnum):
+    """The condition types the Training Operator sets on a PyTorchJob (Kubeflow's
+    JobConditionType), named once for the operator that reads them and the tests that play it."""
+
+    CREATED = "Created"
+    RUNNING = "Running"
+    RESTARTING = "Restarting"
+    SUSPENDED = "Suspended"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
 def learner_env(job: RLKDJob) -> list[dict[str, Any]]:
     """The environment contract of `rlkd train` (rlkd.spec.runtime): files, store, servers."""
     storage = storage_of(job)
@@ -48,9 +68,7 @@ def learner_env(job: RLKDJob) -> list[dict[str, Any]]:
         env(DEEPSPEED_FILE_ENV, f"{MOUNT_DIR}/{DEEPSPEED_KEY}"),
         env(STORE_ENDPOINT_ENV, storage.endpoint),
         env(STORE_BUCKET_ENV, storage.bucket),
-        env(
-            STORE_PREFIX_ENV, run_prefix(storage.prefix, job.metadata.namespace, learner_name(job))
-        ),
+        env(STORE_PREFIX_ENV, run_prefix(storage.prefix, namespace_of(job), learner_name(job))),
     ]
     if storage.region:
         variables.append(env(STORE_REGION_ENV, storage.region))
@@ -130,4 +148,5 @@ def build_pytorchjob(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]
             ),
         ),
     )
-    return ApiClient().sanitize_for_serialization(pytorchjob)
+    manifest: dict[str, Any] = ApiClient().sanitize_for_serialization(pytorchjob)
+    return manifest

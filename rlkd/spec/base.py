@@ -69,7 +69,7 @@ class SpecModel(BaseModel):
             errors = [_again(error) for error in exc.errors()] + [_rule_error(broken, data)]
             raise ValidationError.from_exception_data(exc.title, errors) from None
         if broken := cls._broken(model):
-            raise _rule_error(broken, data)["type"]
+            raise _broken_error(broken)
         return model
 
     @classmethod
@@ -98,7 +98,7 @@ class SpecModel(BaseModel):
             if key in invalid:
                 continue
             if key in data:
-                kind = field.annotation
+                kind: Any = field.annotation
                 if field.metadata:
                     kind = Annotated[(kind, *field.metadata)]
                 values[name] = TypeAdapter(kind).validate_python(data[key], by_name=False)
@@ -111,13 +111,13 @@ class SpecModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def _rule_error(broken: list[tuple[str, str]], data: Any) -> InitErrorDetails:
+def _broken_error(broken: list[tuple[str, str]]) -> PydanticCustomError:
     message = "; ".join(f"{field or '.'}: {text}" for field, text in broken)
-    return {
-        "type": PydanticCustomError("rule_broken", message, {"broken": broken}),
-        "loc": (),
-        "input": data,
-    }
+    return PydanticCustomError("rule_broken", message, {"broken": broken})
+
+
+def _rule_error(broken: list[tuple[str, str]], data: Any) -> InitErrorDetails:
+    return {"type": _broken_error(broken), "loc": (), "input": data}
 
 
 def _again(error: Any) -> InitErrorDetails:

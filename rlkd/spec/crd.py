@@ -8,7 +8,8 @@ have defaults defaulted to `{}` so the server fills in the whole recipe.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, cast
 
 import yaml
 from pydantic import BaseModel
@@ -47,7 +48,7 @@ class _CRDSchemaGenerator(GenerateJsonSchema):
     def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
         factory = schema.get("default_factory")
         if factory is not None and not schema.get("default_factory_takes_data"):
-            value = factory()
+            value = cast(Callable[[], Any], factory)()
             if isinstance(value, BaseModel):
                 return value.model_dump(mode="json", by_alias=True, exclude_defaults=True)
         return super().get_default_value(schema)
@@ -102,7 +103,8 @@ def openapi_schema(model: type[BaseModel], *, keep_defaults: bool = True) -> dic
     """The structural OpenAPI v3 schema of one model, ready to embed in a CRD."""
     raw = model.model_json_schema(by_alias=True, schema_generator=_CRDSchemaGenerator)
     defs = raw.pop("$defs", {})
-    return _to_openapi(raw, defs, keep_defaults=keep_defaults)
+    schema: dict[str, Any] = _to_openapi(raw, defs, keep_defaults=keep_defaults)
+    return schema
 
 
 def build_crd() -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import Field
 
@@ -11,10 +11,9 @@ from rlkd.spec.job import RLKDJobSpec
 from rlkd.spec.refs import JobName
 from rlkd.spec.status import RLKDJobStatus
 
-GROUP = "rlkd.ai"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
-KIND = "RLKDJob"
+API_VERSION: Final = "rlkd.ai/v1alpha1"
+GROUP, _, VERSION = API_VERSION.partition("/")
+KIND: Final = "RLKDJob"
 PLURAL = "rlkdjobs"
 SINGULAR = "rlkdjob"
 SHORT_NAMES = ("rlkd",)

@@ -4,10 +4,10 @@ them and by the code that reads them."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 InferenceRole = Literal["gsrm", "judge", "teacher", "rollout"]
-INFERENCE_ROLES: tuple[InferenceRole, ...] = InferenceRole.__args__
+INFERENCE_ROLES: tuple[InferenceRole, ...] = get_args(InferenceRole)
 
 INFERENCE_PORT = 8000
 """Port of every vLLM server the operator deploys (its Service too)."""

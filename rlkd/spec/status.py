@@ -3,7 +3,7 @@ the API server from pruning status) and the operator that writes it share one de
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field
 
@@ -12,7 +12,7 @@ from rlkd.spec.base import SpecModel
 Phase = Literal[
     "Pending", "Provisioning", "Training", "Evaluating", "Succeeded", "Failed", "Suspended"
 ]
-PHASES: tuple[str, ...] = Phase.__args__
+PHASES: tuple[str, ...] = get_args(Phase)
 
 
 class Condition(SpecModel):

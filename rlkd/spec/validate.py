@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import yaml
 from pydantic import BaseModel, ValidationError
+from pydantic_core import ErrorDetails
 
 from rlkd.errors import SpecError
 from rlkd.spec.refs import PATTERN_HINTS, S3_BUCKET_PATTERN, s3_bucket_problems
@@ -114,7 +115,7 @@ _TYPES = {
 }
 
 
-def _problems_of(error: dict[str, Any]) -> list[Problem]:
+def _problems_of(error: ErrorDetails) -> list[Problem]:
     loc, kind, ctx = tuple(error["loc"]), error["type"], error.get("ctx") or {}
     given = f" (got {_show(error['input'])})" if "input" in error else ""
     if kind == "rule_broken":

@@ -14,7 +14,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, S3Error, ServerError
 
-from rlkd.errors import ObjectNotFoundError, StoreError
+from rlkd.errors import ObjectNotFoundError, StoreError, StoreUnreachableError
 from rlkd.store.base import StoreBase, atomic_output, os_error_message, validate_prefix
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR, S3Config, parse_endpoint
 
@@ -26,19 +26,27 @@ DEFAULT_PART_SIZE = 16 * MIB  # 10,000 parts (the S3 limit) of 16 MiB: objects u
 _CREDENTIAL_CODES = frozenset({"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"})
 
 
-def _http_client() -> urllib3.PoolManager:
-    """Short connect timeout and few retries, so a wrong endpoint fails in seconds; minio's
-    default waits minutes. Final 5xx answers are returned so minio reports them."""
+RETRIES = urllib3.Retry(
+    total=2,
+    connect=1,
+    read=1,
+    backoff_factor=0.2,
+    status_forcelist=(500, 502, 503, 504),
+    raise_on_status=False,
+)
+"""A few retries for the learner and the CLI: final 5xx answers are returned so minio reports
+them."""
+
+
+def http_client(
+    *, connect: float = 5.0, read: float = 60.0, retries: urllib3.Retry | bool = RETRIES
+) -> urllib3.PoolManager:
+    """The HTTP client of S3Stores: a short connect timeout and few retries, so a wrong endpoint
+    fails in seconds (minio's default waits minutes). `read` bounds each wait for the server's
+    bytes; `retries=False` makes every request a single try (the operator's reads)."""
     return urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=5, read=60),
-        retries=urllib3.Retry(
-            total=2,
-            connect=1,
-            read=1,
-            backoff_factor=0.2,
-            status_forcelist=(500, 502, 503, 504),
-            raise_on_status=False,
-        ),
+        timeout=urllib3.Timeout(connect=connect, read=read),
+        retries=retries,
         maxsize=16,
         cert_reqs="CERT_REQUIRED",
         ca_certs=os.environ.get("SSL_CERT_FILE") or certifi.where(),
@@ -50,8 +58,15 @@ class S3Store(StoreBase):
     upload) is atomic in S3, so every write is atomic for readers."""
 
     def __init__(
-        self, config: S3Config, *, part_size: int = DEFAULT_PART_SIZE, create_bucket: bool = True
+        self,
+        config: S3Config,
+        *,
+        part_size: int = DEFAULT_PART_SIZE,
+        create_bucket: bool = True,
+        http: urllib3.PoolManager | None = None,
     ) -> None:
+        """`http`: the HTTP client (http_client()), shared by stores that want the same
+        timeouts and retries; a new default one when None."""
         if not MIN_PART_SIZE <= part_size <= MAX_PART_SIZE:
             raise StoreError(
                 f"S3 part size {part_size} is out of range; S3 needs 5 MiB ({MIN_PART_SIZE}) "
@@ -67,7 +82,7 @@ class S3Store(StoreBase):
             secret_key=config.credentials.secret_key,
             secure=secure,
             region=config.region,
-            http_client=_http_client(),
+            http_client=http or http_client(),
         )
         self._ensure_bucket(create_bucket)
 
@@ -189,7 +204,7 @@ class S3Store(StoreBase):
                 "spec.storage.endpoint is the URL of the S3 API"
             ) from exc
         except urllib3.exceptions.HTTPError as exc:
-            raise StoreError(
+            raise StoreUnreachableError(
                 f"cannot reach S3 endpoint {endpoint} ({_reason(exc)}); check "
                 "spec.storage.endpoint and that the S3 server is running"
             ) from exc

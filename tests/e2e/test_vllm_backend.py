@@ -15,8 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from s3server import free_ports
-from vllmserver import REQUIRE_ENV, VLLMServer, vllm_python
 
 from rlkd.gsrm.backends import build_decomposer, build_judge
 from rlkd.gsrm.backends.chat import ChatDecomposer, ChatJudge
@@ -24,6 +22,8 @@ from rlkd.gsrm.backends.openai import OpenAIChat
 from rlkd.gsrm.engine import ScoreItem, StructureEngine
 from rlkd.gsrm.types import DecomposeRequest, Failure, Question, Step
 from rlkd.spec.job import InferenceSpec, RequestSettings
+from tests.s3server import free_ports
+from tests.vllmserver import REQUIRE_ENV, VLLMServer, vllm_python
 
 pytestmark = pytest.mark.vllm
 

@@ -9,13 +9,13 @@ import itertools
 import socket
 
 import pytest
-from openai_stub import OpenAIStub, StubReply
 
 from rlkd.gsrm.backends.chat import JUDGE_MAX_TOKENS, ChatDecomposer, ChatJudge
 from rlkd.gsrm.backends.openai import OpenAIChat
 from rlkd.gsrm.steps import format_steps
 from rlkd.gsrm.types import DecomposeRequest, Failure, Question, Step
 from rlkd.spec.job import RequestSettings
+from tests.openai_stub import OpenAIStub, StubReply
 
 STEPS = [Step("Name the unknown.", "What is x?", "5"), Step("Use it.", "What is 2x?", "10")]
 

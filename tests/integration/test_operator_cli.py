@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import aiohttp
-from kube_emulator import kube_emulator
-from s3server import HOST, free_ports
+
+from tests.kube_emulator import kube_emulator
+from tests.s3server import HOST, free_ports
 
 
 async def get(url: str) -> str | None:

@@ -12,12 +12,11 @@ from typing import Any
 
 import kopf
 import pytest
-from kube_emulator import Emulator, kube_emulator, requests_outside, running_operator, wait_for
-from operator_fixtures import available, job_body, pytorchjob_in
 from prometheus_client import generate_latest
-from s3server import S3Server
 
+from rlkd.k8s import OperatorDefaults
 from rlkd.k8s.naming import JOB_LABEL
+from rlkd.spec.job import StorageSpec
 from rlkd.spec.progress import MODEL_PREFIX, PROGRESS_KEY
 from rlkd.store import S3Config
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
@@ -33,6 +32,15 @@ from rlkd_operator.resources import (
     SECRETS,
     SERVICES,
 )
+from tests.kube_emulator import (
+    Emulator,
+    kube_emulator,
+    requests_outside,
+    running_operator,
+    wait_for,
+)
+from tests.operator_fixtures import available, job_body, pytorchjob_in
+from tests.s3server import S3Server, hung_endpoint
 
 pytestmark = pytest.mark.s3
 NS = "ns1"
@@ -53,14 +61,19 @@ class Cluster:
             assert response.status < 300, await response.text()
             return await response.json()
 
-    async def apply_job(self, name: str = "demo", **spec: Any) -> None:
+    async def apply_job(self, name: str = "demo", endpoint: str | None = None, **spec: Any) -> None:
+        """Apply a job on the test's store (or another `endpoint`); `storage=None`: on the
+        operator's default store."""
         body = job_body(name, NS, **spec)
         body["metadata"] = {"name": name, "namespace": NS}
-        body["spec"]["storage"] = {
-            **body["spec"]["storage"],
-            "endpoint": self.s3.endpoint,
-            "bucket": self.bucket,
-        }
+        if body["spec"]["storage"] is None:
+            del body["spec"]["storage"]
+        else:
+            body["spec"]["storage"] = {
+                **body["spec"]["storage"],
+                "endpoint": endpoint or self.s3.endpoint,
+                "bucket": self.bucket,
+            }
         await self.call("POST", RLKDJOBS.path(NS), body)
 
     async def patch_spec(self, name: str, **spec: Any) -> None:
@@ -448,6 +461,47 @@ async def test_a_credentials_secret_that_is_not_base64_is_reported(world) -> Non
         store = await wait_for(lambda: condition(cluster, "StoreReady"))
         assert (store["status"], store["reason"]) == ("False", "StoreUnavailable")
         assert "not base64" in store["message"] and "%%%" not in store["message"]
+
+
+async def test_the_default_store_without_a_secret_is_not_ready_though_the_operator_has_keys(
+    world, monkeypatch
+) -> None:
+    """The operator's own keys would pass the check, but the job's pods would get none."""
+    cluster, kubeconfig = world
+    monkeypatch.setenv(ACCESS_KEY_VAR, cluster.s3.credentials.access_key)
+    monkeypatch.setenv(SECRET_KEY_VAR, cluster.s3.credentials.secret_key)
+    default = StorageSpec(endpoint=cluster.s3.endpoint, bucket=cluster.bucket)
+    async with running_operator(kubeconfig, (NS,), OperatorDefaults(storage=default)):
+        await cluster.apply_job(storage=None)
+        store = await wait_for(lambda: condition(cluster, "StoreReady"))
+        assert (store["status"], store["reason"]) == ("False", "NoCredentials")
+        assert cluster.phase() == "Provisioning" and cluster.get(CONFIGMAPS, "demo-config") is None
+
+
+async def passes(runtime: Any, count: int) -> None:
+    """Wait until the poller has finished `count` more passes."""
+    for _ in range(count):
+        since = runtime.liveness.polled
+        await wait_for(lambda since=since: runtime.liveness.polled != since)
+
+
+async def test_a_hung_store_stalls_neither_the_poller_nor_other_jobs(world) -> None:
+    """One job's store accepts connections and never answers: the poller keeps passing (so
+    /healthz holds) and keeps reading the other jobs' progress while that read waits."""
+    cluster, kubeconfig = world
+    with hung_endpoint() as hung:
+        # Reads that wait longer than the test: the hang lasts until it ends.
+        async with running_operator(kubeconfig, (NS,), store_timeout_seconds=3600) as runtime:
+            await cluster.apply_job("stuck", endpoint=hung.endpoint)
+            await wait_for(lambda: hung.accepted)
+            await passes(runtime, 2)  # the second began after the hung read did
+            store = cluster.store()
+            store.put_json(PROGRESS_KEY, {"stage": "training", "step": 3})
+            await until_training(cluster)
+            store.put_json(PROGRESS_KEY, {"stage": "training", "step": 7})
+            await wait_for(lambda: cluster.get(RLKDJOBS, "demo")["status"]["progress"]["step"] == 7)
+            # Its first reconcile still waits for the one read it sent: no status yet.
+            assert hung.hanging == 1 and cluster.phase("stuck") is None
 
 
 async def test_healthz_fails_once_the_poller_stops(world) -> None:

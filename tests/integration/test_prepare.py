@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from s3server import S3Server
 
 from rlkd.cli import main
 from rlkd.gsrm.backends.chat import Reply
@@ -23,6 +22,7 @@ from rlkd.prepare import prepare_teachers
 from rlkd.spec.validate import parse_job
 from rlkd.store import Credentials, S3Config, S3Store, Store
 from rlkd.store.job import local_stores
+from tests.s3server import S3Server
 
 TEACHERS = [format_steps([Step(f"plan {i}", f"what is {i}+{i}?", str(2 * i))]) for i in range(6)]
 ROWS = [

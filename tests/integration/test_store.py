@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from minio import Minio
-from s3server import S3Server, free_ports
 
 from rlkd.errors import ObjectNotFoundError, StoreError
 from rlkd.store import Credentials, LocalStore, S3Config, Store, cache_key, cached_json
 from rlkd.store.base import TMP_SUFFIX
 from rlkd.store.s3 import MIN_PART_SIZE, S3Store
+from tests.s3server import S3Server, free_ports
 
 BIG_FILE_BYTES = 20_000_000  # four 5 MiB parts on S3
 

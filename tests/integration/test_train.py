@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from learner import job_document, with_spec, write_rows
-from s3server import S3Server
 
 from rlkd.cli import main
 from rlkd.k8s.children import build_children
@@ -26,6 +24,8 @@ from rlkd.spec.validate import parse_job
 from rlkd.spec.yamlio import dump_all
 from rlkd.store import LocalStore, S3Config, S3Store, Store
 from rlkd.train.checkpoints import newest_complete
+from tests.learner import job_document, with_spec, write_rows
+from tests.s3server import S3Server
 
 # DeepSpeed compiles a communication extension on first use: keep it across runs.
 EXTENSIONS = Path(__file__).resolve().parents[2] / ".cache" / "torch-extensions"

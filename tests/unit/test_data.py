@@ -10,12 +10,12 @@ from pathlib import Path
 import pyarrow
 import pyarrow.parquet
 import pytest
-from jobs import make_job
 
 from rlkd.data import Example, examples, read_records, select
 from rlkd.errors import DatasetError, ObjectNotFoundError
 from rlkd.spec.job import DatasetSpec
 from rlkd.store import Store
+from tests.jobs import make_job
 
 ROWS = [
     {"problem": f"p{i}", "answer": str(i), "teacher_reasoning": f"t{i}", "level": "math"}

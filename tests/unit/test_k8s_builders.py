@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from jobs import DEFAULTS, STORE, make_job
 
 from rlkd.errors import SpecError
 from rlkd.k8s import OperatorDefaults, build_children, inference_roles
 from rlkd.k8s.inference import role_server
 from rlkd.k8s.resolve import model_uri
 from rlkd.spec.job import StorageSpec
+from tests.jobs import DEFAULTS, STORE, make_job
 
 ROLLOUT_CPU = {"rollout": {"mode": "transformers"}}
 
@@ -352,3 +352,14 @@ def test_credentials_reach_pods_only_by_reference_to_the_secret() -> None:
                     assert set(variable) == {"name", "valueFrom"}
                     by_reference += 1
     assert by_reference == 2  # the GSRM streams its model from the store
+
+
+def test_a_served_role_without_a_model_is_a_spec_error_naming_the_field() -> None:
+    """The spec's rules forbid it; a job that went around them (model_copy does not validate)
+    still gets an error that names the field, not an assert that `python -O` drops."""
+    job = make_job()
+    assert job.spec.gsrm is not None
+    gsrm = job.spec.gsrm.model_copy(update={"model": None})
+    job = job.model_copy(update={"spec": job.spec.model_copy(update={"gsrm": gsrm})})
+    with pytest.raises(SpecError, match=r"^spec\.gsrm\.model: is required unless backend is rule"):
+        role_server(job.spec, "gsrm")

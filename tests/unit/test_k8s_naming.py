@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-from jobs import DEFAULTS, make_job
 
 from rlkd.k8s import (
     build_children,
@@ -20,6 +19,7 @@ from rlkd.k8s import (
 )
 from rlkd.spec.refs import MAX_NAME_LENGTH
 from rlkd.spec.runtime import INFERENCE_ROLES
+from tests.jobs import DEFAULTS, make_job
 
 DNS_LABEL = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
 EVERY_ROLE = {"teacher": {"source": "model", "model": {"model": "deepseek-ai/DeepSeek-R1"}}}

@@ -17,8 +17,6 @@ from typing import Any
 import kubernetes_validate
 import pytest
 import yaml
-from crdcheck import crd_errors
-from jobs import DEFAULTS
 
 from rlkd.cli import main
 from rlkd.k8s import build_children
@@ -26,6 +24,8 @@ from rlkd.k8s.config import JOB_KEY
 from rlkd.k8s.render import render_file
 from rlkd.spec.validate import check_file, load_job, parse_job
 from rlkd.spec.yamlio import load_all
+from tests.crdcheck import crd_errors
+from tests.jobs import DEFAULTS
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from crdcheck import crd_errors
 
 from rlkd.spec.crd import build_crd
 from rlkd.spec.validate import check_document, check_file
 from rlkd.spec.yamlio import load_all
+from tests.crdcheck import crd_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = sorted((ROOT / "manifests" / "examples").glob("*.yaml"))

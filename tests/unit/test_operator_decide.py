@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from operator_fixtures import available, job_body, pytorchjob_in
 
 from rlkd.k8s import OperatorDefaults
+from rlkd.spec.job import StorageSpec
 from rlkd.spec.progress import ProgressDocument
 from rlkd_operator.decide import (
     ApplyFailure,
@@ -20,7 +20,9 @@ from rlkd_operator.decide import (
     decide,
     needs,
     needs_poll,
+    resolve,
 )
+from tests.operator_fixtures import STORAGE, available, job_body, pytorchjob_in
 
 T0 = datetime(2026, 1, 1, 10, 0, tzinfo=UTC)
 DEFAULTS = OperatorDefaults()
@@ -29,9 +31,14 @@ STORE_DOWN = StoreCheck(False, "StoreUnavailable", "cannot reach S3 endpoint htt
 INFERENCE = [("Deployment", "demo-gsrm"), ("Deployment", "demo-judge")]
 
 
-def step(body: dict[str, Any], observed: Observed, now: datetime = T0) -> tuple[dict, Decision]:
+def step(
+    body: dict[str, Any],
+    observed: Observed,
+    now: datetime = T0,
+    defaults: OperatorDefaults = DEFAULTS,
+) -> tuple[dict, Decision]:
     """One reconcile: decide, then the body as the API server holds it afterwards."""
-    decision = decide(body, observed, DEFAULTS, now)
+    decision = decide(body, resolve(body, defaults), observed, defaults, now)
     return {**body, "status": decision.status}, decision
 
 
@@ -43,20 +50,25 @@ def conditions(body: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {c["type"]: c for c in body["status"].get("conditions", [])}
 
 
-def provisioned(name: str = "demo", **spec: Any) -> tuple[dict, dict]:
+def provisioned(
+    name: str = "demo", *, defaults: OperatorDefaults = DEFAULTS, **spec: Any
+) -> tuple[dict, dict]:
     """A job whose store checked out and whose children all exist, inference Available."""
-    body, decision = step(job_body(name, **spec), Observed(store=STORE_OK))
+    body, decision = step(job_body(name, **spec), Observed(store=STORE_OK), defaults=defaults)
     children = {
         key: available(m) if key[0] == "Deployment" else m for key, m in applied(decision).items()
     }
-    body, decision = step(body, Observed(children=children))
+    body, decision = step(body, Observed(children=children), defaults=defaults)
     children.update(applied(decision))
-    body, _ = step(body, Observed(children=children))  # the learner seen: waiting for it to start
+    # The learner seen: waiting for it to start.
+    body, _ = step(body, Observed(children=children), defaults=defaults)
     return body, children
 
 
-def training(state: str = "Running", **spec: Any) -> tuple[dict, dict]:
-    body, children = provisioned(**spec)
+def training(
+    state: str = "Running", *, defaults: OperatorDefaults = DEFAULTS, **spec: Any
+) -> tuple[dict, dict]:
+    body, children = provisioned(defaults=defaults, **spec)
     children[("PyTorchJob", "demo")] = pytorchjob_in(children[("PyTorchJob", "demo")], state)
     return body, children
 
@@ -248,6 +260,22 @@ def test_succeeded_needs_the_learner_the_progress_and_the_model(
             k: m["spec"]["replicas"] for k, m in applied(decision).items() if k[0] == "Deployment"
         }
         assert scaled == {INFERENCE[0]: 0, INFERENCE[1]: 0}
+
+
+@pytest.mark.parametrize("end", ["Succeeded", "Failed"])
+def test_a_finished_job_keeps_its_end_when_its_spec_stops_resolving(end: str) -> None:
+    """E.g. the operator's default store, which the job relied on, is removed from its settings:
+    the job already ended; its phase, times, artifacts and Events stay as they are."""
+    with_store = OperatorDefaults(storage=StorageSpec.model_validate(STORAGE))
+    body, children = training(end, defaults=with_store, storage=None)
+    doc = progress(stage="finished", model=MODEL, step=20)
+    observed = Observed(children=children, progress=doc, model_present=True)
+    body, decision = step(body, observed, defaults=with_store)
+    assert body["status"]["phase"] == end
+    children.update(applied(decision))  # inference scaled to zero
+    later, decision = step(body, Observed(children=children), T0 + timedelta(hours=1))
+    assert later["status"] == body["status"]
+    assert decision.events == () and decision.apply == () and decision.patch == ()
 
 
 def test_missing_artifacts_fail_the_job_after_a_grace_period() -> None:

@@ -3,23 +3,27 @@ whose keys a store gets."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 from http import HTTPStatus
 from typing import Any
 
 import pytest
 from kubernetes import client
-from operator_fixtures import job_body
 
+from rlkd.errors import StoreError
 from rlkd.k8s import OperatorDefaults
 from rlkd.spec.job import StorageSpec
+from rlkd.spec.resource import RLKDJob
 from rlkd.store import Credentials
-from rlkd_operator.decide import Needs, job_of
+from rlkd_operator.decide import Needs, resolve
 from rlkd_operator.handlers import Liveness, stuck
-from rlkd_operator.kube import failure_of, merge_patch
+from rlkd_operator.kube import credentials_from_secret, failure_of, merge_patch
 from rlkd_operator.resources import DEPLOYMENTS, PYTORCHJOBS, RLKDJOB_STATUS, SECRETS
 from rlkd_operator.stores import Stores
 from rlkd_operator.world import World, retry_delay
+from tests.operator_fixtures import STORAGE, job_body
 
 
 @pytest.mark.parametrize(
@@ -59,6 +63,34 @@ def test_the_world_keeps_the_newest_child_and_finds_its_job() -> None:
     assert world.see_child(child("other", "1", job=None)) is None
 
 
+async def test_a_delete_racing_a_reconcile_never_lets_two_reconciles_of_one_job_run() -> None:
+    world = World()
+    key = world.see_job(job_body())
+    running, most = 0, 0
+    release = asyncio.Event()
+
+    async def reconcile() -> None:
+        nonlocal running, most
+        async with world.lock(key):
+            running += 1
+            most = max(most, running)
+            await release.wait()
+            running -= 1
+
+    first = asyncio.create_task(reconcile())
+    await asyncio.sleep(0)  # inside, waiting on the network
+    queued = asyncio.create_task(reconcile())
+    await asyncio.sleep(0)  # waiting for the lock
+    world.forget_job(key)  # the job was deleted ...
+    world.see_job(job_body())  # ... and created again under its name
+    recreated = asyncio.create_task(reconcile())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(first, queued, recreated)
+    assert most == 1
+
+
 @pytest.mark.parametrize(
     ("resource", "args", "path"),
     [
@@ -75,15 +107,58 @@ def test_resource_paths(resource: Any, args: tuple[str, ...], path: str) -> None
     assert resource.path(*args) == path
 
 
-async def test_the_operators_own_keys_never_go_to_a_store_a_job_names() -> None:
-    async def own_keys(namespace: str, storage: StorageSpec) -> Credentials:
-        raise AssertionError("asked for credentials")
+@pytest.mark.parametrize(
+    "defaults", [OperatorDefaults(), OperatorDefaults(storage=StorageSpec.model_validate(STORAGE))]
+)
+async def test_a_store_without_credentials_secret_is_not_ready(defaults: OperatorDefaults) -> None:
+    """The job's pods get keys only from spec.storage.credentialsSecret: without one they have
+    none, whatever keys the operator holds, so the check must not pass."""
 
-    body = job_body()
-    del body["spec"]["storage"]["credentialsSecret"]
-    job = job_of(body, OperatorDefaults())
-    check, _, _ = await Stores(own_keys, default=None).observe(job, Needs(True, False))
-    assert check is not None and not check.ready and "without credentialsSecret" in check.message
+    async def secret_keys(namespace: str, secret: str) -> Credentials:
+        raise AssertionError("asked for a Secret")
+
+    body = job_body(storage=None)
+    if defaults.storage is None:  # a store the job names itself
+        body["spec"]["storage"] = {k: v for k, v in STORAGE.items() if k != "credentialsSecret"}
+    else:  # the operator's default store, which names no Secret either
+        defaults = OperatorDefaults(
+            storage=defaults.storage.model_copy(update={"credentials_secret": None})
+        )
+    job = resolve(body, defaults)
+    assert isinstance(job, RLKDJob)
+    stores = Stores(secret_keys, timeout=1.0, retry_after=1.0)
+    check, _, _ = await stores.observe(job, Needs(True, False))
+    assert check is not None and (check.ready, check.reason) == (False, "NoCredentials")
+    assert "credentialsSecret" in check.message and "workload identity" in check.message
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize(
+    ("data", "problem"),
+    [
+        ({"AWS_ACCESS_KEY_ID": b64("id"), "AWS_SECRET_ACCESS_KEY": b64("key")}, None),
+        ({"AWS_ACCESS_KEY_ID": b64("id")}, "has no AWS_SECRET_ACCESS_KEY"),
+        ({"AWS_ACCESS_KEY_ID": "%%%", "AWS_SECRET_ACCESS_KEY": b64("key")}, "not base64"),
+        (
+            {"AWS_ACCESS_KEY_ID": b64("id"), "AWS_SECRET_ACCESS_KEY": b64("key\n")},
+            "AWS_SECRET_ACCESS_KEY has whitespace around it",
+        ),
+    ],
+)
+def test_a_secrets_keys_are_read_as_the_pods_read_them(
+    data: dict[str, str], problem: str | None
+) -> None:
+    """The inference servers take the keys from the Secret as they are (environment variables),
+    so a value that only works once stripped is a problem, not a key."""
+    if problem is None:
+        assert credentials_from_secret(data, "Secret ns/store") == Credentials("id", "key")
+        return
+    with pytest.raises(StoreError, match=problem) as caught:
+        credentials_from_secret(data, "Secret ns/store")
+    assert "Secret ns/store" in str(caught.value) and "key\n" not in str(caught.value)
 
 
 @pytest.mark.parametrize(

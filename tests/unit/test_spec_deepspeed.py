@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from jobs import make_job
 
 from rlkd.spec.deepspeed import deepspeed_config
+from tests.jobs import make_job
 
 
 @pytest.mark.parametrize(

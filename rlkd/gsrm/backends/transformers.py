@@ -31,7 +31,7 @@ class TransformersChat:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype="auto").to(self.device)
+        self.model = AutoModelForCausalLM.from_pretrained(model, dtype="auto").to(self.device)  # type: ignore[arg-type]  # transformers' stub of .to
         self.model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
@@ -82,7 +82,7 @@ class TransformersChat:
         new_tokens = output[:, inputs["input_ids"].shape[1] :]
         return [
             Reply(
-                self.tokenizer.decode(row, skip_special_tokens=True),
+                self.tokenizer.decode(row, skip_special_tokens=True),  # type: ignore[arg-type]  # one row: a str
                 truncated=not torch.isin(row, stops).any().item(),
             )
             for row in new_tokens
