@@ -18,10 +18,9 @@ from pydantic import ValidationError
 from rlkd.errors import SpecError
 from rlkd.k8s import OperatorDefaults, build_children, inference_name, inference_roles, learner_name
 from rlkd.k8s.learner import PyTorchJobCondition
-from rlkd.k8s.naming import namespace_of
 from rlkd.k8s.resolve import resolve_job, storage_of
 from rlkd.spec.progress import PROGRESS_KEY, ProgressDocument, run_prefix
-from rlkd.spec.resource import RLKDJob
+from rlkd.spec.resource import RLKDJob, namespace_of
 from rlkd.spec.status import Artifacts, Condition, Phase, Progress, RLKDJobStatus
 from rlkd.spec.validate import parse_job
 

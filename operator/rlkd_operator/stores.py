@@ -24,12 +24,11 @@ from pydantic import ValidationError
 
 from rlkd.errors import ObjectNotFoundError, StoreError, StoreUnreachableError
 from rlkd.k8s.defaults import STORAGE_ENV
-from rlkd.k8s.naming import namespace_of
 from rlkd.k8s.resolve import model_uri, storage_of
 from rlkd.spec.job import StorageSpec
 from rlkd.spec.progress import MODEL_PREFIX, PROGRESS_KEY, ProgressDocument, run_prefix
 from rlkd.spec.refs import S3_SCHEME
-from rlkd.spec.resource import RLKDJob
+from rlkd.spec.resource import RLKDJob, namespace_of
 from rlkd.store import Credentials, S3Config, S3Store
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
 from rlkd.store.s3 import http_client

@@ -17,13 +17,12 @@ from rlkd.k8s.naming import (
     config_name,
     labels,
     learner_name,
-    namespace_of,
     service_url,
 )
 from rlkd.k8s.pods import SHM_MOUNT, SHM_VOLUME, env, resources, scheduling
 from rlkd.k8s.resolve import storage_of
 from rlkd.spec.progress import run_prefix
-from rlkd.spec.resource import RLKDJob
+from rlkd.spec.resource import RLKDJob, namespace_of
 from rlkd.spec.runtime import (
     DEEPSPEED_FILE_ENV,
     JOB_FILE_ENV,

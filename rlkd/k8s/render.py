@@ -8,8 +8,7 @@ from pathlib import Path
 from rlkd.errors import SpecError
 from rlkd.k8s.children import build_children
 from rlkd.k8s.defaults import OperatorDefaults
-from rlkd.k8s.naming import namespace_of
-from rlkd.spec.resource import RLKDJob
+from rlkd.spec.resource import RLKDJob, namespace_of
 from rlkd.spec.validate import load_job
 from rlkd.spec.yamlio import dump_all
 

@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from rlkd.errors import SpecError
 from rlkd.k8s.defaults import STORAGE_ENV, OperatorDefaults
-from rlkd.k8s.naming import namespace_of
 from rlkd.spec.job import StorageSpec
 from rlkd.spec.refs import S3_SCHEME, STORE_SCHEME
-from rlkd.spec.resource import RLKDJob
+from rlkd.spec.resource import RLKDJob, namespace_of
 
 
 def resolve_job(job: RLKDJob, defaults: OperatorDefaults) -> RLKDJob:

@@ -137,6 +137,7 @@ class RequestSettings(SpecModel):
 
 
 Backend = Literal["vllm", "openai", "transformers", "rule"]
+Tracker = Literal["tensorboard", "wandb", "mlflow"]
 
 
 class InferenceSpec(SpecModel):
@@ -431,6 +432,10 @@ class DeepSpeedSpec(SpecModel):
     )
 
 
+def _tensorboard_only() -> list[Tracker]:
+    return ["tensorboard"]
+
+
 class LearnerSpec(Placement):
     """The GRPO learner: a Kubeflow PyTorchJob running `rlkd train`."""
 
@@ -444,9 +449,7 @@ class LearnerSpec(Placement):
     """DeepSpeed ZeRO settings."""
     backoff_limit: Annotated[int, Field(ge=0, le=100)] = 3
     """Pod restarts before the PyTorchJob fails; training resumes from the last checkpoint."""
-    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
-        default_factory=lambda: ["tensorboard"], max_length=3
-    )
+    report_to: list[Tracker] = Field(default_factory=_tensorboard_only, max_length=3)
     """Experiment trackers: tensorboard writes its logs into the run's store (`tensorboard/`);
     wandb and mlflow read their settings and keys from the environment (trackingSecret)."""
     tracking_secret: ObjectName | None = None
