@@ -69,9 +69,16 @@ def read_records(
 def read_dataset(spec: RLKDJobSpec, stores: JobStores) -> list[Record]:
     """Every record of the job's dataset (before selection)."""
     dataset = spec.dataset
-    return read_records(
+    records = read_records(
         dataset.uri, store=stores.shared, open_bucket=stores.open_bucket, split=dataset.split
     )
+    return _not_empty(records, dataset.uri, "spec.dataset.uri")
+
+
+def _not_empty(records: list[Record], uri: str, field: str) -> list[Record]:
+    if not records:
+        raise DatasetError(f"{field}: the dataset at {uri} has no rows; point it at one that has")
+    return records
 
 
 def training_records(spec: RLKDJobSpec, stores: JobStores) -> list[Record]:
@@ -91,7 +98,7 @@ def evaluation_records(
             open_bucket=stores.open_bucket,
             split=evaluation.split,
         )
-        return records[: evaluation.limit]
+        return _not_empty(records, evaluation.uri, "spec.evaluation.uri")[: evaluation.limit]
     rest = held_out(read_dataset(spec, stores), spec.dataset)
     if not rest:
         raise DatasetError(
