@@ -145,8 +145,25 @@ def run(
     started = time.monotonic()
     model = train(local, stores, workdir=output / "work", env=env, say=say, bars=True)
     report = write_report(stores, output, model=model, seconds=time.monotonic() - started)
+    say(summary(report))
     say(f"report: {output / 'report.md'} ({output / 'report.png'})")
     return report
+
+
+def summary(report: Report) -> str:
+    """One line: what changed from before to after, in how many steps and seconds."""
+    parts = []
+    for key, label in (("accuracy", "accuracy"), ("structure", "structure alignment")):
+        before = (report.before or {}).get(key)
+        after = (report.after or {}).get(key)
+        if after is not None:
+            parts.append(
+                f"{label} {before:.3f} -> {after:.3f}"
+                if before is not None
+                else f"{label} {after:.3f}"
+            )
+    held_out = ", ".join(parts) or "no evaluation (spec.evaluation is empty)"
+    return f"summary: {held_out}; {report.steps} steps in {report.seconds:.0f} s"
 
 
 def write_report(stores: JobStores, output: Path, *, model: str, seconds: float) -> Report:
@@ -209,12 +226,21 @@ def plot(report: Report, curves: dict[str, list[tuple[int, float]]], path: Path)
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), width_ratios=(2, 1))
     for label, points in sorted(curves.items()):
-        if points:
+        if points and label != "reward":
             steps, values = zip(*points, strict=True)
-            left.plot(steps, values, label=label, linewidth=1.5 if label == "reward" else 1)
-    left.set(title="rewards during GRPO (mean per step)", xlabel="step", ylabel="reward")
+            left.plot(steps, values, label=label, linewidth=1)
+    left.set(title="rewards during GRPO (mean per step)", xlabel="step", ylabel="reward function")
+    if curves.get("reward"):
+        # The weighted total is on its own scale (the spec's weights), so on its own axis.
+        total = left.twinx()
+        steps, values = zip(*curves["reward"], strict=True)
+        total.plot(
+            steps, values, color="black", linestyle="--", linewidth=1, label="weighted total"
+        )
+        total.set_ylabel("weighted total")
+        total.legend(fontsize=8, loc="lower right")
     if curves:
-        left.legend(fontsize=8)
+        left.legend(fontsize=8, loc="upper left")
     metrics = ("accuracy", "structure")
     for offset, (name, values) in enumerate((("before", report.before), ("after", report.after))):
         if values:
