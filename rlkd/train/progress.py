@@ -30,7 +30,7 @@ def now() -> str:
 
 
 class ProgressReporter:
-    """rank 0's progress document. Other ranks get `enabled=False` and write nothing."""
+    """The run's progress document. Every rank reads it; only rank 0 (`enabled`) writes."""
 
     def __init__(
         self,
@@ -44,7 +44,8 @@ class ProgressReporter:
         self.enabled = enabled
         self.interval = interval
         self.clock = clock
-        self.doc = self._existing() if enabled else ProgressDocument()
+        # Every rank reads it, so all take the same decisions from it (e.g. a finished run).
+        self.doc = self._existing()
         self._lock = threading.Lock()
         self._dirty = threading.Event()
         self._stop = threading.Event()

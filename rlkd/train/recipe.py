@@ -88,7 +88,8 @@ def train(
                 _evaluate_once(job, stores, progress, "after", str(model_dir), model_uri, say, bars)
             progress.finished(model_uri)
             say(f"finished: the distilled model is at {model_uri}")
-        state.wait_for_everyone()
+        # The other ranks are done: they need not wait (in a collective, under its timeout) for
+        # rank 0's upload and evaluation.
         return model_uri
     except BaseException as error:
         if main and isinstance(error, (RLKDError, OSError)):
