@@ -151,22 +151,21 @@ class OpenAIStub:
                 return failed
             response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
             await response.prepare(request)
-            await response.write(_event({"role": "assistant", "content": ""}, None))
-            for sent, token in enumerate(tokens or [""]):
-                if sent == reply.break_after:
-                    assert request.transport is not None
-                    request.transport.close()
-                    return response
-                # Absolute times: waits that overrun do not add up over a long reply.
-                await asyncio.sleep(start + self.latency.per_token * (sent + 1) - loop.time())
-                last = sent == len(tokens) - 1 or not tokens
-                try:
+            try:
+                await response.write(_event({"role": "assistant", "content": ""}, None))
+                for sent, token in enumerate(tokens or [""]):
+                    if sent == reply.break_after:
+                        assert request.transport is not None
+                        request.transport.close()
+                        return response
+                    # Absolute times: waits that overrun do not add up over a long reply.
+                    await asyncio.sleep(start + self.latency.per_token * (sent + 1) - loop.time())
+                    last = sent == len(tokens) - 1 or not tokens
                     await response.write(_event({"content": token}, finish if last else None))
-                except ConnectionResetError:  # the client went away: vLLM aborts the request
-                    self.aborted += 1
-                    return response
-                self._count(body, 1 if token else 0)
-            await response.write(b"data: [DONE]\n\n")
+                    self._count(body, 1 if token else 0)
+                await response.write(b"data: [DONE]\n\n")
+            except ConnectionResetError:  # the client went away: vLLM aborts the request
+                self.aborted += 1
             return response
         finally:
             self.in_flight -= 1

@@ -100,12 +100,16 @@ class StepParser:
             self._done = True
         return self.draft()
 
+    @property
+    def final(self) -> int:
+        """How many parts are final (`Draft.final`)."""
+        if self._open is None:
+            return 3 * len(self._steps)
+        return 3 * (len(self._steps) - 1) + _ORDER[self._open[0]]
+
     def draft(self) -> Draft:
         """The decomposition as far as it is final."""
-        steps = tuple(Step(**parts) for parts in self._steps)
-        if self._open is None:
-            return Draft(steps, 3 * len(steps), whole=self._done)
-        return Draft(steps, 3 * (len(steps) - 1) + _ORDER[self._open[0]])
+        return Draft(tuple(Step(**parts) for parts in self._steps), self.final, whole=self._done)
 
     def _read_tags(self, *, whole: bool) -> None:
         for match in _TAG.finditer(self._text, self._scanned):

@@ -108,9 +108,9 @@ class ChatDecomposer:
                 if piece.truncated:
                     yield self._token_limit()
                     return
-                final = parser.draft().final
+                final = parser.final
                 parser.feed(piece.text)
-                if parser.draft().final > final:
+                if parser.final > final:
                     yield parser.draft()
         yield parser.finish()
 

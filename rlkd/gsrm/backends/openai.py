@@ -144,28 +144,20 @@ class OpenAIChat:
     ) -> AsyncGenerator[Reply | tuple[Failure, float | None], None]:
         """One streamed request: the reply's pieces as they come; or, last, why it broke and the
         seconds its reply asks to wait before the next attempt. The time limit covers the whole
-        reply, but never a wait for the reader."""
+        reply; aiohttp's total timeout only ever interrupts a read, never the reader between
+        pieces (it stays out of the caller's way while a piece is handed out)."""
         timeout = self.settings.timeout_seconds
-        deadline = asyncio.get_running_loop().time() + timeout
         try:
-            async with asyncio.timeout_at(deadline):
-                response = await session.post(self.url, json=body)
-            async with response:
+            async with session.post(
+                self.url, json=body, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
                 if response.status >= 400:
-                    async with asyncio.timeout_at(deadline):
-                        text = await response.text()
-                    failure = read_reply(response.status, text)
+                    failure = read_reply(response.status, await response.text())
                     assert isinstance(failure, Failure)
                     yield failure, retry_after(response.status, response.headers)
                     return
                 finished = False
-                while True:
-                    async with asyncio.timeout_at(deadline):
-                        line = await response.content.readline()
-                    if not line:
-                        if not finished:
-                            yield Failure("connection", "the stream ended before the reply"), None
-                        return
+                async for line in response.content:
                     data = sse_data(line)
                     if data == "[DONE]":
                         return
@@ -178,6 +170,8 @@ class OpenAIChat:
                         finished = finish is not None
                         if text or finished:
                             yield Reply(text, truncated=finish == "length")
+                if not finished:
+                    yield Failure("connection", "the stream ended before the reply"), None
         except TimeoutError:
             yield Failure("timeout", f"no whole reply within {timeout:g} s"), None
         except aiohttp.ClientError as error:
