@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import re
 
-from rlkd.gsrm.types import PARTS, Draft, Step
+from rlkd.gsrm.types import PARTS, Draft, Kind, Step
 
-_PART_OF_TAG = {  # tag names without separators -> Step field
+_PART_OF_TAG: dict[str, Kind] = {  # tag names without separators -> Step field
     "metareasoning": "meta",
     "meatreasoning": "meta",
     "subthink": "meta",
@@ -44,7 +44,7 @@ _TAG = re.compile(
 )
 
 
-def _part(match: re.Match[str]) -> tuple[str, int | None]:
+def _part(match: re.Match[str]) -> tuple[Kind, int | None]:
     name = re.sub(r"[-_ ]", "", (match["name"] or match["bare"]).lower())
     number = match["number"] or match["bare_number"]
     return _PART_OF_TAG[name], int(number) if number else None
@@ -78,7 +78,7 @@ class StepParser:
         self._text = ""
         self._scanned = 0  # where the next tag search may start
         self._steps: list[dict[str, str]] = []  # the parts closed so far
-        self._open: tuple[str, int] | None = None  # the last tag's part and where its text starts
+        self._open: tuple[Kind, int] | None = None  # the last tag's part, where its text starts
         self._last_order = 3  # no open step
         self._step_number: int | None = None
         self._done = False

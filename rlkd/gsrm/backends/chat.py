@@ -12,14 +12,7 @@ from typing import Protocol
 
 from rlkd.gsrm.prompts import decompose_messages, judge_messages, parse_verdict
 from rlkd.gsrm.steps import StepParser, parse_steps
-from rlkd.gsrm.types import (
-    DecomposeRequest,
-    Decomposition,
-    Failure,
-    Question,
-    StepStream,
-    Verdict,
-)
+from rlkd.gsrm.types import DecomposeRequest, Decomposition, Failure, Question, StepStream, Verdict
 
 Messages = list[dict[str, str]]
 

@@ -197,11 +197,11 @@ class OpenAIChat:
         Either is capped at `max_backoff_seconds`."""
         if retry_after is not None:
             return min(self.max_backoff_seconds, retry_after)
-        base = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** (attempt - 1))
+        base = min(self.max_backoff_seconds, self.backoff_seconds * 2.0 ** (attempt - 1))
         return base * random.uniform(0.5, 1.5)
 
     async def _attempt(
-        self, session: aiohttp.ClientSession, body: dict
+        self, session: aiohttp.ClientSession, body: dict[str, Any]
     ) -> tuple[Reply | Failure, float | None]:
         """One request's outcome, and the seconds its reply asks to wait before the next."""
         timeout = self.settings.timeout_seconds
