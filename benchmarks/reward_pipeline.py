@@ -3,19 +3,26 @@
     python benchmarks/reward_pipeline.py [--prompts 8] [--generations 4] [--request-ms 50] ...
 
 One local OpenAI-compatible server (tests/openai_stub.py) with a latency per request and per
-generated token, decoding the sequences of a batch in parallel as vLLM does, serves both:
+generated token, decoding the sequences of a batch in parallel as vLLM does, and streaming
+tokens at that rate to a client that asks (stopping when the client goes away, as vLLM aborts
+the request), serves all patterns:
 
 - reference, as the reference implementation does it: per GRPO step, one batched generate
   request for all student decompositions and one for all teacher decompositions (recomputed at
-  every step), then the judge over a thread pool across completions (default size), sequential
-  within a completion, each question a chat request with a free-form reply, read leniently;
-- ours: the real StructureEngine and openai backend (teacher decompositions cached; the student
-  decompositions in one call; judge rounds batched, at most 2 tokens a question).
+  every step), then the judge over a thread pool across completions (one run per pool size in
+  `--reference-threads`), sequential within a completion, each question a chat request with a
+  free-form reply, read leniently;
+- ours, whole: the real StructureEngine and openai backend as they were before streaming
+  (teacher decompositions cached; the student decompositions whole, in one call; judge rounds
+  batched, at most 2 tokens a question);
+- ours, streaming: the same engine with the students streamed: the judge asks about step k
+  while the GSRM writes step k+1, and a student's generation is stopped once its reward is
+  decided.
 
 Replies are fake but of realistic length: decompositions of 6-12 steps (~50 tokens a step), and
-judge replies that start with the verdict and go on for `--judge-reply-tokens`. Both patterns
+judge replies that start with the verdict and go on for `--judge-reply-tokens`. All patterns
 get the same verdicts: each step part carries an id, and the judge says yes when the two ids it
-is shown are equal; a student follows its teacher up to a random step, then diverges. Both
+is shown are equal; a student follows its teacher up to a random step, then diverges. All
 patterns implement the same method, so the benchmark fails unless they give the same rewards.
 """
 
@@ -33,11 +40,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from rlkd.gsrm.backends import build_decomposer, build_judge
+from rlkd.gsrm.backends.chat import ChatDecomposer, ChatJudge
 from rlkd.gsrm.engine import ScoreItem, StructureEngine
 from rlkd.gsrm.loop import run_sync
 from rlkd.gsrm.prompts import decompose_messages
 from rlkd.gsrm.steps import format_steps, parse_steps
-from rlkd.gsrm.types import DecomposeRequest, Step
+from rlkd.gsrm.types import Decomposer, DecomposeRequest, Decomposition, Step
 from rlkd.spec.job import InferenceSpec, RequestSettings
 from tests.openai_stub import TOKEN, Latency, OpenAIStub, StubReply
 
@@ -124,6 +132,21 @@ class World:
     def completions(self) -> list[tuple[int, int]]:
         return [(e, g) for e in range(self.prompts) for g in range(self.generations)]
 
+    def needed_tokens(self, example: int, completion: int) -> int:
+        """The tokens of a student's decomposition that its reward needs: up to the end of the
+        first meta-reasoning that differs from the teacher's, or of the teacher's last step, or
+        all of them. The least a GSRM stopped the moment the reward is decided can write."""
+        teacher, student = self.steps(example, None), self.steps(example, completion)
+        text = format_steps(student)
+        for n, (t, s) in enumerate(zip(teacher, student, strict=False), start=1):
+            if PART_ID.findall(t.meta) != PART_ID.findall(s.meta):
+                text = text[: text.index(f"\n[Sub-problem {n}]")]
+                break
+        else:
+            if len(student) > len(teacher):
+                text = text[: text.index(f"\n[Meta-reasoning {len(teacher) + 1}]")]
+        return len(TOKEN.findall(text))
+
 
 class Server:
     """The stub's replies, and what it was asked for by kind."""
@@ -131,7 +154,6 @@ class Server:
     def __init__(self, world: World) -> None:
         self.world = world
         self.decompositions = 0
-        self.decomposition_tokens = 0
         self.questions = 0
 
     def respond(self, prompt: str) -> StubReply:
@@ -140,7 +162,6 @@ class Server:
             completion = None if mark[2] is None else int(mark[2])
             text = format_steps(self.world.steps(int(mark[1]), completion))
             self.decompositions += 1
-            self.decomposition_tokens += len(TOKEN.findall(text))
             return StubReply(text)
         self.questions += 1
         ids = PART_ID.findall(prompt)
@@ -215,14 +236,34 @@ def reference_step(url: str, world: World, threads: int) -> list[float | None]:
 # --- ours ------------------------------------------------------------------------------------
 
 
-def our_engine(url: str) -> StructureEngine:
-    spec = InferenceSpec(
-        backend="openai",
-        url=url,
-        model="gsrm",
-        request=RequestSettings(max_tokens=DECOMPOSE_BUDGET, max_concurrency=64),
-    )
-    return StructureEngine(build_decomposer(spec), build_judge(spec))
+class Whole:
+    """The GSRM without `stream`: the engine decomposes the students whole, as before streaming."""
+
+    def __init__(self, decomposer: Decomposer) -> None:
+        self.decomposer = decomposer
+        self.model_id = decomposer.model_id
+
+    async def decompose(self, requests: list[DecomposeRequest]) -> list[Decomposition]:
+        return await self.decomposer.decompose(requests)
+
+
+def our_engine(url: str, *, streaming: bool) -> StructureEngine:
+    def spec(model: str) -> InferenceSpec:
+        settings = RequestSettings(max_tokens=DECOMPOSE_BUDGET, max_concurrency=64)
+        return InferenceSpec(backend="openai", url=url, model=model, request=settings)
+
+    decomposer = build_decomposer(spec("gsrm"))
+    judge = build_judge(spec("judge"))
+    return StructureEngine(decomposer if streaming else Whole(decomposer), judge)
+
+
+def close(engine: StructureEngine) -> None:
+    """Close the engine's connections (on the engine loop, where they live)."""
+    decomposer = engine.decomposer
+    gsrm = decomposer.decomposer if isinstance(decomposer, Whole) else decomposer
+    for backend in (gsrm, engine.judge):
+        assert isinstance(backend, ChatDecomposer | ChatJudge)
+        run_sync(backend.model.aclose())
 
 
 def our_step(engine: StructureEngine, world: World) -> list[float | None]:
@@ -243,8 +284,9 @@ class Row:
     name: str
     requests: float
     gsrm_generations: float
+    gsrm_tokens: float
+    aborted: float
     questions: float
-    tokens: float
     judge_tokens_per_question: float
     seconds: float
     rewards: list[float | None]
@@ -260,26 +302,41 @@ def measure(
 ) -> Row:
     """Run `step` `steps` times; per-step means of what the server saw."""
     stub.reset_counts()
-    server.decompositions = server.decomposition_tokens = server.questions = 0
+    server.decompositions = server.questions = 0
     start = time.perf_counter()
     for _ in range(steps):
         rewards = step()
     seconds = time.perf_counter() - start
-    judge_tokens = stub.generated_tokens - server.decomposition_tokens
+    time.sleep(0.2)  # the stub counts an abort when it next writes
     return Row(
         name,
         len(stub.requests) / steps,
         server.decompositions / steps,
+        stub.tokens_by_model["gsrm"] / steps,
+        stub.aborted / steps,
         server.questions / steps,
-        stub.generated_tokens / steps,
-        judge_tokens / max(server.questions, 1),
+        stub.tokens_by_model["judge"] / max(server.questions, 1),
         seconds / steps,
         rewards,
     )
 
 
+def measure_ours(
+    name: str, stub: OpenAIStub, server: Server, world: World, steps: int, *, streaming: bool
+) -> list[Row]:
+    """Our engine's first step (teachers not cached yet) and its steady state."""
+    engine = our_engine(stub.url, streaming=streaming)
+    rows = [
+        measure(f"{name}, first step", stub, server, lambda: our_step(engine, world), 1),
+        measure(f"{name}, steady state", stub, server, lambda: our_step(engine, world), steps),
+    ]
+    close(engine)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> list[Row]:
-    """Run both patterns, print the table, and return its rows."""
+    """Run every pattern, print the table, and return its rows."""
+    default_threads = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--prompts", type=int, default=8)
     parser.add_argument("--generations", type=int, default=4)
@@ -290,54 +347,79 @@ def main(argv: list[str] | None = None) -> list[Row]:
     parser.add_argument(
         "--reference-threads",
         type=int,
-        default=min(32, (os.cpu_count() or 1) + 4),
-        help="the reference's judge thread pool (default: ThreadPoolExecutor's, min(32, cpus + 4))",
+        nargs="+",
+        default=[6, 20, 32],
+        help="the reference's judge pool sizes, one run each; ThreadPoolExecutor's default "
+        f"(min(32, cpus + 4), {default_threads} here) is added when missing",
     )
     args = parser.parse_args(argv)
+    pools = sorted({*args.reference_threads, default_threads})
 
     world = World(args.prompts, args.generations, args.judge_reply_tokens)
-    threads = args.reference_threads
     server = Server(world)
     latency = Latency(args.request_ms / 1000, args.token_ms / 1000)
     with OpenAIStub(server.respond, latency) as stub:
-        engine = our_engine(stub.url)
-        rows = [
-            measure(
-                "reference",
+        reference = {
+            threads: measure(
+                f"reference, {threads} threads",
                 stub,
                 server,
-                lambda: reference_step(stub.url, world, threads),
+                lambda threads=threads: reference_step(stub.url, world, threads),
                 args.steps,
-            ),
-            measure("ours, first step", stub, server, lambda: our_step(engine, world), 1),
-            measure(
-                "ours, steady state", stub, server, lambda: our_step(engine, world), args.steps
-            ),
-        ]
-        for backend in (engine.decomposer, engine.judge):
-            run_sync(backend.model.aclose())
+            )
+            for threads in pools
+        }
+        whole = measure_ours("ours, whole", stub, server, world, args.steps, streaming=False)
+        streaming = measure_ours("ours, streaming", stub, server, world, args.steps, streaming=True)
+    rows = [*reference.values(), *whole, *streaming]
     for row in rows[1:]:
         assert row.rewards == rows[0].rewards, f"{row.name} disagrees with the reference"
     rewards = [r for r in rows[0].rewards if r is not None]
 
     print(
         f"GRPO batch {args.prompts} prompts x {args.generations} generations; server latency "
-        f"{args.request_ms:g} ms/request + {args.token_ms:g} ms/token; reference judge pool "
-        f"{threads} threads, free-form replies of {args.judge_reply_tokens} tokens"
+        f"{args.request_ms:g} ms/request + {args.token_ms:g} ms/token; reference judge pools "
+        f"{', '.join(map(str, pools))} threads, free-form replies of {args.judge_reply_tokens} "
+        "tokens"
     )
-    header = ("pattern", "requests", "GSRM gens", "judge qs", "gen tokens", "judge tok/q", "wall s")
+    header = (
+        "pattern",
+        "requests",
+        "GSRM gens",
+        "GSRM tokens",
+        "aborted",
+        "judge qs",
+        "judge tok/q",
+        "wall s",
+    )
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
         print(
-            f"| {r.name} | {r.requests:.0f} | {r.gsrm_generations:.0f} | {r.questions:.0f} | "
-            f"{r.tokens:.0f} | {r.judge_tokens_per_question:.2f} | {r.seconds:.2f} |"
+            f"| {r.name} | {r.requests:.0f} | {r.gsrm_generations:.0f} | {r.gsrm_tokens:.0f} | "
+            f"{r.aborted:.0f} | {r.questions:.0f} | {r.judge_tokens_per_question:.2f} | "
+            f"{r.seconds:.2f} |"
         )
     print(
         f"rewards (the same for every pattern): mean {sum(rewards) / len(rewards):.2f}, "
         f"min {min(rewards):g}, max {max(rewards):g}"
     )
-    print(f"wall-time ratio reference/ours: {rows[0].seconds / rows[2].seconds:.1f}")
+    ours, before = streaming[-1], whole[-1]  # steady state
+    needed = [world.needed_tokens(e, g) for e, g in world.completions()]
+    print(
+        f"GSRM tokens per step, streaming/whole: {ours.gsrm_tokens / before.gsrm_tokens:.0%} (a "
+        f"stop the moment each reward is decided: {sum(needed) / before.gsrm_tokens:.0%}; the "
+        f"longest decomposition a reward needs: {max(needed)} tokens, "
+        f"{args.request_ms / 1000 + max(needed) * args.token_ms / 1000:.2f} s); wall time per "
+        f"step, whole/streaming: {before.seconds / ours.seconds:.2f}"
+    )
+    for threads, row in reference.items():
+        print(
+            f"wall-time ratio reference/ours: {row.seconds / ours.seconds:.1f} ({threads} threads)"
+        )
+    print(
+        f"wall-time ratio reference/ours: {reference[default_threads].seconds / ours.seconds:.1f}"
+    )
     return rows
 
 

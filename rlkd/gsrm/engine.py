@@ -6,11 +6,18 @@ teacher texts not yet cached, then one judge call per round (see `rlkd.gsrm.rewa
 decompositions depend only on the example (the GSRM runs greedily), so they are cached in memory
 for the run and in the store, content-addressed by GSRM model id, prompt version, domain,
 problem and teacher text; a failed decomposition is never cached.
+
+A decomposer that streams (`StreamingDecomposer`: the openai and transformers backends) hands
+out each student decomposition while it writes it: the judge asks about step k while the GSRM
+writes step k+1, and a stream is closed, so its generation stops, as soon as no step still to
+come can change the reward of any completion that reads it. Teacher decompositions stay whole
+(they are cached and reused).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,7 +27,17 @@ from rlkd.gsrm.loop import run_sync
 from rlkd.gsrm.prompts import PROMPT_VERSION
 from rlkd.gsrm.reward import Alignment, judge_rounds
 from rlkd.gsrm.steps import thinking
-from rlkd.gsrm.types import Decomposer, DecomposeRequest, Decomposition, Failure, Judge, Step
+from rlkd.gsrm.types import (
+    Decomposer,
+    DecomposeRequest,
+    Decomposition,
+    Draft,
+    Failure,
+    Judge,
+    Step,
+    StepStream,
+    StreamingDecomposer,
+)
 from rlkd.spec.job import Domain
 from rlkd.store.base import Store
 from rlkd.store.cache import cache_entry
@@ -67,30 +84,28 @@ class StructureEngine:
             for i in items
             if isinstance(i.teacher, str)
         ]
-        # The two sides are independent: one decomposer call each, in flight together.
-        students, teacher_results = await asyncio.gather(
-            decompose_distinct(
-                self.decomposer,
-                [DecomposeRequest(thinking(i.completion), i.problem, i.domain) for i in items],
-            ),
-            self.teachers.steps(texts),
+        # The two sides are independent: the students are written while the teachers are
+        # looked up (and decomposed, for those not cached yet), the students' calls first.
+        students = _Students(
+            self.decomposer,
+            [DecomposeRequest(thinking(i.completion), i.problem, i.domain) for i in items],
         )
-        decomposed = iter(teacher_results)
-        teachers = [next(decomposed) if isinstance(i.teacher, str) else i.teacher for i in items]
-
-        # A side that failed to decompose leaves nothing to judge: an empty alignment that
-        # asks no question, whose item gets None below.
-        alignments = [
-            Alignment(teacher, student)
-            if not isinstance(teacher, Failure) and not isinstance(student, Failure)
-            else Alignment((), ())
-            for teacher, student in zip(teachers, students, strict=True)
-        ]
-        await judge_rounds(alignments, self.judge)
+        try:
+            decomposed = iter(await asyncio.create_task(self.teachers.steps(texts)))
+            teachers = [
+                next(decomposed) if isinstance(i.teacher, str) else i.teacher for i in items
+            ]
+            # A teacher that failed to decompose leaves nothing to judge: an alignment that asks
+            # no question, whose item gets None below.
+            alignments = [Alignment(() if isinstance(t, Failure) else t, Draft()) for t in teachers]
+            students.follow(alignments)
+            await judge_rounds(alignments, self.judge, students)
+        finally:
+            await students.close()
 
         failed = [
-            {d.reason for d in (teacher, student) if isinstance(d, Failure)} | alignment.failures
-            for teacher, student, alignment in zip(teachers, students, alignments, strict=True)
+            ({t.reason} if isinstance(t, Failure) else set()) | alignment.failures
+            for t, alignment in zip(teachers, alignments, strict=True)
         ]
         rewards = [None if f else a.reward for f, a in zip(failed, alignments, strict=True)]
         errors = Counter(reason for reasons in failed for reason in reasons)
@@ -99,6 +114,109 @@ class StructureEngine:
     def score_sync(self, items: Sequence[ScoreItem]) -> BatchResult:
         """`score` for sync callers (TRL reward functions), with or without a running loop."""
         return run_sync(self.score(items))
+
+
+class _Students:
+    """The student decompositions of one batch, each distinct text written once, and the
+    alignments that read them (`follow`). A streaming decomposer's streams are read by one task
+    each; a task is cancelled, which stops its generation, once no alignment that reads it wants
+    more. Any other decomposer is called once for all, as for the teachers."""
+
+    def __init__(self, decomposer: Decomposer, requests: Sequence[DecomposeRequest]) -> None:
+        self._requests = list(requests)
+        unique = [r for r in dict.fromkeys(requests) if r.reasoning.strip()]
+        self._index = {r: i for i, r in enumerate(unique)}
+        self._drafts: list[Draft | Failure] = [Draft()] * len(unique)
+        self._followers: list[list[Alignment]] | None = None  # by text, once the teachers are known
+        self._grown = asyncio.Event()
+        self._tasks: dict[asyncio.Task[None], int | None] = {}  # task -> the text it writes
+        if isinstance(decomposer, StreamingDecomposer):
+            streams = decomposer.stream(unique)
+            _check_count("streams", len(streams), len(unique))
+            for index, stream in enumerate(streams):
+                self._tasks[asyncio.create_task(self._read(index, stream))] = index
+        elif unique:
+            self._tasks[asyncio.create_task(self._decompose(decomposer, unique))] = None
+
+    def follow(self, alignments: Sequence[Alignment]) -> None:
+        """Feed each item's alignment (in item order) its student's decomposition, as far as it
+        is written now and as it grows; stop the streams that no alignment wants."""
+        self._followers = [[] for _ in self._drafts]
+        for request, alignment in zip(self._requests, alignments, strict=True):
+            index = self._index.get(request)
+            if index is None:  # an empty text has no steps and needs no GSRM
+                alignment.update(Draft.of([]))
+                continue
+            self._followers[index].append(alignment)
+            _apply(self._drafts[index], alignment)
+        self.judged()
+
+    async def grown(self) -> bool:
+        while not self._grown.is_set() and not all(task.done() for task in self._tasks):
+            await self._grown.wait()
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and (error := task.exception()) is not None:
+                raise error
+        grown = self._grown.is_set()
+        self._grown.clear()
+        return grown
+
+    def judged(self) -> None:
+        for task, index in self._tasks.items():
+            if index is not None and not task.done() and not self._wanted(index):
+                task.cancel()
+
+    async def close(self) -> None:
+        """Stop whatever is still being written (the batch is scored, or scoring failed)."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _wanted(self, index: int) -> bool:
+        return self._followers is None or any(a.wants_student for a in self._followers[index])
+
+    def _set(self, index: int, draft: Draft | Failure) -> None:
+        self._drafts[index] = draft
+        for alignment in self._followers[index] if self._followers is not None else ():
+            _apply(draft, alignment)
+        self._grown.set()
+
+    async def _read(self, index: int, stream: StepStream) -> None:
+        try:
+            async with contextlib.aclosing(stream):
+                async for draft in stream:
+                    self._set(index, draft)
+                    if isinstance(draft, Failure) or draft.whole or not self._wanted(index):
+                        return
+            raise BackendError(
+                "a decomposition stream ended with neither a whole decomposition nor a Failure; "
+                "a StepStream must end with one of them"
+            )
+        finally:
+            self._grown.set()  # the rounds may be waiting for this stream to end
+
+    async def _decompose(self, decomposer: Decomposer, requests: list[DecomposeRequest]) -> None:
+        try:
+            results = await decompose_distinct(decomposer, requests)
+            for index, result in enumerate(results):
+                self._set(index, result if isinstance(result, Failure) else Draft.of(result))
+        finally:
+            self._grown.set()
+
+
+def _apply(draft: Draft | Failure, alignment: Alignment) -> None:
+    if isinstance(draft, Failure):
+        alignment.fail(draft.reason)
+    else:
+        alignment.update(draft)
+
+
+def _check_count(what: str, got: int, wanted: int) -> None:
+    if got != wanted:
+        raise BackendError(
+            f"the decomposer returned {got} {what} for {wanted} requests; "
+            f"a Decomposer must return one per request, in order"
+        )
 
 
 class TeacherCache:
@@ -163,11 +281,7 @@ async def decompose_distinct(
     needs no GSRM."""
     unique = [r for r in dict.fromkeys(requests) if r.reasoning.strip()]
     results = await decomposer.decompose(unique) if unique else []
-    if len(results) != len(unique):
-        raise BackendError(
-            f"the decomposer returned {len(results)} results for {len(unique)} requests; "
-            "a Decomposer must return one result per request, in order"
-        )
+    _check_count("results", len(results), len(unique))
     by_request = dict(zip(unique, results, strict=True))
     return [by_request.get(r, []) for r in requests]
 

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import re
 
-from rlkd.gsrm.types import Step
+from rlkd.gsrm.types import PARTS, Draft, Kind, Step
 
-_PART_OF_TAG = {  # tag names without separators -> Step field
+_PART_OF_TAG: dict[str, Kind] = {  # tag names without separators -> Step field
     "metareasoning": "meta",
     "meatreasoning": "meta",
     "subthink": "meta",
@@ -25,7 +25,7 @@ _PART_OF_TAG = {  # tag names without separators -> Step field
     "query": "subproblem",
     "answer": "answer",
 }
-_ORDER = {"meta": 0, "subproblem": 1, "answer": 2}
+_ORDER = {part: order for order, part in enumerate(PARTS)}
 
 
 def _name(group: str) -> str:
@@ -44,7 +44,7 @@ _TAG = re.compile(
 )
 
 
-def _part(match: re.Match[str]) -> tuple[str, int | None]:
+def _part(match: re.Match[str]) -> tuple[Kind, int | None]:
     name = re.sub(r"[-_ ]", "", (match["name"] or match["bare"]).lower())
     number = match["number"] or match["bare_number"]
     return _PART_OF_TAG[name], int(number) if number else None
@@ -57,21 +57,84 @@ def parse_steps(text: str) -> list[Step]:
     has that part or a later one (so a missing part stays ""), or when both carry numbers and the
     numbers differ.
     """
-    matches = list(_TAG.finditer(text))
-    steps: list[dict[str, str]] = []
-    last_order = 3  # no open step
-    step_number: int | None = None
-    for index, match in enumerate(matches):
+    parser = StepParser()
+    parser.feed(text)
+    return list(parser.finish().steps)
+
+
+class StepParser:
+    """`parse_steps` over a text that arrives in pieces (a GSRM reply as it is streamed): after
+    each piece, `draft()` holds the parts that no later text can change, so the judge can start on
+    them while the GSRM writes on; `finish()` gives what `parse_steps` gives for the whole text.
+
+    A tag never spans a line, and a tag followed by at least one more character is final: the
+    brackets, number and colon it may still take come only right after it, and no other tag can
+    start before it (a tag holds one bracket, and a bare one starts its line). So a tag counts
+    once some text follows it, and each piece rescans only from the last counted tag or the start
+    of the last line, whichever is later. A part's text is final once the next tag is.
+    """
+
+    def __init__(self) -> None:
+        self._text = ""
+        self._scanned = 0  # where the next tag search may start
+        self._steps: list[dict[str, str]] = []  # the parts closed so far
+        self._open: tuple[Kind, int] | None = None  # the last tag's part, where its text starts
+        self._last_order = 3  # no open step
+        self._step_number: int | None = None
+        self._done = False
+
+    def feed(self, piece: str) -> None:
+        """Read the next piece of the text."""
+        if self._done:
+            raise RuntimeError("the parser has finished; start a new one")
+        self._scanned = max(self._scanned, self._text.rfind("\n") + 1)
+        self._text += piece
+        self._read_tags(whole=False)
+
+    def finish(self) -> Draft:
+        """The text is complete: every part is final."""
+        if not self._done:
+            self._read_tags(whole=True)
+            self._close_part(len(self._text))
+            self._open = None
+            self._done = True
+        return self.draft()
+
+    @property
+    def final(self) -> int:
+        """How many parts are final (`Draft.final`)."""
+        if self._open is None:
+            return 3 * len(self._steps)
+        return 3 * (len(self._steps) - 1) + _ORDER[self._open[0]]
+
+    def draft(self) -> Draft:
+        """The decomposition as far as it is final."""
+        return Draft(tuple(Step(**parts) for parts in self._steps), self.final, whole=self._done)
+
+    def _read_tags(self, *, whole: bool) -> None:
+        for match in _TAG.finditer(self._text, self._scanned):
+            if not whole and match.end() == len(self._text):
+                break  # it may still grow
+            self._tag(match)
+            self._scanned = match.end()
+
+    def _tag(self, match: re.Match[str]) -> None:
         part, number = _part(match)
-        renumbered = number is not None and step_number is not None and number != step_number
-        if _ORDER[part] <= last_order or renumbered:
-            steps.append({})
-            step_number = None
-        end = matches[index + 1].start() if index + 1 < len(matches) else len(text)
-        steps[-1][part] = text[match.end() : end].strip()
-        last_order = _ORDER[part]
-        step_number = number if number is not None else step_number
-    return [Step(**parts) for parts in steps]
+        self._close_part(match.start())
+        renumbered = (
+            number is not None and self._step_number is not None and number != self._step_number
+        )
+        if _ORDER[part] <= self._last_order or renumbered:
+            self._steps.append({})
+            self._step_number = None
+        self._open = (part, match.end())
+        self._last_order = _ORDER[part]
+        self._step_number = number if number is not None else self._step_number
+
+    def _close_part(self, end: int) -> None:
+        if self._open is not None:
+            part, start = self._open
+            self._steps[-1][part] = self._text[start:end].strip()
 
 
 def thinking(completion: str) -> str:

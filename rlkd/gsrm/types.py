@@ -4,7 +4,7 @@ scoring it."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -12,7 +12,10 @@ from rlkd.spec.job import Domain
 
 Kind = Literal["meta", "subproblem", "answer"]
 """What a judge question compares: meta-reasoning (same problem?), sub-problems (same?),
-answers (equal?)."""
+answers (equal?). A Kind is also the name of the `Step` field it compares."""
+
+PARTS: tuple[Kind, ...] = ("meta", "subproblem", "answer")
+"""The parts of a step in the order the GSRM writes them."""
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,29 @@ class Step:
     meta: str = ""
     subproblem: str = ""
     answer: str = ""
+
+
+@dataclass(frozen=True)
+class Draft:
+    """A decomposition as far as the GSRM has written it (a streamed reply).
+
+    Counting the parts of `steps` in order, three per step (meta, sub-problem, answer), the first
+    `final` are final: the text after them can no longer change them, a part not written is "".
+    The parts after those are "" for now. `whole`: the GSRM is done and `steps` are all there is.
+    """
+
+    steps: tuple[Step, ...] = ()
+    final: int = 0
+    whole: bool = False
+
+    @classmethod
+    def of(cls, steps: Sequence[Step]) -> Draft:
+        """A decomposition the GSRM has finished."""
+        return cls(tuple(steps), 3 * len(steps), whole=True)
+
+    def known(self, index: int, kind: Kind) -> bool:
+        """Whether part `kind` of step `index` (from 0) is final."""
+        return 3 * index + PARTS.index(kind) < self.final
 
 
 @dataclass(frozen=True)
@@ -53,6 +79,10 @@ class Question:
 
 Decomposition = list[Step] | Failure
 Verdict = bool | Failure
+StepStream = AsyncGenerator[Draft | Failure, None]
+"""A decomposition as it is written: a `Draft` each time more of it is final, ending with a whole
+one or with a `Failure` (nothing after it). Closing the stream early (aclose, or cancelling the
+task that reads it) stops the generation: a stopped stream is not an error."""
 
 
 @runtime_checkable
@@ -71,3 +101,14 @@ class Judge(Protocol):
     in order, one result per question."""
 
     async def judge(self, questions: Sequence[Question]) -> list[Verdict]: ...
+
+
+@runtime_checkable
+class StreamingDecomposer(Decomposer, Protocol):
+    """A Decomposer that can also hand out its decompositions while it writes them, so the
+    engine can judge step k while step k+1 is written, and stop the GSRM once a reward is
+    decided."""
+
+    def stream(self, requests: Sequence[DecomposeRequest]) -> list[StepStream]:
+        """One stream per request, in order."""
+        ...

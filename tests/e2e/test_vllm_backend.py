@@ -6,11 +6,19 @@ counted by the server's own metrics; token budgets respected by the server's tok
 Failure("token_limit") is a request the server stopped at the budget; every verdict is a bool
 or a counted unparseable reply; while the server is down every item is a counted connection
 failure; and requests retried across a restart succeed.
+
+For streamed decompositions the GSRM must write steps: vLLM's structured outputs hold the
+random model to the step format (a regex; decoding stays greedy within it). A decomposition
+streamed and stopped early has the first steps of the same decomposition written whole, the
+engine stops the GSRM once a reward is decided and gives the reward of the whole decomposition,
+and the server's counters show the abort and fewer generated tokens.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,8 +27,10 @@ import pytest
 from rlkd.gsrm.backends import build_decomposer, build_judge
 from rlkd.gsrm.backends.chat import ChatDecomposer, ChatJudge
 from rlkd.gsrm.backends.openai import OpenAIChat
+from rlkd.gsrm.backends.rule import RuleJudge
 from rlkd.gsrm.engine import ScoreItem, StructureEngine
-from rlkd.gsrm.types import DecomposeRequest, Failure, Question, Step
+from rlkd.gsrm.reward import structure_reward
+from rlkd.gsrm.types import DecomposeRequest, Draft, Failure, Question, Step
 from rlkd.spec.job import InferenceSpec, RequestSettings
 from tests.s3server import free_ports
 from tests.vllmserver import REQUIRE_ENV, VLLMServer, vllm_python
@@ -38,6 +48,16 @@ QUESTIONS = [
     Question("subproblem", "What is x?", "What is the width?"),
     Question("answer", "42", "forty-two"),
 ] * 2
+
+
+STEP_FORMAT = "".join(
+    rf"\[Meta-reasoning {n}\]: [a-z]{{1,8}}( [a-z]{{1,8}}){{2,5}}\n"
+    rf"\[Sub-problem {n}\]: [a-z]{{1,8}}( [a-z]{{1,8}}){{1,3}}\?\n"
+    rf"\[Answer {n}\]: [0-9]{{1,3}}\n"
+    for n in range(1, 7)
+)
+"""Six steps in the GSRM format, for vLLM's structured outputs."""
+GSRM_TOKENS = 1024
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +162,89 @@ async def test_errors_are_counted_while_the_server_is_down_and_retries_outlast_a
     reasons = {r.reason for r in [*verdicts, *decompositions] if isinstance(r, Failure)}
     assert reasons <= {"unparseable_reply", "token_limit"}
     assert requests_done(vllm) == len(QUESTIONS) + len(REQUESTS)
+
+
+def gsrm(server: VLLMServer) -> OpenAIChat:
+    """The GSRM's chat model, held to `STEP_FORMAT` (the tiny model says random things)."""
+    return OpenAIChat(
+        server.url,
+        server.name,
+        RequestSettings(max_tokens=GSRM_TOKENS, max_retries=0),
+        extra_body={"structured_outputs": {"regex": STEP_FORMAT}},
+    )
+
+
+def settled(server: VLLMServer, name: str, **labels: str) -> float:
+    """A counter once it has stopped moving (an abort reaches the engine a moment later)."""
+    value, deadline = server.metric(name, **labels), time.monotonic() + 30
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        value, previous = server.metric(name, **labels), value
+        if value == previous:
+            break
+    return value
+
+
+def assert_aborted(server: VLLMServer, done: float) -> None:
+    """The server aborted the request: it stopped generating (its token counter settles with
+    nothing running) and never finished it (vLLM counts no abort, only finished requests)."""
+    settled(server, "vllm:generation_tokens_total")
+    assert server.metric("vllm:num_requests_running") == 0
+    assert requests_done(server) == done
+
+
+@pytest.fixture(scope="module")
+def whole(vllm: VLLMServer) -> tuple[list[Step], float]:
+    """REQUESTS[0] decomposed whole by the GSRM, and the tokens that took."""
+
+    async def decompose() -> list[Step] | Failure:
+        model = gsrm(vllm)
+        [steps] = await ChatDecomposer(model, "org/tiny", GSRM_TOKENS).decompose(REQUESTS[:1])
+        await model.aclose()
+        return steps
+
+    tokens = vllm.metric("vllm:generation_tokens_total")
+    steps = asyncio.run(decompose())
+    assert isinstance(steps, list) and len(steps) == 6, steps
+    return steps, settled(vllm, "vllm:generation_tokens_total") - tokens
+
+
+async def test_a_decomposition_streamed_and_stopped_early_begins_as_the_whole_one(
+    vllm: VLLMServer, whole: tuple[list[Step], float]
+) -> None:
+    steps, whole_tokens = whole
+    tokens, done = vllm.metric("vllm:generation_tokens_total"), requests_done(vllm)
+    model = gsrm(vllm)
+
+    [stream] = ChatDecomposer(model, "org/tiny", GSRM_TOKENS).stream(REQUESTS[:1])
+    async for draft in stream:
+        assert isinstance(draft, Draft)
+        if draft.final >= 6:  # steps 1 and 2 are final
+            break
+    await stream.aclose()
+    await model.aclose()
+
+    assert draft.steps[:2] == tuple(steps[:2])
+    assert_aborted(vllm, done)
+    assert settled(vllm, "vllm:generation_tokens_total") - tokens < whole_tokens
+
+
+async def test_the_engine_stops_the_gsrm_once_the_reward_is_decided_with_the_same_reward(
+    vllm: VLLMServer, whole: tuple[list[Step], float]
+) -> None:
+    steps, whole_tokens = whole
+    # The teacher's second step goes another way: the reward is decided at the student's second.
+    teacher = [steps[0], Step("another way on", steps[1].subproblem, steps[1].answer), *steps[2:]]
+    tokens, done = vllm.metric("vllm:generation_tokens_total"), requests_done(vllm)
+    model = gsrm(vllm)
+    request = REQUESTS[0]
+
+    result = await StructureEngine(
+        ChatDecomposer(model, "org/tiny", GSRM_TOKENS), RuleJudge()
+    ).score([ScoreItem(request.reasoning, teacher, request.problem, request.domain)])
+    await model.aclose()
+
+    assert result.rewards == [structure_reward(steps, teacher, RuleJudge())] == [1.0]
+    assert result.errors == {}
+    assert_aborted(vllm, done)
+    assert settled(vllm, "vllm:generation_tokens_total") - tokens < whole_tokens / 2

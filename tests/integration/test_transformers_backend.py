@@ -1,12 +1,16 @@
 """The transformers backend on a tiny random Qwen2 built offline: batched greedy generation
-through the chat template, token budgets, and results of the Decomposer and Judge shapes. The
-model's text is random, so the assertions are about shapes, limits and batching."""
+through the chat template, token budgets, results of the Decomposer and Judge shapes, and
+streamed replies that stop when their readers close them. The model's text is random, so the
+assertions are about shapes, limits, batching and how far generation went."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import shutil
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,7 +18,7 @@ import torch
 from transformers import AutoTokenizer, Qwen2Tokenizer
 
 from rlkd.gsrm.backends import build_decomposer, build_judge
-from rlkd.gsrm.backends.chat import ChatDecomposer, ChatJudge, Reply
+from rlkd.gsrm.backends.chat import ChatDecomposer, ChatJudge, Reply, collect
 from rlkd.gsrm.backends.transformers import TransformersChat
 from rlkd.gsrm.types import DecomposeRequest, Failure, Question, Step
 from rlkd.spec.job import InferenceSpec, RequestSettings
@@ -30,6 +34,15 @@ CONVERSATIONS = [
 @pytest.fixture(scope="module")
 def chat(tiny_model: Path) -> TransformersChat:
     return TransformersChat(str(tiny_model), batch_size=2, device="cpu")
+
+
+@pytest.fixture
+def endless(chat: TransformersChat) -> Iterator[TransformersChat]:
+    """The model without an end token: every reply runs to its budget unless stopped."""
+    config = chat.model.generation_config
+    eos, config.eos_token_id = config.eos_token_id, None
+    yield chat
+    config.eos_token_id = eos
 
 
 async def test_a_batch_decodes_as_each_conversation_alone(chat: TransformersChat) -> None:
@@ -135,3 +148,63 @@ def test_the_tiny_model_reloads_as_qwen2_and_tokenises_as_trained(tiny_model: Pa
     assert isinstance(reloaded, Qwen2Tokenizer)
     assert reloaded(text)["input_ids"] == train_tokenizer().encode(text).ids
     assert reloaded.decode(reloaded(text)["input_ids"]) == text
+
+
+async def test_a_streamed_reply_is_the_decoding_of_what_generate_wrote(
+    chat: TransformersChat,
+) -> None:
+    [streamed] = await chat.chat(CONVERSATIONS[:1], max_tokens=24)
+    prompt = chat.tokenizer.apply_chat_template(
+        CONVERSATIONS[0], tokenize=False, add_generation_prompt=True
+    )
+    inputs = chat.tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
+    output = chat.model.generate(**inputs, max_new_tokens=24, do_sample=False)
+    new = output[0, inputs["input_ids"].shape[1] :]
+    assert isinstance(streamed, Reply)
+    assert streamed.text == chat.tokenizer.decode(new, skip_special_tokens=True)
+
+
+async def test_closing_the_streams_stops_the_generation(endless: TransformersChat) -> None:
+    """The generating thread is held at its third token while the streams are closed, so the
+    test knows where generation stood: it stops there instead of running to 64 tokens."""
+    release = threading.Event()
+    forwards = 0
+
+    def hold(*_: object) -> None:
+        nonlocal forwards
+        forwards += 1
+        if forwards == 3:
+            release.wait(timeout=60)
+
+    handle = endless.model.register_forward_pre_hook(hold)
+    try:
+        streams = endless.stream(CONVERSATIONS[:2], max_tokens=64)
+        while forwards < 3:
+            await asyncio.sleep(0.01)
+        for stream in streams:
+            await stream.aclose()
+        release.set()
+        while endless._lock.locked():
+            await asyncio.sleep(0.01)
+    finally:
+        release.set()
+        handle.remove()
+    assert forwards == 3
+
+
+async def test_a_stream_closed_before_its_batch_begins_is_not_generated(
+    endless: TransformersChat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[int] = []
+    generate = endless.model.generate
+
+    def counting(**kwargs: torch.Tensor) -> torch.Tensor:
+        batches.append(len(kwargs["input_ids"]))
+        return generate(**kwargs)
+
+    monkeypatch.setattr(endless.model, "generate", counting)
+    first, second, third = endless.stream(CONVERSATIONS, max_tokens=6)  # batches of 2, then 1
+    await third.aclose()
+    replies = [await collect(first), await collect(second)]
+    assert [r.truncated for r in replies if isinstance(r, Reply)] == [True, True]
+    assert batches == [2]

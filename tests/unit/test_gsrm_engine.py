@@ -1,8 +1,11 @@
 """The batch engine: one decomposer call per side, one judge call per round, teacher
-decompositions cached (memory and store), failures counted and scored None, never 0."""
+decompositions cached (memory and store), failures counted and scored None, never 0; streamed
+student decompositions judged while they are written and stopped once their rewards are
+decided, with the same rewards."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 import pytest
@@ -17,8 +20,15 @@ from rlkd.gsrm.engine import (
     precompute_teachers,
 )
 from rlkd.gsrm.reward import structure_reward
-from rlkd.gsrm.steps import format_steps, thinking
-from rlkd.gsrm.types import DecomposeRequest, Decomposition, Failure, Question, Verdict
+from rlkd.gsrm.steps import StepParser, format_steps, thinking
+from rlkd.gsrm.types import (
+    DecomposeRequest,
+    Decomposition,
+    Failure,
+    Question,
+    StepStream,
+    Verdict,
+)
 from rlkd.store import Store
 
 
@@ -228,3 +238,103 @@ async def test_cache_key_covers_every_input(
     await TeacherCache(decomposer, store).steps([request])
     assert len(decomposer.calls) == 1
     assert len(store.list("cache/gsrm-teacher/")) == 2
+
+
+class StreamingDecomposer(Decomposer):
+    """Also streams text already in step format, one character per step of the event loop, and
+    notes what each stream had written when it was closed. A scripted stand-in for a GSRM: the
+    real streams (openai, transformers) run against real servers in tests/integration and
+    tests/e2e, where what the engine does is too fast to follow step by step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.streamed: list[str] = []
+        self.closed: dict[str, str] = {}  # text -> what was written when its stream was closed
+        self.whole: list[str] = []  # the texts streamed to their ends
+
+    def stream(self, requests: Sequence[DecomposeRequest]) -> list[StepStream]:
+        return [self._stream(r.reasoning) for r in requests]
+
+    async def _stream(self, text: str) -> StepStream:
+        self.streamed.append(text)
+        parser = StepParser()
+        written = ""
+        try:
+            for char in text:
+                if text[len(written) :].startswith("FAIL:"):
+                    written = ""  # a failure is not a close
+                    yield Failure(text.split("FAIL:")[1].split()[0])
+                    return
+                written += char
+                parser.feed(char)
+                yield parser.draft()
+                await asyncio.sleep(0)
+            written = ""
+            self.whole.append(text)
+            yield parser.finish()
+        finally:
+            if written:
+                self.closed[text] = written
+
+
+def students(items: list[ScoreItem]) -> list[str]:
+    return [thinking(i.completion) for i in items]
+
+
+async def test_streamed_students_get_the_same_rewards_and_stop_once_decided() -> None:
+    decomposer = StreamingDecomposer()
+    result = await StructureEngine(decomposer, Judge()).score(batch())
+    whole = await StructureEngine(Decomposer(), Judge()).score(batch())
+    assert result == whole
+    assert sorted(decomposer.streamed) == sorted(set(students(batch())) - {""})
+    assert decomposer.calls == [[TEACHER_A, TEACHER_B]]  # teachers stay whole
+    # Aborted: EXAMPLE once meta 3 differs, M1|q1|a1 once meta 1 does; the others, aligned to
+    # their ends (or without steps), are read to the end.
+    assert decomposer.closed.keys() == {EXAMPLE, text("M1|q1|a1")}
+    assert len(decomposer.whole) == len(decomposer.streamed) - 2
+    example = decomposer.closed[EXAMPLE]
+    assert "[Sub-problem 3]" in example and "[Answer 3]" not in example
+    assert "[Answer 1]" not in decomposer.closed[text("M1|q1|a1")]
+
+
+async def test_a_student_longer_than_its_teacher_stops_after_the_teachers_last_step() -> None:
+    longer = text("n1|p1|b1", "n2|p2|b2", "n3|p3|b3", "n4|p4|b4")
+    decomposer = StreamingDecomposer()
+    engine = StructureEngine(decomposer, Judge())
+    result = await engine.score([ScoreItem(completion(longer), TEACHER_B)])
+    assert result == BatchResult([2.0])
+    written = decomposer.closed[longer]
+    assert "[Meta-reasoning 3]" in written and "[Sub-problem 3]" not in written
+
+
+async def test_a_stream_read_by_two_items_stops_when_neither_wants_more() -> None:
+    student = text("m1|q1|a1", "m2|q2|a2", "x3|q3|a3")
+    decomposer = StreamingDecomposer()
+    items = [ScoreItem(completion(student), TEACHER_A), ScoreItem(completion(student), TEACHER_A)]
+    result = await StructureEngine(decomposer, Judge()).score(items)
+    assert result == BatchResult([2.0, 2.0])
+    assert decomposer.streamed == [student]
+    assert "[Answer 3]" not in decomposer.closed[student]
+
+
+async def test_a_student_with_an_empty_teacher_is_not_written_on() -> None:
+    decomposer = StreamingDecomposer()
+    result = await StructureEngine(decomposer, Judge()).score([ScoreItem(completion(EXAMPLE), "")])
+    assert result == BatchResult([0.0])
+    assert decomposer.whole == []
+
+
+async def test_a_stream_that_breaks_is_a_counted_failure_not_a_partial_reward() -> None:
+    broken = text("m1|q1|a1", "m2|q2|a2") + "\nFAIL:connection and more"
+    items = [ScoreItem(completion(broken), TEACHER_A), ScoreItem(completion(EXAMPLE), TEACHER_A)]
+    result = await StructureEngine(StreamingDecomposer(), Judge()).score(items)
+    assert result == BatchResult([None, 1.0], {"connection": 1})
+
+
+async def test_a_stream_that_ends_without_a_whole_decomposition_is_a_backend_error() -> None:
+    class Truncating(StreamingDecomposer):
+        async def _stream(self, text: str) -> StepStream:
+            yield StepParser().draft()
+
+    with pytest.raises(BackendError, match="ended with neither a whole decomposition"):
+        await StructureEngine(Truncating(), Judge()).score([ScoreItem(completion(EXAMPLE), "x")])

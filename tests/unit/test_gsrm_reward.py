@@ -1,5 +1,6 @@
 """The structure reward's semantics, pinned: the method's worked example, empty sides, length
-mismatches, missing parts, and how many judge questions each case costs."""
+mismatches, missing parts, and how many judge questions each case costs; the same rewards and
+questions when the student's steps arrive while the judge works, and when the GSRM may stop."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import pytest
 from rlkd.errors import BackendError
 from rlkd.gsrm import Step
 from rlkd.gsrm.reward import Alignment, FunctionJudge, judge_rounds, structure_reward
-from rlkd.gsrm.types import Failure, Kind, Question, Verdict
+from rlkd.gsrm.steps import StepParser, format_steps
+from rlkd.gsrm.types import Draft, Failure, Kind, Question, Verdict
 
 
 def steps(*parts: str) -> list[Step]:
@@ -105,6 +107,101 @@ def test_semantics_and_questions(
     judge = Recorder()
     assert structure_reward(student, teacher, judge) == reward
     assert [kind for kind, _, _ in judge.asked] == kinds
+
+
+async def judged_while_written(
+    teacher: list[Step], student: list[Step], judge: Recorder
+) -> tuple[Alignment, str | None]:
+    """Score `student` as a GSRM would stream it, one character at a time, judging whatever is
+    ready after each; returns the alignment and the text written when it stopped wanting more
+    (None: it wanted all of it)."""
+    alignment = Alignment(teacher, Draft())
+    parser = StepParser()
+    text = format_steps(student)
+    stopped = None
+    for end in range(1, len(text) + 1):
+        parser.feed(text[end - 1])
+        alignment.update(parser.draft())
+        await judge_rounds([alignment], FunctionJudge(judge))
+        if stopped is None and not alignment.wants_student:
+            stopped = text[:end]
+    alignment.update(parser.finish())
+    await judge_rounds([alignment], FunctionJudge(judge))
+    return alignment, stopped
+
+
+@pytest.mark.parametrize(("teacher", "student", "reward", "kinds"), CASES)
+async def test_a_student_judged_while_it_is_written_gets_the_same_reward_and_questions(
+    teacher: list[Step], student: list[Step], reward: float, kinds: list[str]
+) -> None:
+    whole, streamed = Recorder(), Recorder()
+    structure_reward(student, teacher, whole)
+    alignment, _ = await judged_while_written(teacher, student, streamed)
+    assert alignment.reward == reward
+    assert sorted(streamed.asked) == sorted(whole.asked)  # asked as soon as ready: in other order
+
+
+@pytest.mark.parametrize(
+    ("teacher", "student", "written", "unwritten"),
+    [
+        pytest.param(
+            TEACHER,
+            steps("m1|q1|A1", "m2|Q2|a2", "M3|q3|a3", "m4|q4|a4", "m5|q5|a5"),
+            "[Sub-problem 3]",
+            "[Answer 3]",
+            id="meta-mismatch-at-3-once-its-meta-is-final",
+        ),
+        pytest.param(
+            TEACHER, steps("M1|q1|a1", "m2|q2|a2"), "[Sub-problem 1]", "[Answer 1]", id="at-1"
+        ),
+        pytest.param(
+            steps("m1|q1|a1"),
+            TEACHER,
+            "[Meta-reasoning 2]",
+            "[Sub-problem 2]",
+            id="teacher-has-no-step-2-once-answer-1-is-final",
+        ),
+    ],
+)
+async def test_the_gsrm_may_stop_once_no_later_step_can_change_the_reward(
+    teacher: list[Step], student: list[Step], written: str, unwritten: str
+) -> None:
+    _, stopped = await judged_while_written(teacher, student, Recorder())
+    assert stopped is not None
+    assert written in stopped
+    assert unwritten not in stopped
+
+
+@pytest.mark.parametrize(
+    "student",
+    [steps("m1|q1|a1", "m2|q2|a2"), TEACHER],
+    ids=["student-shorter", "as-long"],
+)
+async def test_an_aligned_student_no_longer_than_its_teacher_is_read_to_the_end(
+    student: list[Step],
+) -> None:
+    _, stopped = await judged_while_written(TEACHER, student, Recorder())
+    assert stopped is None
+
+
+def test_a_failed_student_wants_nothing_more_and_asks_nothing() -> None:
+    alignment = Alignment(TEACHER, Draft())
+    assert alignment.wants_student
+    alignment.fail("connection")
+    assert not alignment.wants_student
+    assert alignment.questions == []
+    assert alignment.failures == {"connection"}
+
+
+def test_a_round_stays_the_same_while_the_student_grows() -> None:
+    alignment = Alignment(TEACHER, Draft())
+    assert alignment.questions == []  # nothing final yet
+    alignment.update(Draft((Step("m1"),), final=1))
+    assert [q.kind for q in alignment.questions] == ["meta"]
+    alignment.update(Draft.of(steps("m1|q1|a1", "m2|q2|a2")))
+    assert [q.kind for q in alignment.questions] == ["meta"]  # the round the judge has
+    alignment.record([True])
+    assert [q.kind for q in alignment.questions] == ["meta", "subproblem", "answer"]
 
 
 def test_worked_example_rounds() -> None:

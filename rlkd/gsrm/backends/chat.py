@@ -1,16 +1,18 @@
 """A Decomposer and a Judge over any chat model. The prompts, the token budgets and the reading
 of replies live here once; a transport (openai over HTTP, transformers in process) only turns
-conversations into replies, and reports what went wrong as a `Failure` instead of raising."""
+conversations into replies, whole or as they are generated, and reports what went wrong as a
+`Failure` instead of raising."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
 from rlkd.gsrm.prompts import decompose_messages, judge_messages, parse_verdict
-from rlkd.gsrm.steps import parse_steps
-from rlkd.gsrm.types import DecomposeRequest, Decomposition, Failure, Question, Verdict
+from rlkd.gsrm.steps import StepParser, parse_steps
+from rlkd.gsrm.types import DecomposeRequest, Decomposition, Failure, Question, StepStream, Verdict
 
 Messages = list[dict[str, str]]
 
@@ -27,6 +29,12 @@ class Reply:
     """Generation stopped at the token budget, not at the end of the answer."""
 
 
+ReplyStream = AsyncGenerator[Reply | Failure, None]
+"""A reply as it is generated: its text in pieces (a piece's `truncated` is set on the last one
+only, when generation stopped at the budget), or a `Failure` and nothing after it. The stream
+ends when the reply does; closing it early stops the generation."""
+
+
 class ChatModel(Protocol):
     """Conversations -> replies, in order, one per conversation; an infrastructure problem is a
     `Failure` in that conversation's place, never an exception. Greedy unless `temperature` > 0
@@ -35,6 +43,23 @@ class ChatModel(Protocol):
     async def chat(
         self, conversations: Sequence[Messages], max_tokens: int, *, temperature: float = 0.0
     ) -> list[Reply | Failure]: ...
+
+    def stream(self, conversations: Sequence[Messages], max_tokens: int) -> list[ReplyStream]:
+        """The same replies as `chat`, each as it is generated."""
+        ...
+
+
+async def collect(stream: ReplyStream) -> Reply | Failure:
+    """A streamed reply, whole."""
+    pieces: list[str] = []
+    truncated = False
+    async with contextlib.aclosing(stream):
+        async for piece in stream:
+            if isinstance(piece, Failure):
+                return piece
+            pieces.append(piece.text)
+            truncated = piece.truncated
+    return Reply("".join(pieces), truncated)
 
 
 class ChatDecomposer:
@@ -54,12 +79,37 @@ class ChatDecomposer:
         replies = await self.model.chat([decompose_messages(r) for r in requests], self.max_tokens)
         return [self._steps(reply) for reply in replies]
 
+    def stream(self, requests: Sequence[DecomposeRequest]) -> list[StepStream]:
+        """Each decomposition as the GSRM writes it: a `Draft` whenever a part is final, then the
+        whole one; a reply cut at the budget ends as Failure("token_limit"), as in `decompose`."""
+        streams = self.model.stream([decompose_messages(r) for r in requests], self.max_tokens)
+        return [self._drafts(stream) for stream in streams]
+
     def _steps(self, reply: Reply | Failure) -> Decomposition:
         if isinstance(reply, Failure):
             return reply
         if reply.truncated:
-            return Failure("token_limit", f"decomposition cut at {self.max_tokens} tokens")
+            return self._token_limit()
         return parse_steps(reply.text)
+
+    async def _drafts(self, pieces: ReplyStream) -> StepStream:
+        parser = StepParser()
+        async with contextlib.aclosing(pieces):
+            async for piece in pieces:
+                if isinstance(piece, Failure):
+                    yield piece
+                    return
+                if piece.truncated:
+                    yield self._token_limit()
+                    return
+                final = parser.final
+                parser.feed(piece.text)
+                if parser.final > final:
+                    yield parser.draft()
+        yield parser.finish()
+
+    def _token_limit(self) -> Failure:
+        return Failure("token_limit", f"decomposition cut at {self.max_tokens} tokens")
 
 
 class ChatJudge:

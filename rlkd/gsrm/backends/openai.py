@@ -12,19 +12,28 @@ backoff and jitter (after a 429, the server's Retry-After in seconds when it sen
 capped at `max_backoff_seconds`), then returned as a `Failure`; any other 4xx (a prompt longer
 than the model's context, an unknown model name) is returned at once as Failure("bad_request"),
 and a body that does not decode or is not a completion as Failure("bad_response").
+
+`stream` asks the server to stream (`"stream": true`; server-sent events, one per decoded
+piece) and hands out the text as it comes. Closing a stream closes its connection, and vLLM
+aborts a request whose client is gone, which frees its batch slot. A stream that breaks mid-way
+is retried like any request; the retry decodes greedily from the start again, so the text
+already handed out comes again and is skipped. A retry that writes something else instead (a
+server that is not deterministic) ends the stream as Failure("stream_diverged").
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
 import aiohttp
+from aiohttp.http_exceptions import HttpProcessingError
 
-from rlkd.gsrm.backends.chat import Messages, Reply
+from rlkd.gsrm.backends.chat import Messages, Reply, ReplyStream
 from rlkd.gsrm.types import Failure
 from rlkd.spec.job import RequestSettings
 
@@ -47,10 +56,14 @@ class OpenAIChat:
         *,
         backoff_seconds: float = 0.5,
         max_backoff_seconds: float = 30.0,
+        extra_body: Mapping[str, Any] | None = None,
     ) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.settings = settings
+        self.extra_body = dict(extra_body or {})
+        """More fields for every request, such as vLLM's `chat_template_kwargs` or
+        `structured_outputs`."""
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -63,22 +76,32 @@ class OpenAIChat:
         requests = (self._request(c, max_tokens, temperature) for c in conversations)
         return list(await asyncio.gather(*requests))
 
+    def stream(self, conversations: Sequence[Messages], max_tokens: int) -> list[ReplyStream]:
+        """One streamed request per conversation, sent when its stream is first read."""
+        return [self._stream(c, max_tokens) for c in conversations]
+
     async def aclose(self) -> None:
         """Close the current loop's connections."""
         if self._session is not None and self._loop is asyncio.get_running_loop():
             await self._session.close()
         self._loop = self._session = self._gate = None
 
-    async def _request(
+    def _body(
         self, messages: Messages, max_tokens: int, temperature: float = 0.0
-    ) -> Reply | Failure:
-        session, gate = self._connect()
-        body = {
+    ) -> dict[str, Any]:
+        return {
             "model": self.model,
             "messages": messages,
             "max_tokens": max_tokens,
             "temperature": temperature,
+            **self.extra_body,
         }
+
+    async def _request(
+        self, messages: Messages, max_tokens: int, temperature: float = 0.0
+    ) -> Reply | Failure:
+        session, gate = self._connect()
+        body = self._body(messages, max_tokens, temperature)
         wait: float | None = None
         for attempt in range(self.settings.max_retries + 1):
             if attempt:
@@ -88,6 +111,78 @@ class OpenAIChat:
             if not (isinstance(outcome, Failure) and outcome.reason in RETRIED):
                 break
         return outcome
+
+    async def _stream(self, messages: Messages, max_tokens: int) -> ReplyStream:
+        session, gate = self._connect()
+        body = self._body(messages, max_tokens) | {"stream": True}
+        sent = ""  # the text handed out so far, over all attempts
+        wait: float | None = None
+        for attempt in range(self.settings.max_retries + 1):
+            if attempt:
+                await asyncio.sleep(self._backoff(attempt, wait))
+            received = ""  # this attempt's text
+            async with gate, contextlib.aclosing(self._stream_attempt(session, body)) as events:
+                async for event in events:
+                    if isinstance(event, tuple):
+                        outcome, wait = event
+                        break
+                    start = len(received)
+                    received += event.text
+                    overlap = min(len(sent), len(received))
+                    if received[start:overlap] != sent[start:overlap]:
+                        yield _diverged(len(sent))
+                        return
+                    fresh = received[max(start, len(sent)) :]
+                    if fresh or event.truncated:
+                        sent += fresh
+                        yield Reply(fresh, event.truncated)
+                else:
+                    if len(received) < len(sent):
+                        yield _diverged(len(sent))
+                    return
+            if outcome.reason not in RETRIED:
+                break
+        yield outcome
+
+    async def _stream_attempt(
+        self, session: aiohttp.ClientSession, body: dict[str, Any]
+    ) -> AsyncGenerator[Reply | tuple[Failure, float | None], None]:
+        """One streamed request: the reply's pieces as they come; or, last, why it broke and the
+        seconds its reply asks to wait before the next attempt. The time limit covers the whole
+        reply; aiohttp's total timeout only ever interrupts a read, never the reader between
+        pieces (it stays out of the caller's way while a piece is handed out)."""
+        timeout = self.settings.timeout_seconds
+        try:
+            async with session.post(
+                self.url, json=body, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
+                if response.status >= 400:
+                    failure = read_reply(response.status, await response.text())
+                    assert isinstance(failure, Failure)
+                    yield failure, retry_after(response.status, response.headers)
+                    return
+                finished = False
+                async for line in response.content:
+                    data = sse_data(line)
+                    if data == "[DONE]":
+                        return
+                    chunk = read_chunk(data) if data is not None else None
+                    if isinstance(chunk, Failure):
+                        yield chunk, None
+                        return
+                    if chunk is not None:
+                        text, finish = chunk
+                        finished = finish is not None
+                        if text or finished:
+                            yield Reply(text, truncated=finish == "length")
+                if not finished:
+                    yield Failure("connection", "the stream ended before the reply"), None
+        except TimeoutError:
+            yield Failure("timeout", f"no whole reply within {timeout:g} s"), None
+        except aiohttp.ClientError as error:
+            yield Failure("connection", f"{type(error).__name__}: {error}"), None
+        except (UnicodeError, HttpProcessingError) as error:  # not UTF-8; a line over 64 KiB
+            yield Failure("bad_response", f"{type(error).__name__}: {error}"), None
 
     def _connect(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
         loop = asyncio.get_running_loop()
@@ -153,3 +248,33 @@ def read_reply(status: int, text: str) -> Reply | Failure:
     except (ValueError, LookupError, TypeError, AttributeError) as error:
         return Failure("bad_response", f"{type(error).__name__}: {text[:DETAIL_CHARS]}")
     return Reply(reply, truncated=truncated)
+
+
+def sse_data(line: bytes) -> str | None:
+    """The data of one line of server-sent events; None for the other lines (blank lines between
+    events, comments)."""
+    text = line.decode("utf-8").rstrip("\r\n")
+    return text.removeprefix("data:").lstrip(" ") if text.startswith("data:") else None
+
+
+def read_chunk(data: str) -> tuple[str, str | None] | Failure | None:
+    """A streamed chat completion chunk's new text and finish reason (None while it goes on);
+    None for a chunk without a choice (usage), a Failure for an error event or a body that is
+    not a chunk."""
+    try:
+        chunk = json.loads(data)
+        if "error" in chunk:
+            return Failure("server_error", f"error event: {data[:DETAIL_CHARS]}")
+        if not chunk["choices"]:
+            return None
+        choice = chunk["choices"][0]
+        return choice["delta"].get("content") or "", choice.get("finish_reason")
+    except (ValueError, LookupError, TypeError, AttributeError) as error:
+        return Failure("bad_response", f"{type(error).__name__}: {data[:DETAIL_CHARS]}")
+
+
+def _diverged(length: int) -> Failure:
+    return Failure(
+        "stream_diverged",
+        f"a retried stream did not repeat the {length} characters already handed out",
+    )
