@@ -8,7 +8,7 @@ Three arms on held-out problems (toy://arithmetic-test), greedy:
 Both GRPO arms take the same steps, from the same student, for each of `--seeds` training seeds;
 the table gives the mean and the spread (min..max) of accuracy and structure alignment.
 
-    .venv/bin/python benchmarks/toy_paper_claim.py [--seeds 3] [--steps N] [--out docs/toy-benchmark.md]
+    .venv/bin/python benchmarks/toy_paper_claim.py [--seeds 3] [--steps N] [--out FILE]
 
 Everything else is the tiny example's recipe (manifests/examples/tiny-cpu.yaml).
 """
@@ -41,7 +41,9 @@ ARMS = {
 }
 
 
-def variant(base: dict[str, Any], name: str, rewards: dict[str, float], seed: int, steps: int | None) -> Any:
+def variant(
+    base: dict[str, Any], name: str, rewards: dict[str, float], seed: int, steps: int | None
+) -> Any:
     body = {**base, "metadata": {"name": name}}
     spec = dict(body["spec"])
     spec["rewards"] = rewards
@@ -56,7 +58,9 @@ def variant(base: dict[str, Any], name: str, rewards: dict[str, float], seed: in
 
 def spread(values: list[float]) -> str:
     mean = statistics.fmean(values)
-    return f"{mean:.3f} ({min(values):.3f}..{max(values):.3f})" if len(values) > 1 else f"{mean:.3f}"
+    if len(values) == 1:
+        return f"{mean:.3f}"
+    return f"{mean:.3f} ({min(values):.3f}..{max(values):.3f})"
 
 
 def main() -> None:

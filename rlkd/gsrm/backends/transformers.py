@@ -44,7 +44,8 @@ class TransformersChat:
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = batch_size
         self.tokenizer = AutoTokenizer.from_pretrained(model, padding_side="left")
-        self.model = AutoModelForCausalLM.from_pretrained(model, dtype="auto").to(self.device)
+        loaded = AutoModelForCausalLM.from_pretrained(model, dtype="auto")
+        self.model = loaded.to(self.device)  # type: ignore[arg-type]  # transformers' stub of .to
         self.model.eval()
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
