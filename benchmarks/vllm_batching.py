@@ -24,11 +24,11 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from s3server import free_ports
-from tinymodel import build_tiny_model
 from vllmserver import VLLMServer, vllm_python
 
 from rlkd.gsrm.backends.openai import OpenAIChat
 from rlkd.spec.job import RequestSettings
+from rlkd.toy import build_tiny_model
 
 
 def conversations(n: int) -> list[list[dict[str, str]]]:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from tinymodel import train_tokenizer
 from transformers import AutoTokenizer, Qwen2Tokenizer
 
 from rlkd.gsrm.backends import build_decomposer, build_judge
@@ -19,6 +18,7 @@ from rlkd.gsrm.backends.chat import ChatDecomposer, ChatJudge, Reply
 from rlkd.gsrm.backends.transformers import TransformersChat
 from rlkd.gsrm.types import DecomposeRequest, Failure, Question, Step
 from rlkd.spec.job import InferenceSpec, RequestSettings
+from rlkd.toy.model import train_tokenizer
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Is 12 + 30 equal to 42?"}],
