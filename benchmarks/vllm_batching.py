@@ -23,8 +23,8 @@ from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from rlkd.gsrm.backends.openai import OpenAIChat
 from rlkd.spec.job import RequestSettings
+from rlkd.toy import build_tiny_model
 from tests.s3server import free_ports
-from tests.tinymodel import build_tiny_model
 from tests.vllmserver import VLLMServer, vllm_python
 
 

@@ -37,3 +37,7 @@ class BackendError(RLKDError):
 
 class DatasetError(RLKDError):
     """The dataset does not have what the spec says it has (a column, a domain value)."""
+
+
+class ModelError(RLKDError):
+    """A model reference points at no model (or names a toy model that does not exist)."""

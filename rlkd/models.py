@@ -8,17 +8,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from rlkd.errors import RLKDError
+from rlkd.errors import ModelError
 from rlkd.spec.refs import S3_SCHEME, STORE_SCHEME, TOY_SCHEME
 from rlkd.store.base import Store
 from rlkd.store.job import JobStores
 
 WEIGHT_FILES = ("config.json",)
 """What a folder must hold to be a model (transformers' save_pretrained writes it)."""
-
-
-class ModelError(RLKDError):
-    """A model reference points at no model."""
 
 
 def local_model(ref: str, stores: JobStores, cache_dir: Path, *, field: str) -> str:

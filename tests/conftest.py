@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from rlkd.store import LocalStore, S3Config, Store
+from rlkd.toy import build_tiny_model
 from tests.s3server import S3Server, weed_s3_server
-from tests.tinymodel import build_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -47,5 +47,5 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Store:
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Qwen2 chat model built offline (tests/tinymodel.py), once per session."""
+    """A tiny random Qwen2 chat model built offline (rlkd.toy), once per session."""
     return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-qwen2")

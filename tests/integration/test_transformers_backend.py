@@ -22,7 +22,7 @@ from rlkd.gsrm.backends.chat import ChatDecomposer, ChatJudge, Reply, collect
 from rlkd.gsrm.backends.transformers import TransformersChat
 from rlkd.gsrm.types import DecomposeRequest, Failure, Question, Step
 from rlkd.spec.job import InferenceSpec, RequestSettings
-from tests.tinymodel import train_tokenizer
+from rlkd.toy.model import train_tokenizer
 
 CONVERSATIONS = [
     [{"role": "user", "content": "Is 12 + 30 equal to 42?"}],
