@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from transformers import AutoModelForCausalLM
 
-from rlkd.rewards import build_rewards
+from rlkd.job_rewards import build_rewards
 from rlkd.spec.resource import RLKDJob
 from rlkd.spec.validate import parse_job
 from rlkd.store.job import local_stores

@@ -16,16 +16,15 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from rlkd.errors import DatasetError, StoreError
-from rlkd.spec.job import DatasetSpec, Domain, EvaluationSpec, RLKDJobSpec
+from rlkd.spec.job import DatasetSpec, Domain, EvaluationSpec, RLKDJobSpec, domain_of
 from rlkd.spec.refs import S3_SCHEME, STORE_SCHEME, TOY_SCHEME
 from rlkd.store.base import Store
 from rlkd.store.job import BucketOpener, JobStores
 
 SUFFIXES = (".jsonl", ".parquet")
-DOMAINS: frozenset[str] = frozenset(get_args(Domain))
 
 Record = dict[str, Any]
 Messages = list[dict[str, str]]
@@ -167,16 +166,6 @@ def prompt_messages(spec: RLKDJobSpec, problem: str) -> Messages:
         {"role": "system", "content": spec.grpo.system_prompt},
         {"role": "user", "content": problem},
     ]
-
-
-def domain_of(value: object, column: str) -> Domain:
-    """A per-row domain value, or a DatasetError saying which values the column may hold."""
-    if value not in DOMAINS:
-        raise DatasetError(
-            f"column {column!r} (spec.dataset.columns.domain) holds the domain {value!r}; use "
-            f"one of {', '.join(sorted(DOMAINS))}"
-        )
-    return value  # type: ignore[return-value]  # checked against Domain's values above
 
 
 def _text(record: Record, row: int, column: str, field: str) -> str:

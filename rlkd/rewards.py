@@ -12,22 +12,17 @@ format, tag_count, structure.
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from rlkd.data import domain_of
-from rlkd.errors import BackendError, DatasetError, SpecError
-from rlkd.gsrm.backends import build_decomposer, build_judge
+from rlkd.errors import BackendError, DatasetError
 from rlkd.gsrm.engine import ScoreItem, StructureEngine
 from rlkd.gsrm.steps import parse_steps
 from rlkd.gsrm.types import Step
-from rlkd.spec.job import RLKDJobSpec
-from rlkd.store.base import Store
+from rlkd.spec.job import RLKDJobSpec, domain_of
 
 Completion = str | list[dict[str, Any]]
 RewardFunction = Callable[..., list[float | None]]
@@ -170,9 +165,9 @@ class StructureReward:
         """Close the backends' connections, on the loop they were opened on."""
         loop = self._loop
         if loop is not None and loop.is_running():
-            asyncio.run_coroutine_threadsafe(close_backends(self.engine), loop).result()
+            asyncio.run_coroutine_threadsafe(self.engine.aclose(), loop).result()
         else:
-            asyncio.run(close_backends(self.engine))
+            asyncio.run(self.engine.aclose())
 
     async def __call__(
         self,
@@ -242,16 +237,6 @@ class AccuracyReward:
         return accuracy(completions, gold)
 
 
-async def close_backends(engine: StructureEngine) -> None:
-    """Close the HTTP sessions of an engine's GSRM and judge (in-process backends have none)."""
-    closers = [
-        model.aclose
-        for part in (engine.decomposer, engine.judge)
-        if (model := getattr(part, "model", None)) is not None and hasattr(model, "aclose")
-    ]
-    await asyncio.gather(*(close() for close in closers))
-
-
 def reward_functions(
     spec: RLKDJobSpec, *, structure: StructureEngine | None
 ) -> tuple[list[RewardFunction], list[float]]:
@@ -272,45 +257,3 @@ def reward_functions(
         enabled.append((StructureReward(structure, spec), weights.structure))
     enabled = [(function, weight) for function, weight in enabled if weight > 0]
     return [function for function, _ in enabled], [weight for _, weight in enabled]
-
-
-@dataclass
-class Rewards:
-    """What the learner hands TRL, built from a job in one place (`build_rewards`)."""
-
-    functions: list[RewardFunction]
-    weights: list[float]
-    structure: StructureReward | None
-    """The structure reward, for its error counts; None when its weight is 0."""
-
-    def close(self) -> None:
-        """Close the reward engine's connections (at the end of a run)."""
-        if self.structure is not None:
-            self.structure.close()
-
-
-def build_structure_engine(
-    spec: RLKDJobSpec, store: Store | None, env: Mapping[str, str] = os.environ
-) -> StructureEngine:
-    """The GSRM and the judge the spec names, with the teacher cache on `store` (the run's)."""
-    if spec.gsrm is None or spec.judge is None:
-        raise SpecError(
-            [
-                "spec.gsrm and spec.judge: are required for the structure reward (or set "
-                "rewards.structure to 0)"
-            ]
-        )
-    return StructureEngine(
-        build_decomposer(spec.gsrm, "gsrm", env), build_judge(spec.judge, "judge", env), store
-    )
-
-
-def build_rewards(
-    spec: RLKDJobSpec, store: Store | None, env: Mapping[str, str] = os.environ
-) -> Rewards:
-    """The job's reward functions and weights, with the structure engine's backends as the
-    spec says (a vllm backend at its RLKD_<ROLE>_URL) and its teacher cache on `store`."""
-    engine = build_structure_engine(spec, store, env) if spec.rewards.structure > 0 else None
-    functions, weights = reward_functions(spec, structure=engine)
-    structure = next((f for f in functions if isinstance(f, StructureReward)), None)
-    return Rewards(functions, weights, structure)

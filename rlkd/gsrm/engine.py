@@ -111,6 +111,13 @@ class StructureEngine:
         errors = Counter(reason for reasons in failed for reason in reasons)
         return BatchResult(rewards, dict(sorted(errors.items())))
 
+    async def aclose(self) -> None:
+        """Close the HTTP sessions of the GSRM and judge (in-process backends have none)."""
+        for part in (self.decomposer, self.judge):
+            close = getattr(getattr(part, "model", None), "aclose", None)
+            if close is not None:
+                await close()
+
     def score_sync(self, items: Sequence[ScoreItem]) -> BatchResult:
         """`score` for sync callers (TRL reward functions), with or without a running loop."""
         return run_sync(self.score(items))

@@ -7,10 +7,11 @@ This module is the single source of truth. The CRD (`rlkd crd`), its defaults an
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import Field
 
+from rlkd.errors import DatasetError
 from rlkd.spec.base import Rule, SpecModel
 from rlkd.spec.refs import (
     BUCKET_IP_PATTERN,
@@ -24,6 +25,19 @@ from rlkd.spec.refs import (
 )
 
 Domain = Literal["math", "code", "science", "puzzle"]
+DOMAINS: frozenset[str] = frozenset(get_args(Domain))
+
+
+def domain_of(value: object, column: str) -> Domain:
+    """A per-row domain value (dataset.columns.domain), or a DatasetError saying which values
+    the column may hold."""
+    if value not in DOMAINS:
+        raise DatasetError(
+            f"column {column!r} (spec.dataset.columns.domain) holds the domain {value!r}; use "
+            f"one of {', '.join(sorted(DOMAINS))}"
+        )
+    return value  # type: ignore[return-value]  # checked against Domain's values above
+
 
 # Upper bounds keep every integer inside what the API server (int64), CEL arithmetic and the
 # libraries (numpy seeds are 32-bit) accept.

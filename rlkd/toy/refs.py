@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from rlkd.errors import DatasetError, ModelError, ObjectNotFoundError
+from rlkd.spec.refs import TOY_SCHEME
 from rlkd.store.base import Store
 from rlkd.toy import arithmetic
 from rlkd.toy.student import Recipe, build_student
 
 log = logging.getLogger(__name__)
 
-TOY_SCHEME = "toy://"
 VERSION = "1"
 """Part of every cache key: bump it whenever the generator or the student's recipe changes, so
 no store serves a stale build."""

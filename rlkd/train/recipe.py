@@ -20,9 +20,9 @@ from typing import Any
 from rlkd.data import evaluation_records, training_records
 from rlkd.errors import RLKDError
 from rlkd.eval import Evaluation, evaluate, save_evaluation
+from rlkd.job_rewards import Rewards, build_rewards, build_structure_engine
 from rlkd.models import local_model
 from rlkd.prepare import nothing_to_prepare, prepare, with_teacher_paths
-from rlkd.rewards import Rewards, build_rewards, build_structure_engine, close_backends
 from rlkd.spec.deepspeed import deepspeed_config
 from rlkd.spec.progress import MODEL_PREFIX, TENSORBOARD_PREFIX, EvaluationName
 from rlkd.spec.resource import RLKDJob
@@ -269,7 +269,7 @@ def run_evaluation(
             if bar is not None:
                 bar.close()
             if engine is not None:
-                await close_backends(engine)
+                await engine.aclose()
 
     return asyncio.run(run())
 

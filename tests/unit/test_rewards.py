@@ -284,7 +284,7 @@ def test_reward_functions_pickle_for_worker_copies(tmp_path: Any) -> None:
     """DeepSpeed and multiprocessing data loaders copy the reward functions."""
     import pickle
 
-    from rlkd.rewards import build_rewards
+    from rlkd.job_rewards import build_rewards
     from rlkd.store import LocalStore
 
     rewards = build_rewards(spec(), LocalStore(tmp_path))
@@ -307,7 +307,7 @@ def test_reward_functions_pickle_for_worker_copies(tmp_path: Any) -> None:
 
 
 def test_the_factory_builds_the_backends_the_spec_names() -> None:
-    from rlkd.rewards import build_rewards
+    from rlkd.job_rewards import build_rewards
 
     rewards = build_rewards(spec(rewards={"structure": 0}), None)
     assert rewards.structure is None and names(rewards.functions) == [
