@@ -45,7 +45,11 @@ def test_the_student_is_built_once_then_read_from_the_cache_or_the_store(
     assert len(builds) == 1 and store.downloads == 0
     assert (first / "config.json").is_file() and first.parent == tmp_path / "node-a"
     keys = store.list("toy/models/")
-    assert keys[-1].endswith("/manifest.json") and len(keys) > 3
+    prefix = keys[0].rpartition("/")[0] + "/"
+    assert prefix.startswith("toy/models/tiny-student-")
+    files = store.get_json(prefix + "manifest.json")["files"]
+    assert sorted(prefix + f for f in [*files, "manifest.json"]) == keys
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(files)
     assert [p.name for p in (tmp_path / "node-a").iterdir() if not p.name.endswith(".lock")] == [
         first.name
     ]  # no staging directory left behind
@@ -88,3 +92,31 @@ def test_the_build_is_deterministic_and_the_student_answers_in_the_prompt_format
     with torch.no_grad():
         out = model.generate(**ids, max_new_tokens=8, do_sample=False)
     assert out.shape[1] == ids["input_ids"].shape[1] + 8 or out[0, -1] == tokenizer.eos_token_id
+
+
+def test_two_processes_asking_at_once_get_one_build(tmp_path: Path) -> None:
+    """The ranks of one node ask together: one builds, the other waits for it and reuses it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging, sys; from pathlib import Path; "
+        "logging.basicConfig(level=logging.INFO); "
+        "from rlkd.toy import Recipe, toy_model; "
+        "r = Recipe(sft_steps=3, batch_size=4, sft_problems=50, tokenizer_problems=50); "
+        "print(toy_model('tiny-student', None, Path(sys.argv[1]), recipe=r))"
+    )
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path / "cache")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outputs = [rank.communicate(timeout=300) for rank in ranks]
+    assert [rank.returncode for rank in ranks] == [0, 0]
+    paths = {out.strip().splitlines()[-1] for out, _ in outputs}
+    assert len(paths) == 1 and Path(paths.pop(), "model.safetensors").is_file()
+    assert sum(err.count("built toy://tiny-student") for _, err in outputs) == 1
