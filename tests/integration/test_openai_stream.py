@@ -10,13 +10,13 @@ import itertools
 import time
 
 import pytest
-from openai_stub import TOKEN, Latency, OpenAIStub, StubReply
 
 from rlkd.gsrm.backends.chat import ChatDecomposer, Reply, collect
 from rlkd.gsrm.backends.openai import OpenAIChat, read_chunk, sse_data
 from rlkd.gsrm.steps import format_steps
 from rlkd.gsrm.types import DecomposeRequest, Draft, Failure, Step
 from rlkd.spec.job import RequestSettings
+from tests.openai_stub import TOKEN, Latency, OpenAIStub, StubReply
 
 STEPS = [Step(f"Why step {n}.", f"What is {n} + {n}?", str(2 * n)) for n in range(1, 7)]
 TEXT = format_steps(STEPS)
