@@ -118,7 +118,7 @@ def test_duplicate_key_names_key_and_line(
     assert run(capsys, path) == (
         1,
         [
-            f"{path}: invalid YAML at line 41, column 3: found duplicate key 'grpo'"
+            f"{path}: invalid YAML at line 51, column 3: found duplicate key 'grpo'"
             " (while reading a mapping)"
         ],
     )
