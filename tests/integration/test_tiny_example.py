@@ -22,7 +22,7 @@ def test_the_example_prompts_as_the_toy_student_was_taught() -> None:
 
 def test_the_tiny_example_runs_end_to_end_and_reports(tmp_path: Path) -> None:
     body = load_job(EXAMPLE).to_dict()
-    body["spec"]["grpo"] |= {"maxSteps": 3, "saveSteps": 2}
+    body["spec"]["grpo"] |= {"maxSteps": 4, "saveSteps": 2}
     body["spec"]["dataset"]["limit"] = 8
     body["spec"]["evaluation"]["limit"] = 8
     job = tmp_path / "tiny.yaml"
@@ -34,14 +34,14 @@ def test_the_tiny_example_runs_end_to_end_and_reports(tmp_path: Path) -> None:
     for phase in ("prepare:", "evaluate before:", "train: GRPO on", "evaluate after:", "summary:"):
         assert phase in first.stdout, phase
     report = json.loads((out / "report.json").read_text())
-    assert report["steps"] == 3 and report["seconds"] > 0
+    assert report["steps"] == 4 and report["seconds"] > 0
     for name in ("before", "after"):
         assert 0 <= report[name]["accuracy"] <= 1 and 0 <= report[name]["structure"] <= 1
     assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "structure alignment" in (out / "report.md").read_text()
     store = out / "store" / "default" / "tiny-arithmetic"
     assert (store / "model" / "config.json").is_file()
-    assert (store / "checkpoints" / "checkpoint-3" / "COMPLETE").is_file()
+    assert (store / "checkpoints" / "checkpoint-4" / "COMPLETE").is_file()
     assert any((store / "tensorboard").rglob("events.out.tfevents.*"))
 
     again = subprocess.run(command, capture_output=True, text=True, timeout=600)
