@@ -213,7 +213,9 @@ async def test_a_decomposition_streamed_and_stopped_early_begins_as_the_whole_on
     vllm: VLLMServer, whole: tuple[list[Step], float]
 ) -> None:
     steps, whole_tokens = whole
-    tokens, done = vllm.metric("vllm:generation_tokens_total"), requests_done(vllm)
+    # The fixture's own request is counted a moment after its reply: wait for it to settle.
+    done = settled(vllm, "vllm:request_success_total")
+    tokens = vllm.metric("vllm:generation_tokens_total")
     model = gsrm(vllm)
 
     [stream] = ChatDecomposer(model, "org/tiny", GSRM_TOKENS).stream(REQUESTS[:1])
@@ -235,7 +237,9 @@ async def test_the_engine_stops_the_gsrm_once_the_reward_is_decided_with_the_sam
     steps, whole_tokens = whole
     # The teacher's second step goes another way: the reward is decided at the student's second.
     teacher = [steps[0], Step("another way on", steps[1].subproblem, steps[1].answer), *steps[2:]]
-    tokens, done = vllm.metric("vllm:generation_tokens_total"), requests_done(vllm)
+    # The fixture's own request is counted a moment after its reply: wait for it to settle.
+    done = settled(vllm, "vllm:request_success_total")
+    tokens = vllm.metric("vllm:generation_tokens_total")
     model = gsrm(vllm)
     request = REQUESTS[0]
 
