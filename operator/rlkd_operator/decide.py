@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from rlkd.errors import SpecError
 from rlkd.k8s import OperatorDefaults, build_children, inference_name, inference_roles, learner_name
-from rlkd.k8s.kueue import queue_name, queued, without_kueue_fields
+from rlkd.k8s.kueue import QUEUE_LABEL, queue_name, queued, without_kueue_fields
 from rlkd.k8s.learner import PyTorchJobCondition
 from rlkd.k8s.resolve import resolve_job, storage_of
 from rlkd.spec.progress import PROGRESS_KEY, ProgressDocument, run_prefix
@@ -375,12 +375,12 @@ def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefau
         plan.apply = _manifests(
             job, defaults, observed, scale_to_zero=True, learner=state is not None
         )
-        if queue_name(job) is not None and learner is not None:
+        if learner is not None and queued(learner):
             _suspend_queued(plan, learner, observed.workload)
     else:
         if "Suspended" in plan.conditions:
             plan.set("Suspended", False, "Resumed", "spec.suspend is false")
-        if queue_name(job) is not None and kueue.active(observed.workload) is False:
+        if queued(learner) and kueue.active(observed.workload) is False:
             plan.patch.append(kueue.activate(observed.workload or {}, True))
         _provision_or_train(plan, job, observed, defaults, learner, state)
 
@@ -442,7 +442,8 @@ def _provision_or_train(
 ) -> None:
     """The store first, then inference, then the learner once every inference Deployment is
     available (_available); a suspended learner stays suspended until then (a resume), so it
-    never runs against servers that are not up. Training (or Evaluating) while it runs."""
+    never runs against servers that are not up. Training (or Evaluating) while it runs. A
+    queued learner (Kueue) comes first, and inference only once Kueue has admitted it."""
     store = plan.conditions.get("StoreReady")
     if store is None and state is None:
         plan.to("Pending", "checking the store")
@@ -450,7 +451,7 @@ def _provision_or_train(
     if store is not None and store.status != "True" and state is None:
         plan.to("Provisioning", store.message)
         return
-    queue = queue_name(job)
+    queue = _queue_of(job, learner)
     # A queued learner is created at once, suspended, for Kueue to admit; its servers start
     # only once Kueue has admitted it (no GPUs held while it waits), and its pods wait for them.
     admitted = queue is None or (learner is not None and not _suspended(learner))
@@ -587,7 +588,7 @@ def _manifests(
                 out.append(manifest)
             continue
         want = built.desired(seen, manifest)
-        if want is not None and is_learner and queue_name(job) is not None:
+        if want is not None and is_learner and queued(seen):
             want = without_kueue_fields(want)
         if want is not None and not contains(seen, want):
             out.append(want)
@@ -634,6 +635,15 @@ def _available(deployment: Body | None) -> bool:
         and status.get("availableReplicas", 0) >= replicas
         and any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions)
     )
+
+
+def _queue_of(job: RLKDJob, learner: Body | None) -> str | None:
+    """The Kueue LocalQueue the learner is in: the live PyTorchJob's label once it exists (a
+    queue named later, e.g. by a label added to the RLKDJob, reaches it only when the spec
+    changes and it is rebuilt), else the spec's."""
+    if learner is None:
+        return queue_name(job)
+    return (learner.get("metadata", {}).get("labels") or {}).get(QUEUE_LABEL)
 
 
 def _suspended(pytorchjob: Body | None) -> bool:
