@@ -17,12 +17,14 @@ from pydantic import ValidationError
 
 from rlkd.errors import SpecError
 from rlkd.k8s import OperatorDefaults, build_children, inference_name, inference_roles, learner_name
+from rlkd.k8s.kueue import QUEUE_LABEL, queue_name, queued, without_kueue_fields
 from rlkd.k8s.learner import PyTorchJobCondition
 from rlkd.k8s.resolve import resolve_job, storage_of
 from rlkd.spec.progress import PROGRESS_KEY, ProgressDocument, run_prefix
 from rlkd.spec.resource import RLKDJob, namespace_of
 from rlkd.spec.status import Artifacts, Condition, Phase, Progress, RLKDJobStatus
 from rlkd.spec.validate import parse_job
+from rlkd_operator import built, kueue
 
 Body = Mapping[str, Any]
 ChildKey = tuple[str, str]
@@ -37,6 +39,7 @@ FINISHED: frozenset[str] = frozenset({"Succeeded", "Failed"})
 CONDITION_TYPES = (
     "StoreReady",
     "InferenceReady",
+    "Queued",
     "LearnerRunning",
     "Suspended",
     "Complete",
@@ -114,6 +117,8 @@ class Observed:
     progress: ProgressDocument | None = None
     model_present: bool = False
     failure: ApplyFailure | None = None
+    workload: Body | None = None
+    """Kueue's Workload of a queued learner, when read (Needs.workload) and found."""
 
 
 @dataclass(frozen=True)
@@ -140,23 +145,30 @@ class Decision:
 
 @dataclass(frozen=True)
 class Needs:
-    """What the handler must read before deciding: a store check, the progress document."""
+    """What the handler must read before deciding: a store check, the progress document, the
+    queued learner's Workload."""
 
     store_check: bool
     progress: bool
+    workload: bool = False
 
 
-def needs(body: Body, children: Mapping[ChildKey, Body]) -> Needs:
-    """Store reads only where they can change the decision, so a quiet job costs no requests."""
+def needs(body: Body, children: Mapping[ChildKey, Body], *, broken: bool = False) -> Needs:
+    """Store reads only where they can change the decision, so a quiet job costs no requests.
+    `broken`: the spec cannot be built (a queued learner is then stopped through Kueue)."""
     status = current_status(body)
     if status.phase in FINISHED:
         return Needs(store_check=False, progress=False)
     store = _condition(status, "StoreReady")
     generation = body.get("metadata", {}).get("generation")
     stale = store is None or store.status != "True" or store.observed_generation != generation
-    learner = ("PyTorchJob", body["metadata"]["name"]) in children  # named as the job
+    pytorchjob = children.get(("PyTorchJob", body["metadata"]["name"]))  # named as the job
+    learner = pytorchjob is not None
     # The check gates only the start: once the learner runs, the store is its business.
-    return Needs(store_check=stale and not learner, progress=learner)
+    # A queued learner's Workload says why it waits, and is what suspends it.
+    suspend = bool(body.get("spec", {}).get("suspend"))
+    waits = queued(pytorchjob) and (suspend or broken or _suspended(pytorchjob))
+    return Needs(store_check=stale and not learner, progress=learner, workload=waits)
 
 
 def needs_poll(body: Body) -> bool:
@@ -166,7 +178,16 @@ def needs_poll(body: Body) -> bool:
     if status.phase in FINISHED:
         return body.get("spec", {}).get("ttlSecondsAfterFinished") is not None
     store = _condition(status, "StoreReady")
-    return status.phase in ("Training", "Evaluating") or store is None or store.status != "True"
+    # A Workload's changes send the operator no event: a job waiting on Kueue is read again.
+    queue = _condition(status, "Queued")
+    suspended = _condition(status, "Suspended")
+    return (
+        status.phase in ("Training", "Evaluating")
+        or store is None
+        or store.status != "True"
+        or (queue is not None and queue.status == "True")
+        or (suspended is not None and suspended.reason == kueue.DEACTIVATING)
+    )
 
 
 def decide(
@@ -178,14 +199,14 @@ def decide(
     if old.phase in FINISHED and not _retry_invalid(old, plan.generation):
         # Finished, whatever the spec says now: the status stays, inference stays at zero.
         if isinstance(job, SpecError):
-            plan.patch = _release(observed.children)
+            plan.patch = _release(observed.children, observed.workload)
         else:
             plan.apply = _manifests(
                 job, defaults, observed, scale_to_zero=True, learner=False, create=False
             )
     elif isinstance(job, SpecError):
         plan.fail("InvalidSpec", "the spec cannot be built: " + "; ".join(job.problems))
-        plan.patch = _release(observed.children)
+        plan.patch = _release(observed.children, observed.workload)
     else:
         if old.phase in FINISHED:  # a fixed spec: start over
             plan.conditions.pop("Failed")
@@ -354,10 +375,30 @@ def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefau
         plan.apply = _manifests(
             job, defaults, observed, scale_to_zero=True, learner=state is not None
         )
+        if learner is not None and queued(learner):
+            _suspend_queued(plan, learner, observed.workload)
     else:
         if "Suspended" in plan.conditions:
             plan.set("Suspended", False, "Resumed", "spec.suspend is false")
+        if queued(learner) and kueue.active(observed.workload) is False:
+            plan.patch.append(kueue.activate(observed.workload or {}, True))
         _provision_or_train(plan, job, observed, defaults, learner, state)
+
+
+def _suspend_queued(plan: _Plan, learner: Body, workload: Body | None) -> None:
+    """Suspend a queued learner through Kueue (module rlkd_operator.kueue): deactivate its
+    Workload, and say so until Kueue has suspended the PyTorchJob. Not queued meanwhile."""
+    plan.conditions.pop("Queued", None)
+    if workload is not None and kueue.active(workload):
+        plan.patch.append(kueue.activate(workload, False))
+    if _suspended(learner):
+        return
+    if workload is None:
+        message = "spec.suspend is true; waiting for Kueue's Workload of the learner to deactivate"
+    else:
+        name = workload["metadata"]["name"]
+        message = f"spec.suspend is true; Workload {name} deactivated, Kueue stops the learner"
+    plan.set("Suspended", True, kueue.DEACTIVATING, message)
 
 
 def _outcome(
@@ -401,7 +442,8 @@ def _provision_or_train(
 ) -> None:
     """The store first, then inference, then the learner once every inference Deployment is
     available (_available); a suspended learner stays suspended until then (a resume), so it
-    never runs against servers that are not up. Training (or Evaluating) while it runs."""
+    never runs against servers that are not up. Training (or Evaluating) while it runs. A
+    queued learner (Kueue) comes first, and inference only once Kueue has admitted it."""
     store = plan.conditions.get("StoreReady")
     if store is None and state is None:
         plan.to("Pending", "checking the store")
@@ -409,12 +451,18 @@ def _provision_or_train(
     if store is not None and store.status != "True" and state is None:
         plan.to("Provisioning", store.message)
         return
+    queue = _queue_of(job, learner)
+    # A queued learner is created at once, suspended, for Kueue to admit; its servers start
+    # only once Kueue has admitted it (no GPUs held while it waits), and its pods wait for them.
+    admitted = queue is None or (learner is not None and not _suspended(learner))
     starting = [
         name
         for name in (inference_name(job, role) for role in inference_roles(job.spec))
         if not _available(observed.children.get(("Deployment", name)))
     ]
-    if starting:
+    if not admitted:
+        plan.set("InferenceReady", False, "Queued", "the servers start once Kueue admits the job")
+    elif starting:
         plan.set(
             "InferenceReady", False, "Starting", f"waiting for Deployment {', '.join(starting)}"
         )
@@ -424,10 +472,21 @@ def _provision_or_train(
         job,
         defaults,
         observed,
-        scale_to_zero=False,
-        learner=state is not None or not starting,
-        hold_learner=bool(starting) and _suspended(learner),
+        scale_to_zero=not admitted,
+        learner=queue is not None or state is not None or not starting,
+        hold_learner=queue is None and bool(starting) and _suspended(learner),
     )
+    if queue is not None:
+        held = (
+            kueue.queue_state(learner, observed.workload)
+            if learner is not None
+            else kueue.QueueState(True, "Creating", "creating the PyTorchJob in the queue")
+        )
+        plan.set("Queued", held.waiting, held.reason, held.message)
+        if held.waiting:
+            detail = f"{held.reason}: {held.message}" if held.message else held.reason
+            plan.to("Provisioning", f"queued in Kueue LocalQueue {queue}: {detail}")
+            return
     succeeded = state is not None and state.condition == PyTorchJobCondition.SUCCEEDED
     if state is None or not (state.running or succeeded):
         waiting = "inference servers" if starting else "learner"
@@ -511,29 +570,44 @@ def _manifests(
 ) -> list[dict[str, Any]]:
     """The children to apply: those missing (unless not `create`) or whose live object does not
     contain the manifest (edited by hand, e.g. scaled or given another image). `hold_learner`
-    keeps the learner suspended whatever the spec says."""
+    keeps the learner suspended whatever the spec says. Each records what it was built from
+    (rlkd_operator.built): a child built at this generation by other builders (an operator
+    upgrade) keeps its build. A queued learner, once it exists, is never sent what Kueue owns."""
     children = build_children(job, defaults, inference_replicas=0 if scale_to_zero else None)
     if hold_learner:
         children.learner["spec"]["runPolicy"]["suspend"] = True
     out = []
     for manifest in children.all():
-        if manifest is children.learner and not learner:
+        is_learner = manifest is children.learner
+        if is_learner and not learner:
             continue
+        built.recorded(manifest, job.metadata.generation)
         seen = observed.children.get((manifest["kind"], manifest["metadata"]["name"]))
-        if (seen is None and create) or (seen is not None and not contains(seen, manifest)):
-            out.append(manifest)
+        if seen is None:
+            if create:
+                out.append(manifest)
+            continue
+        want = built.desired(seen, manifest)
+        if want is not None and is_learner and queued(seen):
+            want = without_kueue_fields(want)
+        if want is not None and not contains(seen, want):
+            out.append(want)
     return out
 
 
-def _release(children: Mapping[ChildKey, Body]) -> list[dict[str, Any]]:
+def _release(children: Mapping[ChildKey, Body], workload: Body | None) -> list[dict[str, Any]]:
     """Merge patches that give a job's GPUs back when its spec cannot be built (so there are no
     manifests to build): existing inference Deployments to zero replicas, a learner that has
-    not finished suspended."""
+    not finished suspended (a queued one by deactivating its Workload)."""
     patches = []
     for (kind, name), child in children.items():
         state = learner_state(child) if kind == "PyTorchJob" else None
         if kind == "Deployment" and child.get("spec", {}).get("replicas") != 0:
             spec: dict[str, Any] = {"replicas": 0}
+        elif state is not None and queued(child):
+            if not state.finished and workload is not None and kueue.active(workload):
+                patches.append(kueue.activate(workload, False))
+            continue
         elif state is not None and not state.finished and not _suspended(child):
             spec = {"runPolicy": {"suspend": True}}
         else:
@@ -561,6 +635,15 @@ def _available(deployment: Body | None) -> bool:
         and status.get("availableReplicas", 0) >= replicas
         and any(c.get("type") == "Available" and c.get("status") == "True" for c in conditions)
     )
+
+
+def _queue_of(job: RLKDJob, learner: Body | None) -> str | None:
+    """The Kueue LocalQueue the learner is in: the live PyTorchJob's label once it exists (a
+    queue named later, e.g. by a label added to the RLKDJob, reaches it only when the spec
+    changes and it is rebuilt), else the spec's."""
+    if learner is None:
+        return queue_name(job)
+    return (learner.get("metadata", {}).get("labels") or {}).get(QUEUE_LABEL)
 
 
 def _suspended(pytorchjob: Body | None) -> bool:

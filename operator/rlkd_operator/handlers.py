@@ -190,10 +190,14 @@ async def reconcile(memo: Runtime, key: JobKey) -> None:
 async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
     children = memo.world.children(key)
     job = resolve(body, memo.defaults)  # the spec, parsed once for this reconcile
-    observed = Observed(children=children)
+    need = needs(body, children, broken=not isinstance(job, RLKDJob))
+    workload = None
+    if need.workload:  # a queued learner: Kueue's Workload, found by the learner's uid
+        workload = await memo.kube.workload_of(children[("PyTorchJob", key[1])])
+    observed = Observed(children=children, workload=workload)
     if isinstance(job, RLKDJob):  # else decide reports the spec's problems
-        store, progress, model = await memo.stores.observe(job, needs(body, children))
-        observed = Observed(children, store, progress, model)
+        store, progress, model = await memo.stores.observe(job, need)
+        observed = Observed(children, store, progress, model, workload=workload)
     decision = decide(body, job, observed, memo.defaults, datetime.now(UTC))
     if (failure := await _apply(memo, decision, children)) is not None:
         # Decide again, knowing: the status says what failed and how to fix it.

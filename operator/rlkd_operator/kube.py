@@ -28,13 +28,18 @@ from rlkd_operator.decide import ApplyFailure
 from rlkd_operator.resources import (
     CHILDREN,
     EVENTS,
+    PATCHED,
     RLKDJOB_STATUS,
     RLKDJOBS,
     SECRETS,
+    WORKLOADS,
     APIResource,
 )
 
 MERGE_PATCH = "application/merge-patch+json"
+KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
+"""The label Kueue puts on a Workload with the uid of the job it gates: the stable link (its
+name is Kueue's own hash of the job's name)."""
 EVENT_SOURCE = "rlkd-operator"
 NOT_SERVED_FIX = {
     "PyTorchJob": "install the Kubeflow Training Operator (it serves kubeflow.org/v1 PyTorchJob)"
@@ -111,7 +116,7 @@ class Kube:
 
     async def patch_child(self, patch: dict[str, Any]) -> dict[str, Any] | None:
         """Merge-patch an existing child; None when it is gone (nothing left to change)."""
-        resource = CHILDREN[patch["kind"]]
+        resource = PATCHED[patch["kind"]]
         path = resource.path(patch["metadata"]["namespace"], patch["metadata"]["name"])
         try:
             return await self._call("PATCH", path, patch)
@@ -119,6 +124,31 @@ class Kube:
             if exc.status == 404:
                 return None
             raise ApplyError(failure_of(resource, patch, exc)) from None
+
+    async def workload_of(self, owner: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Kueue's Workload of a queued PyTorchJob: the one labelled with its uid
+        (kueue.x-k8s.io/job-uid) that it controls. None while Kueue has made none, and where
+        Kueue is not installed or the operator may not read Workloads (the job's own Suspended
+        condition is reported then)."""
+        meta = owner["metadata"]
+        query = [("labelSelector", f"{KUEUE_JOB_UID_LABEL}={meta['uid']}")]
+        try:
+            answer = await self._call("GET", WORKLOADS.path(meta["namespace"]), query=query)
+        except client.ApiException as exc:
+            if exc.status in (403, 404):
+                return None
+            raise
+        return next(
+            (
+                item
+                for item in answer.get("items") or []
+                if any(
+                    ref.get("uid") == meta["uid"] and ref.get("controller")
+                    for ref in item.get("metadata", {}).get("ownerReferences") or []
+                )
+            ),
+            None,
+        )
 
     async def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any]
@@ -178,7 +208,11 @@ class Kube:
         return credentials_from_secret(data, where)
 
     async def _call(
-        self, method: str, path: str, body: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        query: list[tuple[str, str]] | None = None,
     ) -> dict[str, Any]:
         """One API call; the answer as JSON (an object for every path the operator calls)."""
         headers = {"Accept": "application/json"}
@@ -188,6 +222,7 @@ class Kube:
             self._api.call_api,
             path,
             method,
+            query_params=query or [],
             header_params=headers,
             body=body,
             response_type="object",

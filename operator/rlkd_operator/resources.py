@@ -50,6 +50,11 @@ SERVICES = APIResource("", "v1", "services", "Service", CHILD)
 DEPLOYMENTS = APIResource("apps", "v1", "deployments", "Deployment", CHILD)
 PYTORCHJOBS = APIResource("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob", CHILD)
 SECRETS = APIResource("", "v1", "secrets", "Secret", ("get",))  # spec.storage.credentialsSecret
+# Kueue's Workload of a queued learner: read for its admission state, patched (spec.active) to
+# suspend and resume through Kueue. Kueue creates it; the operator never creates or deletes one.
+WORKLOADS = APIResource(
+    "kueue.x-k8s.io", "v1beta2", "workloads", "Workload", ("get", "list", "patch")
+)
 EVENTS = APIResource("", "v1", "events", "Event", ("create",))
 # kopf's peering (one active replica): the cluster-wide object for --all-namespaces, a namespaced
 # one per watched namespace otherwise.
@@ -67,12 +72,15 @@ ALL = (
     DEPLOYMENTS,
     PYTORCHJOBS,
     SECRETS,
+    WORKLOADS,
     EVENTS,
     CLUSTER_PEERINGS,
     PEERINGS,
 )
 CHILDREN = {r.kind: r for r in (CONFIGMAPS, SERVICES, DEPLOYMENTS, PYTORCHJOBS)}
 """The kinds the builders make, by kind."""
+PATCHED = {**CHILDREN, WORKLOADS.kind: WORKLOADS}
+"""The kinds a decision may merge-patch: the children, and a queued learner's Workload."""
 
 
 def cluster_role() -> dict[str, Any]:

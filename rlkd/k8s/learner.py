@@ -12,9 +12,11 @@ from typing import Any
 from rlkd.k8s.config import DEEPSPEED_KEY, JOB_KEY, MOUNT_DIR
 from rlkd.k8s.defaults import OperatorDefaults
 from rlkd.k8s.inference import inference_roles
+from rlkd.k8s.kueue import queue_labels, queue_name
 from rlkd.k8s.naming import (
     child_metadata,
     config_name,
+    inference_name,
     labels,
     learner_name,
     service_url,
@@ -25,6 +27,8 @@ from rlkd.spec.progress import run_prefix
 from rlkd.spec.resource import RLKDJob, namespace_of
 from rlkd.spec.runtime import (
     DEEPSPEED_FILE_ENV,
+    INFERENCE_PORT,
+    INFERENCE_ROLES,
     JOB_FILE_ENV,
     STORE_BUCKET_ENV,
     STORE_ENDPOINT_ENV,
@@ -45,6 +49,23 @@ it the operator re-creates pods whose restart count stays 0, so backoffLimit nev
 learner that keeps being OOM-killed (kubeflow/trainer#2045)."""
 CLEAN_POD_POLICY = "Running"
 """When the job ends, delete pods still running (freeing their GPUs); keep finished pods' logs."""
+
+
+WAIT_CONTAINER = "wait-for-inference"
+"""The init container of a queued learner: Kueue starts the learner's pods as soon as it admits
+the job, and the inference servers only start then, so the pods wait for them here."""
+_WAIT_SCRIPT = """\
+import sys, time, urllib.request
+for url in sys.argv[1:]:
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+            print("available:", url, flush=True)
+            break
+        except Exception as exc:
+            print("waiting for", url, "-", exc, flush=True)
+            time.sleep(10)
+"""
 
 
 class PyTorchJobCondition(StrEnum):
@@ -77,6 +98,26 @@ def learner_env(job: RLKDJob) -> list[dict[str, Any]]:
     return variables
 
 
+def _servers_called(job: RLKDJob) -> list[str]:
+    """The health URL of every server the learner calls (those in its environment)."""
+    roles = {endpoint_env(role): role for role in INFERENCE_ROLES}
+    return [
+        f"http://{inference_name(job, roles[v['name']])}.{namespace_of(job)}.svc:"
+        f"{INFERENCE_PORT}/health"
+        for v in learner_env(job)
+        if v["name"] in roles
+    ]
+
+
+def _wait_container(image: str, urls: list[str]) -> dict[str, Any]:
+    """WAIT_CONTAINER: Python from the trainer image, no other dependency."""
+    return {
+        "name": WAIT_CONTAINER,
+        "image": image,
+        "command": ["python", "-c", _WAIT_SCRIPT, *urls],
+    }
+
+
 def _pod_template(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
     learner = job.spec.learner
     storage = storage_of(job)
@@ -102,10 +143,16 @@ def _pod_template(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
         container["envFrom"] = [{"secretRef": {"name": learner.tracking_secret}}]
     if amounts := resources(learner, learner.gpus_per_replica):
         container["resources"] = amounts
+    servers = _servers_called(job) if queue_name(job) else []
     return {
         "metadata": {"labels": labels(job, "learner")},
         "spec": {
             "enableServiceLinks": False,
+            **(
+                {"initContainers": [_wait_container(container["image"], servers)]}
+                if servers
+                else {}
+            ),
             "containers": [container],
             "volumes": volumes,
             **scheduling(learner),
@@ -115,7 +162,8 @@ def _pod_template(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
 
 def build_pytorchjob(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
     """The PyTorchJob of a resolved job: one Master, `replicas - 1` Workers, one process per GPU
-    (one per pod on CPU), suspended while the spec says so."""
+    (one per pod on CPU), suspended while the spec says so. A queued job (queueName) is created
+    suspended in its LocalQueue, for Kueue to admit."""
     from kubeflow.training.models import (
         KubeflowOrgV1PyTorchJob,
         KubeflowOrgV1PyTorchJobSpec,
@@ -127,10 +175,12 @@ def build_pytorchjob(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]
     learner = job.spec.learner
     template = _pod_template(job, defaults)
     replicas = {"Master": 1, "Worker": learner.replicas - 1}
+    metadata = child_metadata(job, learner_name(job), "learner")
+    metadata["labels"].update(queue_labels(job))
     pytorchjob = KubeflowOrgV1PyTorchJob(
         api_version=API_VERSION,
         kind=KIND,
-        metadata=child_metadata(job, learner_name(job), "learner"),
+        metadata=metadata,
         spec=KubeflowOrgV1PyTorchJobSpec(
             nproc_per_node=str(max(learner.gpus_per_replica, 1)),
             pytorch_replica_specs={
@@ -143,7 +193,7 @@ def build_pytorchjob(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]
             run_policy=KubeflowOrgV1RunPolicy(
                 backoff_limit=learner.backoff_limit,
                 clean_pod_policy=CLEAN_POD_POLICY,
-                suspend=job.spec.suspend,
+                suspend=job.spec.suspend or queue_name(job) is not None,
             ),
         ),
     )

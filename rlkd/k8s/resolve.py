@@ -5,15 +5,19 @@ Builders take a resolved job, so a child never depends on what the document left
 
 from __future__ import annotations
 
+import re
+
 from rlkd.errors import SpecError
 from rlkd.k8s.defaults import STORAGE_ENV, OperatorDefaults
+from rlkd.k8s.kueue import QUEUE_LABEL
 from rlkd.spec.job import StorageSpec
-from rlkd.spec.refs import S3_SCHEME, STORE_SCHEME
+from rlkd.spec.refs import DNS1123_LABEL, PATTERN_HINTS, S3_SCHEME, STORE_SCHEME
 from rlkd.spec.resource import RLKDJob, namespace_of
 
 
 def resolve_job(job: RLKDJob, defaults: OperatorDefaults) -> RLKDJob:
-    """`job` with its namespace and store filled in (status dropped), or SpecError."""
+    """`job` with its namespace, store and Kueue queue filled in (status dropped), or
+    SpecError."""
     storage = job.spec.storage or defaults.storage
     if storage is None:
         raise SpecError(
@@ -27,10 +31,31 @@ def resolve_job(job: RLKDJob, defaults: OperatorDefaults) -> RLKDJob:
     return job.model_copy(
         update={
             "metadata": job.metadata.model_copy(update={"namespace": namespace_of(job)}),
-            "spec": job.spec.model_copy(update={"storage": storage}),
+            "spec": job.spec.model_copy(
+                update={
+                    "storage": storage,
+                    "learner": job.spec.learner.model_copy(update={"queue_name": _queue_name(job)}),
+                }
+            ),
             "status": None,
         }
     )
+
+
+def _queue_name(job: RLKDJob) -> str | None:
+    """spec.learner.queueName, else the RLKDJob's kueue.x-k8s.io/queue-name label (checked here:
+    the CRD's schema does not reach metadata)."""
+    if job.spec.learner.queue_name:
+        return job.spec.learner.queue_name
+    label = job.metadata.labels.get(QUEUE_LABEL)
+    if label is not None and not (len(label) <= 63 and re.fullmatch(DNS1123_LABEL, label)):
+        raise SpecError(
+            [
+                f"metadata.labels[{QUEUE_LABEL}]: {PATTERN_HINTS[DNS1123_LABEL]}, not {label!r}; "
+                "name the Kueue LocalQueue there or in spec.learner.queueName"
+            ]
+        )
+    return label or None
 
 
 def storage_of(job: RLKDJob) -> StorageSpec:

@@ -17,6 +17,7 @@ from rlkd.spec.refs import (
     BUCKET_IP_PATTERN,
     URL,
     Endpoint,
+    LabelName,
     ObjectName,
     Quantity,
     Ref,
@@ -469,6 +470,11 @@ class LearnerSpec(Placement):
     tracking_secret: ObjectName | None = None
     """Secret in the job's namespace whose keys become the learner's environment, e.g.
     WANDB_API_KEY or MLFLOW_TRACKING_URI and MLFLOW_TRACKING_TOKEN (never in args or status)."""
+    queue_name: LabelName | None = None
+    """Kueue LocalQueue the learner waits in (label kueue.x-k8s.io/queue-name on the
+    PyTorchJob); empty uses that label on the RLKDJob, if any, else no queue. Kueue then owns
+    the learner's suspension and admission-time scheduling, and the inference servers start
+    only once Kueue admits the learner."""
 
 
 class StorageSpec(SpecModel):

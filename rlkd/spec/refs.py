@@ -89,6 +89,10 @@ StorePrefix = Annotated[str, Field(pattern=STORE_PREFIX_PATTERN, max_length=512)
 DNS1123_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 ObjectName = Annotated[str, Field(pattern=DNS1123_SUBDOMAIN, max_length=253)]
 
+# Names that are also label values (a Kueue LocalQueue, named by a label): DNS-1123 labels.
+DNS1123_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+LabelName = Annotated[str, Field(pattern=DNS1123_LABEL, max_length=63)]
+
 # Kubernetes resource quantities, e.g. "8", "500m", "64Gi".
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
@@ -108,6 +112,8 @@ PATTERN_HINTS = {
     "e.g. http://minio.rlkd-system:9000",
     URL_PATTERN: "must be an http:// or https:// URL, e.g. http://judge.llm:8000/v1",
     DNS1123_SUBDOMAIN: "must be a Kubernetes object name: lowercase letters, digits, '-' and '.'",
+    DNS1123_LABEL: "must be a DNS-1123 label: at most 63 lowercase letters, digits and '-', "
+    "starting and ending with a letter or digit",
     STORE_PREFIX_PATTERN: "must be '' or path segments of letters, digits, '.', '_' and '-' joined"
     " by '/', without '.' or '..' segments, e.g. rlkd/team-a",
     QUANTITY_PATTERN: "must be a Kubernetes quantity, e.g. 8, 500m or 64Gi",
