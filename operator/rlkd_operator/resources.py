@@ -49,6 +49,9 @@ CONFIGMAPS = APIResource("", "v1", "configmaps", "ConfigMap", CHILD)
 SERVICES = APIResource("", "v1", "services", "Service", CHILD)
 DEPLOYMENTS = APIResource("apps", "v1", "deployments", "Deployment", CHILD)
 PYTORCHJOBS = APIResource("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob", CHILD)
+NETWORKPOLICIES = APIResource(
+    "networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", CHILD
+)  # <job>-inference: only the job's own pods reach its servers
 SECRETS = APIResource("", "v1", "secrets", "Secret", ("get",))  # spec.storage.credentialsSecret
 EVENTS = APIResource("", "v1", "events", "Event", ("create",))
 # kopf's peering (one active replica): the cluster-wide object for --all-namespaces, a namespaced
@@ -66,12 +69,13 @@ ALL = (
     SERVICES,
     DEPLOYMENTS,
     PYTORCHJOBS,
+    NETWORKPOLICIES,
     SECRETS,
     EVENTS,
     CLUSTER_PEERINGS,
     PEERINGS,
 )
-CHILDREN = {r.kind: r for r in (CONFIGMAPS, SERVICES, DEPLOYMENTS, PYTORCHJOBS)}
+CHILDREN = {r.kind: r for r in (CONFIGMAPS, SERVICES, DEPLOYMENTS, PYTORCHJOBS, NETWORKPOLICIES)}
 """The kinds the builders make, by kind."""
 
 

@@ -19,7 +19,7 @@ from rlkd.k8s.naming import (
     learner_name,
     service_url,
 )
-from rlkd.k8s.pods import SHM_MOUNT, SHM_VOLUME, env, resources, scheduling
+from rlkd.k8s.pods import SHM_MOUNT, SHM_VOLUME, env, pod_pieces, resources, scheduling
 from rlkd.k8s.resolve import storage_of
 from rlkd.spec.progress import run_prefix
 from rlkd.spec.resource import RLKDJob, namespace_of
@@ -80,6 +80,7 @@ def learner_env(job: RLKDJob) -> list[dict[str, Any]]:
 def _pod_template(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
     learner = job.spec.learner
     storage = storage_of(job)
+    pieces = pod_pieces(job, labels(job, "learner"))
     mounts = [SHM_MOUNT, {"name": "config", "mountPath": MOUNT_DIR, "readOnly": True}]
     volumes = [SHM_VOLUME, {"name": "config", "configMap": {"name": config_name(job)}}]
     if storage.credentials_secret:
@@ -89,12 +90,15 @@ def _pod_template(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
         volumes.append(
             {"name": "store-credentials", "secret": {"secretName": storage.credentials_secret}}
         )
+    mounts += pieces.mounts
+    volumes += pieces.volumes
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": learner.image or defaults.trainer_image,
         "command": ["rlkd", "train"],
-        "env": learner_env(job),
+        "env": learner_env(job) + pieces.env,
         "volumeMounts": mounts,
+        **pieces.container,
     }
     if learner.tracking_secret:
         # The tracker's keys (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN, ...) as environment, straight
@@ -103,12 +107,13 @@ def _pod_template(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
     if amounts := resources(learner, learner.gpus_per_replica):
         container["resources"] = amounts
     return {
-        "metadata": {"labels": labels(job, "learner")},
+        "metadata": pieces.metadata,
         "spec": {
             "enableServiceLinks": False,
             "containers": [container],
             "volumes": volumes,
             **scheduling(learner),
+            **pieces.pod,
         },
     }
 

@@ -5,15 +5,26 @@ Builders take a resolved job, so a child never depends on what the document left
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from rlkd.errors import SpecError
-from rlkd.k8s.defaults import STORAGE_ENV, OperatorDefaults
-from rlkd.spec.job import StorageSpec
+from rlkd.k8s.defaults import POD_ENV, STORAGE_ENV, OperatorDefaults
+from rlkd.k8s.pods import BUILDER_ENV, BUILDER_ENV_PREFIX
+from rlkd.spec.job import (
+    RESERVED_LABEL_PREFIX,
+    RESERVED_LABELS,
+    HubSpec,
+    NetworkSpec,
+    PodSettings,
+    StorageSpec,
+)
 from rlkd.spec.refs import S3_SCHEME, STORE_SCHEME
 from rlkd.spec.resource import RLKDJob, namespace_of
 
 
 def resolve_job(job: RLKDJob, defaults: OperatorDefaults) -> RLKDJob:
-    """`job` with its namespace and store filled in (status dropped), or SpecError."""
+    """`job` with its namespace, store, pod settings, hub and network settings filled in (status
+    dropped), or SpecError."""
     storage = job.spec.storage or defaults.storage
     if storage is None:
         raise SpecError(
@@ -27,10 +38,59 @@ def resolve_job(job: RLKDJob, defaults: OperatorDefaults) -> RLKDJob:
     return job.model_copy(
         update={
             "metadata": job.metadata.model_copy(update={"namespace": namespace_of(job)}),
-            "spec": job.spec.model_copy(update={"storage": storage}),
+            "spec": job.spec.model_copy(
+                update={
+                    "storage": storage,
+                    "pods": resolve_pods(job.spec.pods, defaults.pods),
+                    "hub": _either(job.spec.hub, defaults.hub),
+                    "network": _either(job.spec.network, defaults.network),
+                }
+            ),
             "status": None,
         }
     )
+
+
+def resolve_pods(own: PodSettings | None, default: PodSettings) -> PodSettings:
+    """The job's pod settings over the operator's: scalars and the pull Secrets from the job when
+    it sets them, labels, annotations and env merged key by key (the job's winning); SpecError
+    for a label the operator sets or a variable the builders set, naming where it came from."""
+    own = own or PodSettings()
+    env = {e.name: e for e in default.env} | {e.name: e for e in own.env}
+    problems = [
+        f"{'spec.pods.labels' if key in own.labels else POD_ENV['labels']}: must not set {key!r}: "
+        f"the operator sets {RESERVED_LABEL_PREFIX}* and {', '.join(RESERVED_LABELS)} itself "
+        "and selects the job's pods by them (use another key)"
+        for key in {**default.labels, **own.labels}
+        if key.startswith(RESERVED_LABEL_PREFIX) or key in RESERVED_LABELS
+    ]
+    problems += [
+        f"{'spec.pods.env' if name in {e.name for e in own.env} else POD_ENV['env']}: must not "
+        f"set {name}: the operator sets it (and every {BUILDER_ENV_PREFIX}* variable) itself"
+        for name in env
+        if name in BUILDER_ENV or name.startswith(BUILDER_ENV_PREFIX)
+    ]
+    if problems:
+        raise SpecError(problems)
+    secrets = own.image_pull_secrets
+    return PodSettings(
+        service_account_name=own.service_account_name or default.service_account_name,
+        image_pull_secrets=secrets if secrets is not None else default.image_pull_secrets or [],
+        labels={**default.labels, **own.labels},
+        annotations={**default.annotations, **own.annotations},
+        env=list(env.values()),
+        security=own.security or default.security or "restricted",
+    )
+
+
+_Section = TypeVar("_Section", HubSpec, NetworkSpec)
+
+
+def _either(own: _Section | None, default: _Section) -> _Section:
+    """Each field from the job when it sets it, else the operator's."""
+    if own is None:
+        return default
+    return own.model_copy(update={k: v for k, v in default if getattr(own, k) is None})
 
 
 def storage_of(job: RLKDJob) -> StorageSpec:
