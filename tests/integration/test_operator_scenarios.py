@@ -248,9 +248,10 @@ async def test_the_operator_locks_the_servers_with_a_network_policy(world) -> No
         await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
         policy = cluster.get(NETWORKPOLICIES, "demo-inference")
         assert policy is not None
-        assert policy["metadata"]["ownerReferences"][0]["uid"] == cluster.get(RLKDJOBS, "demo")[
-            "metadata"
-        ]["uid"]
+        assert (
+            policy["metadata"]["ownerReferences"][0]["uid"]
+            == cluster.get(RLKDJOBS, "demo")["metadata"]["uid"]
+        )
         selector = policy["spec"]["podSelector"]["matchLabels"]
         for role in INFERENCE:
             pod_labels = cluster.get(DEPLOYMENTS, f"demo-{role}")["spec"]["template"]["metadata"]
@@ -268,8 +269,10 @@ async def test_the_operator_locks_the_servers_with_a_network_policy(world) -> No
             "PATCH", NETWORKPOLICIES.path(NS, "demo-inference"), {"spec": {"ingress": [{}]}}
         )
         await wait_for(
-            lambda: cluster.get(NETWORKPOLICIES, "demo-inference")["spec"]["ingress"]
-            == policy["spec"]["ingress"]
+            lambda: (
+                cluster.get(NETWORKPOLICIES, "demo-inference")["spec"]["ingress"]
+                == policy["spec"]["ingress"]
+            )
         )
 
 
