@@ -380,7 +380,13 @@ def test_ttl_deletes_a_finished_job(ttl: int | None, after: int, delete: bool) -
 
 
 @pytest.mark.parametrize(
-    "spec", [{"grpo": {"learningRate": -1}}, {"storage": None}, {"learner": "four"}]
+    "spec",
+    [
+        {"grpo": {"learningRate": -1}},
+        {"storage": None},
+        {"learner": "four"},
+        {"pods": {"labels": {"rlkd.ai/job": "another"}}},  # would join another job's servers
+    ],
 )
 def test_a_spec_that_cannot_be_built_fails_with_a_reason(spec: dict[str, Any]) -> None:
     body = job_body(**spec)
