@@ -156,7 +156,9 @@ def pod_pieces(job: RLKDJob, own_labels: dict[str, str]) -> PodPieces:
         mounts.append({"name": "home", "mountPath": HOME_DIR})
         # USER too: Python's getpass (torch compile's cache) fails on a uid without a passwd entry.
         variables += [env("HOME", HOME_DIR), env("USER", "rlkd")]
-    variables += [env(e.name, e.value) for e in settings.env]
+    # An empty value is left out, as the API server stores it (`value` is omitempty): else the
+    # child would never contain its manifest and be patched at every reconcile.
+    variables += [env(e.name, e.value) if e.value else {"name": e.name} for e in settings.env]
     return PodPieces(metadata, pod, container, volumes, mounts, variables)
 
 

@@ -180,6 +180,14 @@ def strict_form(child: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def test_an_empty_env_value_is_written_as_the_api_server_stores_it() -> None:
+    job = make_job({"pods": {"env": [{"name": "NCCL_IB_DISABLE"}]}})
+    [container] = templates(build_children(job, DEFAULTS))["PyTorchJob/Master"]["spec"][
+        "containers"
+    ]
+    assert {"name": "NCCL_IB_DISABLE"} in container["env"]
+
+
 def test_without_settings_pods_get_no_identity_or_pull_secrets() -> None:
     for template in templates(build_children(make_job(), DEFAULTS)).values():
         assert not {"serviceAccountName", "imagePullSecrets"} & set(template["spec"])
