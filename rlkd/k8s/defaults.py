@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from rlkd import __version__
 from rlkd.errors import SpecError
+from rlkd.k8s.pods import reserved_problems
 from rlkd.spec.job import HubSpec, NetworkSpec, PodSettings, StorageSpec
 from rlkd.spec.refs import PATTERN_HINTS, S3_BUCKET_PATTERN, s3_bucket_problems
 
@@ -110,17 +111,26 @@ def _settings_from_env(
         values[name] = (
             [{"name": k, "value": v} for k, v in parsed.items()] if name == "env" else parsed
         )
-    if not problems:
-        try:
-            return model(**values)
-        except ValidationError as exc:
-            for error in exc.errors():
-                where = variables.get(str(error["loc"][0]), "") if error["loc"] else ""
-                message = error["msg"]
-                if error["type"] == "string_pattern_mismatch":
-                    message = PATTERN_HINTS.get(error["ctx"]["pattern"], message)
-                problems.append(f"{where or ', '.join(variables.values())}: {message}")
-    raise SpecError(problems)
+    if problems:
+        raise SpecError(problems)
+    try:
+        settings = model(**values)
+    except ValidationError as exc:
+        raise SpecError([_settings_problem(error, variables) for error in exc.errors()]) from None
+    if isinstance(settings, PodSettings) and (
+        reserved := reserved_problems(settings, POD_ENV["labels"], POD_ENV["env"])
+    ):
+        raise SpecError(reserved)
+    return settings
+
+
+def _settings_problem(error: Any, variables: Mapping[str, str]) -> str:
+    """One line naming the variable of a settings field that does not validate."""
+    where = variables.get(str(error["loc"][0])) if error["loc"] else None
+    message = error["msg"]
+    if error["type"] == "string_pattern_mismatch":
+        message = PATTERN_HINTS.get(error["ctx"]["pattern"], message)
+    return f"{where or ', '.join(variables.values())}: {message}"
 
 
 def _storage_from_env(env: Mapping[str, str]) -> StorageSpec | None:

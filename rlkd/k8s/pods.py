@@ -6,7 +6,14 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from rlkd.errors import SpecError
-from rlkd.spec.job import HubSpec, Placement, PodSettings, StorageSpec
+from rlkd.spec.job import (
+    RESERVED_LABEL_PREFIX,
+    RESERVED_LABELS,
+    HubSpec,
+    Placement,
+    PodSettings,
+    StorageSpec,
+)
 from rlkd.spec.resource import RLKDJob
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
 
@@ -58,6 +65,24 @@ BUILDER_ENV = frozenset(
 )
 """Variables the builders set (besides RLKD_*): `pods.env` may not set them."""
 BUILDER_ENV_PREFIX = "RLKD_"
+
+
+def reserved_problems(settings: PodSettings, labels_field: str, env_field: str) -> list[str]:
+    """Where `settings` would override what the operator sets: a label it sets (or selects the
+    job's pods by) or a variable the builders set; each line names its field or variable."""
+    problems = [
+        f"{labels_field}: must not set {key!r}: the operator sets {RESERVED_LABEL_PREFIX}* and "
+        f"{', '.join(RESERVED_LABELS)} itself and selects the job's pods by them (use another key)"
+        for key in settings.labels
+        if key.startswith(RESERVED_LABEL_PREFIX) or key in RESERVED_LABELS
+    ]
+    problems += [
+        f"{env_field}: must not set {e.name}: the operator sets it (and every "
+        f"{BUILDER_ENV_PREFIX}* variable) itself"
+        for e in settings.env
+        if e.name in BUILDER_ENV or e.name.startswith(BUILDER_ENV_PREFIX)
+    ]
+    return problems
 
 
 def resources(placement: Placement, gpus: int) -> dict[str, Any]:

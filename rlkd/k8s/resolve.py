@@ -9,15 +9,8 @@ from typing import TypeVar
 
 from rlkd.errors import SpecError
 from rlkd.k8s.defaults import POD_ENV, STORAGE_ENV, OperatorDefaults
-from rlkd.k8s.pods import BUILDER_ENV, BUILDER_ENV_PREFIX
-from rlkd.spec.job import (
-    RESERVED_LABEL_PREFIX,
-    RESERVED_LABELS,
-    HubSpec,
-    NetworkSpec,
-    PodSettings,
-    StorageSpec,
-)
+from rlkd.k8s.pods import reserved_problems
+from rlkd.spec.job import HubSpec, NetworkSpec, PodSettings, StorageSpec
 from rlkd.spec.refs import S3_SCHEME, STORE_SCHEME
 from rlkd.spec.resource import RLKDJob, namespace_of
 
@@ -56,22 +49,11 @@ def resolve_pods(own: PodSettings | None, default: PodSettings) -> PodSettings:
     it sets them, labels, annotations and env merged key by key (the job's winning); SpecError
     for a label the operator sets or a variable the builders set, naming where it came from."""
     own = own or PodSettings()
-    env = {e.name: e for e in default.env} | {e.name: e for e in own.env}
-    problems = [
-        f"{'spec.pods.labels' if key in own.labels else POD_ENV['labels']}: must not set {key!r}: "
-        f"the operator sets {RESERVED_LABEL_PREFIX}* and {', '.join(RESERVED_LABELS)} itself "
-        "and selects the job's pods by them (use another key)"
-        for key in {**default.labels, **own.labels}
-        if key.startswith(RESERVED_LABEL_PREFIX) or key in RESERVED_LABELS
-    ]
-    problems += [
-        f"{'spec.pods.env' if name in {e.name for e in own.env} else POD_ENV['env']}: must not "
-        f"set {name}: the operator sets it (and every {BUILDER_ENV_PREFIX}* variable) itself"
-        for name in env
-        if name in BUILDER_ENV or name.startswith(BUILDER_ENV_PREFIX)
-    ]
+    problems = reserved_problems(own, "spec.pods.labels", "spec.pods.env")
+    problems += reserved_problems(default, POD_ENV["labels"], POD_ENV["env"])
     if problems:
         raise SpecError(problems)
+    env = {e.name: e for e in default.env} | {e.name: e for e in own.env}
     secrets = own.image_pull_secrets
     return PodSettings(
         service_account_name=own.service_account_name or default.service_account_name,
