@@ -328,6 +328,11 @@ def test_operator_defaults_come_from_the_environment() -> None:
         ),
         ({"RLKD_POD_SECURITY": "baseline"}, "RLKD_POD_SECURITY: "),
         (
+            {"RLKD_POD_LABELS": '{"rlkd.ai/job": "x"}'},
+            "RLKD_POD_LABELS: must not set 'rlkd.ai/job'",
+        ),
+        ({"RLKD_POD_ENV": '{"HF_HOME": "/x"}'}, "RLKD_POD_ENV: must not set HF_HOME"),
+        (
             {"RLKD_HUB_CACHE_CLAIM": "UPPER"},
             "RLKD_HUB_CACHE_CLAIM: must be a Kubernetes object name",
         ),
