@@ -206,9 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
         "render",
         help="print the Kubernetes objects an RLKDJob becomes",
         description="Print, as multi-document YAML, the children the operator creates for the "
-        "RLKDJob in FILE: the ConfigMap, the vLLM Deployments and Services, the PyTorchJob. "
-        "Offline; the operator's defaults come from the same environment variables as the "
-        "operator's (RLKD_VLLM_IMAGE, RLKD_TRAINER_IMAGE, RLKD_DEFAULT_STORAGE_*; see "
+        "RLKDJob in FILE: the ConfigMap, the NetworkPolicy, the vLLM Deployments and Services, "
+        "the PyTorchJob. Offline; the operator's defaults come from the same environment "
+        "variables as the operator's (RLKD_VLLM_IMAGE, RLKD_TRAINER_IMAGE, "
+        "RLKD_DEFAULT_STORAGE_*, RLKD_POD_*, RLKD_HUB_*, RLKD_MONITORING_NAMESPACE; see "
         "docs/children.md). Exit 1 with one line per problem when FILE is not valid.",
     )
     render.add_argument("file", metavar="FILE")
@@ -286,7 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Reconcile RLKDJobs into inference servers, a learner and artifacts. Uses "
         "$KUBECONFIG (or ~/.kube/config) outside a cluster and the service account inside one. "
         "Chart values arrive as environment variables (RLKD_VLLM_IMAGE, RLKD_TRAINER_IMAGE, "
-        "RLKD_DEFAULT_STORAGE_*). See docs/operator.md.",
+        "RLKD_DEFAULT_STORAGE_*, RLKD_POD_*, RLKD_HUB_*, RLKD_MONITORING_NAMESPACE). See "
+        "docs/operator.md.",
     )
     scope = operator.add_mutually_exclusive_group()
     scope.add_argument(

@@ -49,6 +49,9 @@ CONFIGMAPS = APIResource("", "v1", "configmaps", "ConfigMap", CHILD)
 SERVICES = APIResource("", "v1", "services", "Service", CHILD)
 DEPLOYMENTS = APIResource("apps", "v1", "deployments", "Deployment", CHILD)
 PYTORCHJOBS = APIResource("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob", CHILD)
+NETWORKPOLICIES = APIResource(
+    "networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", CHILD
+)  # <job>-inference: only the job's own pods reach its servers
 SECRETS = APIResource("", "v1", "secrets", "Secret", ("get",))  # spec.storage.credentialsSecret
 # Kueue's Workload of a queued learner: read for its admission state, patched (spec.active) to
 # suspend and resume through Kueue. Kueue creates it; the operator never creates or deletes one.
@@ -71,13 +74,14 @@ ALL = (
     SERVICES,
     DEPLOYMENTS,
     PYTORCHJOBS,
+    NETWORKPOLICIES,
     SECRETS,
     WORKLOADS,
     EVENTS,
     CLUSTER_PEERINGS,
     PEERINGS,
 )
-CHILDREN = {r.kind: r for r in (CONFIGMAPS, SERVICES, DEPLOYMENTS, PYTORCHJOBS)}
+CHILDREN = {r.kind: r for r in (CONFIGMAPS, SERVICES, DEPLOYMENTS, PYTORCHJOBS, NETWORKPOLICIES)}
 """The kinds the builders make, by kind."""
 PATCHED = {**CHILDREN, WORKLOADS.kind: WORKLOADS}
 """The kinds a decision may merge-patch: the children, and a queued learner's Workload."""

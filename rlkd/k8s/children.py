@@ -11,6 +11,7 @@ from rlkd.k8s.config import build_config_map
 from rlkd.k8s.defaults import OperatorDefaults
 from rlkd.k8s.inference import build_deployment, build_service, inference_roles
 from rlkd.k8s.learner import build_pytorchjob
+from rlkd.k8s.network import build_network_policy
 from rlkd.k8s.resolve import resolve_job
 from rlkd.spec.resource import RLKDJob
 from rlkd.spec.runtime import InferenceRole
@@ -37,11 +38,15 @@ class Children:
     """One vLLM server per role that needs one (rlkd.k8s.inference_roles), in role order."""
     learner: Manifest
     """The PyTorchJob."""
+    network_policy: Manifest | None = None
+    """The NetworkPolicy `<job>-inference` locking the servers (None without servers)."""
 
     def all(self) -> list[Manifest]:
-        """Every child in apply order: what pods mount and call exists before the pods start."""
+        """Every child in apply order: what pods mount and call exists before the pods start,
+        and the servers are locked before they do."""
         served = [m for c in self.inference.values() for m in (c.service, c.deployment)]
-        return [self.config, *served, self.learner]
+        locked = [self.network_policy] if self.network_policy is not None else []
+        return [self.config, *locked, *served, self.learner]
 
 
 def _plain(manifest: Manifest) -> Manifest:
@@ -76,4 +81,5 @@ def build_children(
             for role in inference_roles(job.spec)
         },
         learner=_plain(build_pytorchjob(job, defaults)),
+        network_policy=_plain(policy) if (policy := build_network_policy(job)) else None,
     )

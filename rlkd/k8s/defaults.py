@@ -6,16 +6,18 @@ so a render on a laptop matches what the operator builds on the cluster.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from rlkd import __version__
 from rlkd.errors import SpecError
-from rlkd.spec.job import StorageSpec
+from rlkd.k8s.pods import reserved_problems
+from rlkd.spec.job import HubSpec, NetworkSpec, PodSettings, StorageSpec
 from rlkd.spec.refs import PATTERN_HINTS, S3_BUCKET_PATTERN, s3_bucket_problems
 
 VLLM_IMAGE = "vllm/vllm-openai:v0.30.0"
@@ -33,6 +35,19 @@ STORAGE_ENV = {
     field: STORAGE_ENV_PREFIX + field.upper()
     for field in ("endpoint", "bucket", "prefix", "region", "credentials_secret")
 }
+# Every child pod's settings (spec.pods), the hub cache and token (spec.hub), the monitoring
+# namespace (spec.network): one variable per field. Lists are comma-separated; labels and
+# annotations are JSON objects; env is a JSON object of names to values.
+POD_ENV = {
+    "service_account_name": "RLKD_POD_SERVICE_ACCOUNT_NAME",
+    "image_pull_secrets": "RLKD_POD_IMAGE_PULL_SECRETS",
+    "labels": "RLKD_POD_LABELS",
+    "annotations": "RLKD_POD_ANNOTATIONS",
+    "env": "RLKD_POD_ENV",
+    "security": "RLKD_POD_SECURITY",
+}
+HUB_ENV = {"cache_claim": "RLKD_HUB_CACHE_CLAIM", "token_secret": "RLKD_HUB_TOKEN_SECRET"}
+NETWORK_ENV = {"monitoring_namespace": "RLKD_MONITORING_NAMESPACE"}
 
 
 @dataclass(frozen=True)
@@ -45,16 +60,77 @@ class OperatorDefaults:
     """Image of the learner pods when `learner.image` is empty."""
     storage: StorageSpec | None = None
     """The store of every RLKDJob without `spec.storage`; None makes that field required."""
+    pods: PodSettings = field(default_factory=PodSettings)
+    """What `spec.pods` leaves unset (labels, annotations and env are merged, the job winning)."""
+    hub: HubSpec = field(default_factory=HubSpec)
+    """What `spec.hub` leaves unset: the default Hugging Face cache claim and token Secret."""
+    network: NetworkSpec = field(default_factory=NetworkSpec)
+    """What `spec.network` leaves unset: the default monitoring namespace."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> OperatorDefaults:
-        """Read RLKD_VLLM_IMAGE, RLKD_TRAINER_IMAGE and RLKD_DEFAULT_STORAGE_{ENDPOINT, BUCKET,
-        PREFIX, REGION, CREDENTIALS_SECRET}; unset or empty variables keep the defaults."""
+        """Read RLKD_VLLM_IMAGE, RLKD_TRAINER_IMAGE, RLKD_DEFAULT_STORAGE_{ENDPOINT, BUCKET,
+        PREFIX, REGION, CREDENTIALS_SECRET}, RLKD_POD_*, RLKD_HUB_* and
+        RLKD_MONITORING_NAMESPACE; unset or empty variables keep the defaults."""
         return cls(
             vllm_image=env.get(VLLM_IMAGE_ENV) or VLLM_IMAGE,
             trainer_image=env.get(TRAINER_IMAGE_ENV) or TRAINER_IMAGE,
             storage=_storage_from_env(env),
+            pods=_settings_from_env(PodSettings, POD_ENV, env),
+            hub=_settings_from_env(HubSpec, HUB_ENV, env),
+            network=_settings_from_env(NetworkSpec, NETWORK_ENV, env),
         )
+
+
+_Settings = TypeVar("_Settings", PodSettings, HubSpec, NetworkSpec)
+
+
+def _settings_from_env(
+    model: type[_Settings], variables: Mapping[str, str], env: Mapping[str, str]
+) -> _Settings:
+    """One settings model from its variables, or SpecError naming each variable that is wrong."""
+    values: dict[str, Any] = {}
+    problems = []
+    for name, var in variables.items():
+        if not (raw := env.get(var)):
+            continue
+        if name == "image_pull_secrets":
+            values[name] = [item.strip() for item in raw.split(",") if item.strip()]
+            continue
+        if name not in ("labels", "annotations", "env"):
+            values[name] = raw
+            continue
+        try:
+            parsed = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            problems.append(f"{var}: must be a JSON object: {exc}")
+            continue
+        if not isinstance(parsed, dict):
+            problems.append(f'{var}: must be a JSON object, e.g. {{"key": "value"}}')
+            continue
+        values[name] = (
+            [{"name": k, "value": v} for k, v in parsed.items()] if name == "env" else parsed
+        )
+    if problems:
+        raise SpecError(problems)
+    try:
+        settings = model(**values)
+    except ValidationError as exc:
+        raise SpecError([_settings_problem(error, variables) for error in exc.errors()]) from None
+    if isinstance(settings, PodSettings) and (
+        reserved := reserved_problems(settings, POD_ENV["labels"], POD_ENV["env"])
+    ):
+        raise SpecError(reserved)
+    return settings
+
+
+def _settings_problem(error: Any, variables: Mapping[str, str]) -> str:
+    """One line naming the variable of a settings field that does not validate."""
+    where = variables.get(str(error["loc"][0])) if error["loc"] else None
+    message = error["msg"]
+    if error["type"] == "string_pattern_mismatch":
+        message = PATTERN_HINTS.get(error["ctx"]["pattern"], message)
+    return f"{where or ', '.join(variables.values())}: {message}"
 
 
 def _storage_from_env(env: Mapping[str, str]) -> StorageSpec | None:

@@ -14,7 +14,16 @@ from typing import Any, NamedTuple
 from rlkd.errors import SpecError
 from rlkd.k8s.defaults import OperatorDefaults
 from rlkd.k8s.naming import child_metadata, inference_name, labels, selector_labels
-from rlkd.k8s.pods import SHM_MOUNT, SHM_VOLUME, env, resources, s3_env, scheduling
+from rlkd.k8s.pods import (
+    SHM_MOUNT,
+    SHM_VOLUME,
+    PodPieces,
+    env,
+    pod_pieces,
+    resources,
+    s3_env,
+    scheduling,
+)
 from rlkd.k8s.resolve import model_uri, storage_of
 from rlkd.spec.job import InferenceSpec, RLKDJobSpec, VLLMServer
 from rlkd.spec.refs import S3_SCHEME
@@ -34,9 +43,9 @@ ROLLOUT_ARGS = (
 needs VLLM_SERVER_DEV_MODE=1, which exposes the weight-transfer endpoints."""
 
 # A server is ready only once its model is loaded: vLLM lists the model at /v1/models from then
-# on. The startup probe allows an hour for streaming tens of GB and capturing CUDA graphs.
+# on. The startup probe's budget is the role's vllm.startupTimeoutSeconds (startup_probe).
 _MODELS = {"httpGet": {"path": "/v1/models", "port": PORT_NAME}, "timeoutSeconds": 5}
-STARTUP_PROBE = {**_MODELS, "periodSeconds": 10, "failureThreshold": 360}
+STARTUP_PERIOD_SECONDS = 10
 READINESS_PROBE = {**_MODELS, "periodSeconds": 10, "failureThreshold": 3}
 LIVENESS_PROBE = {
     "httpGet": {"path": "/health", "port": PORT_NAME},
@@ -44,6 +53,13 @@ LIVENESS_PROBE = {
     "periodSeconds": 30,
     "failureThreshold": 3,
 }
+
+
+def startup_probe(vllm: VLLMServer) -> dict[str, Any]:
+    """The startup probe whose budget (failureThreshold x periodSeconds) is at least the role's
+    startupTimeoutSeconds: a download from the hub, loading and CUDA graph capture."""
+    failures = -(-vllm.startup_timeout_seconds // STARTUP_PERIOD_SECONDS)
+    return {**_MODELS, "periodSeconds": STARTUP_PERIOD_SECONDS, "failureThreshold": failures}
 
 
 class Server(NamedTuple):
@@ -90,7 +106,9 @@ def role_server(spec: RLKDJobSpec, role: InferenceRole) -> Server:
     return Server(served.model, served.served_model_name or role, served.vllm)
 
 
-def _container(job: RLKDJob, role: InferenceRole, server: Server, image: str) -> dict[str, Any]:
+def _container(
+    job: RLKDJob, role: InferenceRole, server: Server, image: str, pieces: PodPieces
+) -> dict[str, Any]:
     storage = storage_of(job)
     vllm = server.vllm
     model = model_uri(server.model, storage)
@@ -122,6 +140,7 @@ def _container(job: RLKDJob, role: InferenceRole, server: Server, image: str) ->
         # After the user's extra args: vLLM keeps the last value, and TRL's client needs these.
         args += ROLLOUT_ARGS
         variables.append(env("VLLM_SERVER_DEV_MODE", "1"))
+    variables += pieces.env
     return {
         "name": "vllm",
         "image": image,
@@ -130,10 +149,11 @@ def _container(job: RLKDJob, role: InferenceRole, server: Server, image: str) ->
         **({"env": variables} if variables else {}),
         "ports": [{"name": PORT_NAME, "containerPort": INFERENCE_PORT, "protocol": "TCP"}],
         "resources": resources(vllm, vllm.tensor_parallel_size),
-        "volumeMounts": [SHM_MOUNT],
-        "startupProbe": STARTUP_PROBE,
+        "volumeMounts": [SHM_MOUNT, *pieces.mounts],
+        "startupProbe": startup_probe(vllm),
         "readinessProbe": READINESS_PROBE,
         "livenessProbe": LIVENESS_PROBE,
+        **pieces.container,
     }
 
 
@@ -144,6 +164,8 @@ def build_deployment(
     (0 scales the server to zero)."""
     server = role_server(job.spec, role)
     vllm = server.vllm
+    pieces = pod_pieces(job, labels(job, "inference", role))
+    image = vllm.image or defaults.vllm_image
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -154,14 +176,13 @@ def build_deployment(
             # Replace, never surge: a rolling update would hold a second set of GPUs.
             "strategy": {"type": "Recreate"},
             "template": {
-                "metadata": {"labels": labels(job, "inference", role)},
+                "metadata": pieces.metadata,
                 "spec": {
                     "enableServiceLinks": False,
-                    "containers": [
-                        _container(job, role, server, vllm.image or defaults.vllm_image)
-                    ],
-                    "volumes": [SHM_VOLUME],
+                    "containers": [_container(job, role, server, image, pieces)],
+                    "volumes": [SHM_VOLUME, *pieces.volumes],
                     **scheduling(vllm),
+                    **pieces.pod,
                 },
             },
         },

@@ -21,7 +21,15 @@ from rlkd.k8s.naming import (
     learner_name,
     service_url,
 )
-from rlkd.k8s.pods import SHM_MOUNT, SHM_VOLUME, env, resources, scheduling
+from rlkd.k8s.pods import (
+    SHM_MOUNT,
+    SHM_VOLUME,
+    PodPieces,
+    env,
+    pod_pieces,
+    resources,
+    scheduling,
+)
 from rlkd.k8s.resolve import storage_of
 from rlkd.spec.progress import run_prefix
 from rlkd.spec.resource import RLKDJob, namespace_of
@@ -109,18 +117,22 @@ def _servers_called(job: RLKDJob) -> list[str]:
     ]
 
 
-def _wait_container(image: str, urls: list[str]) -> dict[str, Any]:
-    """WAIT_CONTAINER: Python from the trainer image, no other dependency."""
+def _wait_container(image: str, urls: list[str], pieces: PodPieces) -> dict[str, Any]:
+    """WAIT_CONTAINER: Python from the trainer image, no other dependency; the pod settings'
+    env and securityContext like the learner's own container."""
     return {
         "name": WAIT_CONTAINER,
         "image": image,
         "command": ["python", "-c", _WAIT_SCRIPT, *urls],
+        **({"env": pieces.env} if pieces.env else {}),
+        **pieces.container,
     }
 
 
 def _pod_template(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
     learner = job.spec.learner
     storage = storage_of(job)
+    pieces = pod_pieces(job, labels(job, "learner"))
     mounts = [SHM_MOUNT, {"name": "config", "mountPath": MOUNT_DIR, "readOnly": True}]
     volumes = [SHM_VOLUME, {"name": "config", "configMap": {"name": config_name(job)}}]
     if storage.credentials_secret:
@@ -130,12 +142,15 @@ def _pod_template(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
         volumes.append(
             {"name": "store-credentials", "secret": {"secretName": storage.credentials_secret}}
         )
+    mounts += pieces.mounts
+    volumes += pieces.volumes
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": learner.image or defaults.trainer_image,
         "command": ["rlkd", "train"],
-        "env": learner_env(job),
+        "env": learner_env(job) + pieces.env,
         "volumeMounts": mounts,
+        **pieces.container,
     }
     if learner.tracking_secret:
         # The tracker's keys (WANDB_API_KEY, MLFLOW_TRACKING_TOKEN, ...) as environment, straight
@@ -145,17 +160,18 @@ def _pod_template(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
         container["resources"] = amounts
     servers = _servers_called(job) if queue_name(job) else []
     return {
-        "metadata": {"labels": labels(job, "learner")},
+        "metadata": pieces.metadata,
         "spec": {
             "enableServiceLinks": False,
             **(
-                {"initContainers": [_wait_container(container["image"], servers)]}
+                {"initContainers": [_wait_container(container["image"], servers, pieces)]}
                 if servers
                 else {}
             ),
             "containers": [container],
             "volumes": volumes,
             **scheduling(learner),
+            **pieces.pod,
         },
     }
 

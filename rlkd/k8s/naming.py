@@ -32,6 +32,11 @@ def inference_name(job: RLKDJob, role: InferenceRole) -> str:
     return f"{job.metadata.name}-{role}"
 
 
+def network_policy_name(job: RLKDJob) -> str:
+    """The NetworkPolicy that admits traffic to the job's inference servers."""
+    return f"{job.metadata.name}-inference"
+
+
 def service_url(job: RLKDJob, role: InferenceRole) -> str:
     """The base URL of a role's server, as the learner reaches it: the OpenAI-compatible
     `.../v1` for the reward engine's clients, the server root for the rollout server (TRL's

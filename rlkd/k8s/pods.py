@@ -1,10 +1,20 @@
-"""Pod pieces every child shares: resources, scheduling, shared memory, S3 credentials."""
+"""Pod pieces every child shares: resources, scheduling, shared memory, S3 credentials, and the
+job's pod settings (identity, pull Secrets, metadata, env, security, the Hugging Face cache)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
-from rlkd.spec.job import Placement, StorageSpec
+from rlkd.errors import SpecError
+from rlkd.spec.job import (
+    RESERVED_LABEL_PREFIX,
+    RESERVED_LABELS,
+    HubSpec,
+    Placement,
+    PodSettings,
+    StorageSpec,
+)
+from rlkd.spec.resource import RLKDJob
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -12,6 +22,67 @@ SHM_VOLUME = {"name": "dshm", "emptyDir": {"medium": "Memory"}}
 """/dev/shm in memory: PyTorch and NCCL share tensors between processes through it, and the
 container runtime's default (64 MiB) is far too small."""
 SHM_MOUNT = {"name": "dshm", "mountPath": "/dev/shm"}
+
+RUN_AS_USER = 1000
+"""The user (and group) of every container under `pods.security: restricted`. Upstream images
+(vllm/vllm-openai) run as root; `runAsNonRoot` alone would refuse to start them."""
+HOME_DIR = "/home/rlkd"
+"""HOME of a restricted pod, an emptyDir: user 1000 has no home in the image, and vLLM, torch
+compile, Triton and DeepSpeed write their caches under it."""
+HF_HOME_DIR = "/var/cache/huggingface"
+"""Where the hub cache claim is mounted (HF_HOME): models and datasets downloaded once."""
+HF_TOKEN_VAR = "HF_TOKEN"
+"""The key of the hub token Secret, and the variable huggingface_hub reads it from."""
+RESTRICTED_POD = {
+    "runAsNonRoot": True,
+    "runAsUser": RUN_AS_USER,
+    "runAsGroup": RUN_AS_USER,
+    "fsGroup": RUN_AS_USER,
+    "fsGroupChangePolicy": "OnRootMismatch",
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+"""The pod securityContext of the `restricted` Pod Security Standard. fsGroup makes the cache
+claim writable to the user (on volumes that support it); OnRootMismatch spares a cache of many
+GB a recursive chown on every pod start."""
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+"""Its container half. NCCL needs no capability over TCP, NVLink or shared memory; RDMA needs
+IPC_LOCK, which `restricted` forbids (`pods.security: none`)."""
+BUILDER_ENV = frozenset(
+    {
+        "AWS_ENDPOINT_URL",
+        "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        ACCESS_KEY_VAR,
+        SECRET_KEY_VAR,
+        "AWS_EC2_METADATA_DISABLED",
+        "VLLM_SERVER_DEV_MODE",
+        "HF_HOME",
+        HF_TOKEN_VAR,
+        "HOME",
+        "USER",
+    }
+)
+"""Variables the builders set (besides RLKD_*): `pods.env` may not set them."""
+BUILDER_ENV_PREFIX = "RLKD_"
+
+
+def reserved_problems(settings: PodSettings, labels_field: str, env_field: str) -> list[str]:
+    """Where `settings` would override what the operator sets: a label it sets (or selects the
+    job's pods by) or a variable the builders set; each line names its field or variable."""
+    problems = [
+        f"{labels_field}: must not set {key!r}: the operator sets {RESERVED_LABEL_PREFIX}* and "
+        f"{', '.join(RESERVED_LABELS)} itself and selects the job's pods by them (use another key)"
+        for key in settings.labels
+        if key.startswith(RESERVED_LABEL_PREFIX) or key in RESERVED_LABELS
+    ]
+    problems += [
+        f"{env_field}: must not set {e.name}: the operator sets it (and every "
+        f"{BUILDER_ENV_PREFIX}* variable) itself"
+        for e in settings.env
+        if e.name in BUILDER_ENV or e.name.startswith(BUILDER_ENV_PREFIX)
+    ]
+    return problems
 
 
 def resources(placement: Placement, gpus: int) -> dict[str, Any]:
@@ -57,4 +128,75 @@ def s3_env(storage: StorageSpec) -> list[dict[str, Any]]:
         ]
         # The keys are given: skip the SDK's slow probe of the cloud instance metadata service.
         out.append(env("AWS_EC2_METADATA_DISABLED", "true"))
+    return out
+
+
+class PodPieces(NamedTuple):
+    """What the job's pod settings and hub cache add to one pod: merge `pod` into the pod spec,
+    `container` into each container, append `volumes`, `mounts` and `env` (after the builder's
+    own variables)."""
+
+    metadata: dict[str, Any]
+    pod: dict[str, Any]
+    container: dict[str, Any]
+    volumes: list[dict[str, Any]]
+    mounts: list[dict[str, Any]]
+    env: list[dict[str, Any]]
+
+
+def pod_settings(job: RLKDJob) -> PodSettings:
+    """The pod settings of a resolved job."""
+    if job.spec.pods is None or job.spec.pods.security is None:
+        raise SpecError(
+            ["spec.pods: is unresolved: build children from resolve_job(job, defaults)"]
+        )
+    return job.spec.pods
+
+
+def pod_pieces(job: RLKDJob, own_labels: dict[str, str]) -> PodPieces:
+    """The pieces of every child pod of a resolved job; `own_labels` are the builder's labels
+    (they win over the job's extra labels, which rlkd.k8s.resolve keeps off them anyway)."""
+    settings = pod_settings(job)
+    metadata: dict[str, Any] = {"labels": {**settings.labels, **own_labels}}
+    if settings.annotations:
+        metadata["annotations"] = dict(settings.annotations)
+    pod: dict[str, Any] = {}
+    if settings.service_account_name:
+        pod["serviceAccountName"] = settings.service_account_name
+    if settings.image_pull_secrets:
+        pod["imagePullSecrets"] = [{"name": name} for name in settings.image_pull_secrets]
+    container: dict[str, Any] = {}
+    volumes: list[dict[str, Any]] = []
+    mounts: list[dict[str, Any]] = []
+    variables = hub_env(job.spec.hub)
+    if job.spec.hub is not None and job.spec.hub.cache_claim:
+        volumes.append(
+            {"name": "hf-cache", "persistentVolumeClaim": {"claimName": job.spec.hub.cache_claim}}
+        )
+        mounts.append({"name": "hf-cache", "mountPath": HF_HOME_DIR})
+    if settings.security == "restricted":
+        pod["securityContext"] = RESTRICTED_POD
+        container["securityContext"] = RESTRICTED_CONTAINER
+        volumes.append({"name": "home", "emptyDir": {}})
+        mounts.append({"name": "home", "mountPath": HOME_DIR})
+        # USER too: Python's getpass (torch compile's cache) fails on a uid without a passwd entry.
+        variables += [env("HOME", HOME_DIR), env("USER", "rlkd")]
+    # An empty value is left out, as the API server stores it (`value` is omitempty): else the
+    # child would never contain its manifest and be patched at every reconcile.
+    variables += [env(e.name, e.value) if e.value else {"name": e.name} for e in settings.env]
+    return PodPieces(metadata, pod, container, volumes, mounts, variables)
+
+
+def hub_env(hub: HubSpec | None) -> list[dict[str, Any]]:
+    """HF_HOME on the cache claim, HF_TOKEN from the token Secret (never its value)."""
+    out: list[dict[str, Any]] = []
+    if hub is not None and hub.cache_claim:
+        out.append(env("HF_HOME", HF_HOME_DIR))
+    if hub is not None and hub.token_secret:
+        out.append(
+            {
+                "name": HF_TOKEN_VAR,
+                "valueFrom": {"secretKeyRef": {"name": hub.token_secret, "key": HF_TOKEN_VAR}},
+            }
+        )
     return out

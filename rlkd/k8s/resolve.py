@@ -6,18 +6,20 @@ Builders take a resolved job, so a child never depends on what the document left
 from __future__ import annotations
 
 import re
+from typing import TypeVar
 
 from rlkd.errors import SpecError
-from rlkd.k8s.defaults import STORAGE_ENV, OperatorDefaults
+from rlkd.k8s.defaults import POD_ENV, STORAGE_ENV, OperatorDefaults
 from rlkd.k8s.kueue import QUEUE_LABEL
-from rlkd.spec.job import StorageSpec
+from rlkd.k8s.pods import reserved_problems
+from rlkd.spec.job import HubSpec, NetworkSpec, PodSettings, StorageSpec
 from rlkd.spec.refs import DNS1123_LABEL, PATTERN_HINTS, S3_SCHEME, STORE_SCHEME
 from rlkd.spec.resource import RLKDJob, namespace_of
 
 
 def resolve_job(job: RLKDJob, defaults: OperatorDefaults) -> RLKDJob:
-    """`job` with its namespace, store and Kueue queue filled in (status dropped), or
-    SpecError."""
+    """`job` with its namespace, store, Kueue queue, pod settings, hub and network settings
+    filled in (status dropped), or SpecError."""
     storage = job.spec.storage or defaults.storage
     if storage is None:
         raise SpecError(
@@ -35,6 +37,9 @@ def resolve_job(job: RLKDJob, defaults: OperatorDefaults) -> RLKDJob:
                 update={
                     "storage": storage,
                     "learner": job.spec.learner.model_copy(update={"queue_name": _queue_name(job)}),
+                    "pods": resolve_pods(job.spec.pods, defaults.pods),
+                    "hub": _either(job.spec.hub, defaults.hub),
+                    "network": _either(job.spec.network, defaults.network),
                 }
             ),
             "status": None,
@@ -56,6 +61,37 @@ def _queue_name(job: RLKDJob) -> str | None:
             ]
         )
     return label or None
+
+
+def resolve_pods(own: PodSettings | None, default: PodSettings) -> PodSettings:
+    """The job's pod settings over the operator's: scalars and the pull Secrets from the job when
+    it sets them, labels, annotations and env merged key by key (the job's winning); SpecError
+    for a label the operator sets or a variable the builders set, naming where it came from."""
+    own = own or PodSettings()
+    problems = reserved_problems(own, "spec.pods.labels", "spec.pods.env")
+    problems += reserved_problems(default, POD_ENV["labels"], POD_ENV["env"])
+    if problems:
+        raise SpecError(problems)
+    env = {e.name: e for e in default.env} | {e.name: e for e in own.env}
+    secrets = own.image_pull_secrets
+    return PodSettings(
+        service_account_name=own.service_account_name or default.service_account_name,
+        image_pull_secrets=secrets if secrets is not None else default.image_pull_secrets or [],
+        labels={**default.labels, **own.labels},
+        annotations={**default.annotations, **own.annotations},
+        env=list(env.values()),
+        security=own.security or default.security or "restricted",
+    )
+
+
+_Section = TypeVar("_Section", HubSpec, NetworkSpec)
+
+
+def _either(own: _Section | None, default: _Section) -> _Section:
+    """Each field from the job when it sets it, else the operator's."""
+    if own is None:
+        return default
+    return own.model_copy(update={k: v for k, v in default if getattr(own, k) is None})
 
 
 def storage_of(job: RLKDJob) -> StorageSpec:

@@ -15,9 +15,11 @@ from rlkd.errors import DatasetError
 from rlkd.spec.base import Rule, SpecModel
 from rlkd.spec.refs import (
     BUCKET_IP_PATTERN,
+    ENV_NAME_PATTERN,
     URL,
     Endpoint,
     LabelName,
+    LabelValue,
     ObjectName,
     Quantity,
     Ref,
@@ -128,6 +130,10 @@ class VLLMServer(Placement):
     """GPUs per replica the model is sharded over (vLLM --tensor-parallel-size)."""
     max_model_len: Annotated[int, Field(ge=256, le=MAX_TOKENS)] | None = None
     """Context length the server accepts (vLLM --max-model-len); empty uses the model's own."""
+    startup_timeout_seconds: Annotated[int, Field(ge=60, le=86400)] = 3600
+    """How long a server may take to start before it is restarted: downloading the model (a hub
+    id without a warm cache: tens of GB), loading it and capturing CUDA graphs (the startup
+    probe's failureThreshold x periodSeconds)."""
     gpu_memory_utilization: Annotated[float, Field(gt=0, le=1)] = 0.9
     """Fraction of each GPU's memory vLLM may use (vLLM --gpu-memory-utilization)."""
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
@@ -529,6 +535,88 @@ class EvaluationSpec(SpecModel):
     """Also evaluate the starting student before training, so the report compares the two."""
 
 
+# --- pods on real clusters --------------------------------------------------------------------
+
+RESERVED_LABEL_PREFIX = "rlkd.ai/"
+RESERVED_LABELS = tuple(
+    f"app.kubernetes.io/{name}"
+    for name in ("name", "instance", "component", "part-of", "managed-by")
+)
+"""Label keys the operator sets on every pod (rlkd.k8s.naming.labels) and selects the job's
+servers by: `pods.labels` may not set them, nor any key under rlkd.ai/ (rlkd.k8s.resolve
+refuses them; label keys are not checked by a CEL rule, whose cost over map keys the API server
+cannot bound)."""
+
+
+class EnvVar(SpecModel):
+    """One environment variable."""
+
+    name: str = Field(pattern=ENV_NAME_PATTERN, min_length=1, max_length=256)
+    """Its name: letters, digits and '_', not starting with a digit."""
+    value: str = Field(default="", max_length=4096)
+    """Its value."""
+
+
+class PodSettings(SpecModel):
+    """What every pod of the job gets besides what the builders set: identity, registry
+    credentials, metadata, environment and security. Unset fields take the operator's defaults
+    (chart values); labels, annotations and env are merged with them, the job's value winning."""
+
+    service_account_name: ObjectName | None = None
+    """ServiceAccount of every pod, e.g. one bound to a cloud identity (IRSA, GKE Workload
+    Identity); empty uses the operator's default, else the namespace's `default`."""
+    image_pull_secrets: list[ObjectName] | None = Field(default=None, max_length=16)
+    """Secrets (in the job's namespace) for pulling private images; empty uses the operator's
+    default list ([] pulls without)."""
+    labels: dict[str, LabelValue] = Field(default_factory=dict, max_length=64)
+    """Extra labels of every pod (not rlkd.ai/* nor the app.kubernetes.io/ keys the operator
+    sets)."""
+    annotations: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
+        default_factory=dict, max_length=64
+    )
+    """Extra annotations of every pod, e.g. {"sidecar.istio.io/inject": "false"}: a service-mesh
+    sidecar breaks NCCL and keeps a finished Job's pod running."""
+    env: list[EnvVar] = Field(default_factory=list, max_length=64)
+    """Extra environment variables of every container, e.g. NCCL_DEBUG=INFO; one the builders
+    set themselves (RLKD_*, HF_HOME, ...) is an error."""
+    security: Literal["restricted", "none"] | None = None
+    """restricted: a securityContext that passes the `restricted` Pod Security Standard (a
+    non-root user, no privilege escalation, every capability dropped, the runtime's seccomp
+    profile); none: no securityContext, the image's own user (for images that must run as root or
+    need a capability, e.g. IPC_LOCK for RDMA). Empty uses the operator's default (restricted)."""
+
+    rules = (
+        Rule(
+            "env",
+            "names must be unique",
+            "!has(self.env) || self.env.all(e, self.env.exists_one(f, f.name == e.name))",
+            lambda s: len({e.name for e in s.env}) == len(s.env),
+        ),
+    )
+
+
+class HubSpec(SpecModel):
+    """Models and datasets given as Hugging Face Hub ids: where they are cached and the token
+    that reads gated or private ones. Unset fields take the operator's defaults (chart values)."""
+
+    cache_claim: ObjectName | None = None
+    """PersistentVolumeClaim (in the job's namespace) mounted as the Hugging Face cache (HF_HOME)
+    in every server and learner pod, so a model is downloaded once, not on every pod start.
+    ReadWriteMany lets pods on several nodes share it; ReadWriteOnce holds them on one node.
+    Empty: the operator's default claim, else no cache (each pod downloads into its own disk)."""
+    token_secret: ObjectName | None = None
+    """Secret (in the job's namespace) with key HF_TOKEN, given to every pod as HF_TOKEN (never in
+    args or status); empty: the operator's default, else anonymous downloads."""
+
+
+class NetworkSpec(SpecModel):
+    """Who may reach the job's inference servers (the NetworkPolicy `<job>-inference`)."""
+
+    monitoring_namespace: ObjectName | None = None
+    """Namespace whose pods may scrape the servers' /metrics (vLLM serves it on the API port,
+    8000); empty: the operator's default, else none."""
+
+
 RECIPE_FIELDS = ("grpo", "rewards", "rollout", "learner", "evaluation", "storage")
 """What a running learner was started with: its ConfigMap and PyTorchJob are built from them, and
 the Training Operator does not restart running pods for a changed spec, so an edit would be
@@ -578,6 +666,13 @@ class RLKDJobSpec(SpecModel):
     """Suspend the run: the learner stops and inference scales to zero; false resumes."""
     ttl_seconds_after_finished: Annotated[int, Field(ge=0, le=MAX_INT32)] | None = None
     """Delete the job (and its children) this long after it succeeds or fails."""
+    pods: PodSettings | None = None
+    """ServiceAccount, image pull Secrets, extra labels, annotations and env, and the security
+    level of every pod; empty uses the operator's defaults."""
+    hub: HubSpec | None = None
+    """The Hugging Face cache and token for hub-id models; empty uses the operator's defaults."""
+    network: NetworkSpec | None = None
+    """Who may reach the inference servers besides the job's own pods."""
 
     rules = (
         Rule(
@@ -603,6 +698,19 @@ class RLKDJobSpec(SpecModel):
             "must be fp32 when learner.gpusPerReplica is 0 (bf16 and fp16 training need GPUs)",
             "self.learner.gpusPerReplica > 0 || self.grpo.precision == 'fp32'",
             lambda s: s.learner.gpus_per_replica > 0 or s.grpo.precision == "fp32",
+        ),
+        Rule(
+            "rollout.vllm.maxModelLen",
+            "must be at least grpo.maxPromptLength + grpo.maxCompletionLength: a rollout is a "
+            "prompt and its completion in one context (raise maxModelLen, or lower "
+            "grpo.maxCompletionLength or grpo.maxPromptLength)",
+            "!has(self.rollout.vllm.maxModelLen) || self.rollout.vllm.maxModelLen >="
+            " self.grpo.maxPromptLength + self.grpo.maxCompletionLength",
+            lambda s: (
+                s.rollout.vllm.max_model_len is None
+                or s.rollout.vllm.max_model_len
+                >= s.grpo.max_prompt_length + s.grpo.max_completion_length
+            ),
         ),
         *(_frozen_once_created(field) for field in RECIPE_FIELDS),
         Rule(

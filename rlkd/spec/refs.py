@@ -97,6 +97,12 @@ LabelName = Annotated[str, Field(pattern=DNS1123_LABEL, max_length=63)]
 QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
 
+# A label value: at most 63 characters, alphanumeric at both ends ('' too).
+LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+LabelValue = Annotated[str, Field(pattern=LABEL_VALUE_PATTERN, max_length=63)]
+# An environment variable name (what a shell can export).
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
 # The S3 endpoint: scheme and host (and port), no path.
 ENDPOINT_PATTERN = r"^https?://[^\s/]+/?$"
 Endpoint = Annotated[str, Field(pattern=ENDPOINT_PATTERN, max_length=512)]
@@ -116,6 +122,8 @@ PATTERN_HINTS = {
     "starting and ending with a letter or digit",
     STORE_PREFIX_PATTERN: "must be '' or path segments of letters, digits, '.', '_' and '-' joined"
     " by '/', without '.' or '..' segments, e.g. rlkd/team-a",
+    LABEL_VALUE_PATTERN: "must be a label value: at most 63 letters, digits, '-', '_' and '.',"
+    " starting and ending with a letter or digit",
     QUANTITY_PATTERN: "must be a Kubernetes quantity, e.g. 8, 500m or 64Gi",
     NAME_PATTERN: "must be a DNS-1123 label that starts with a letter: lowercase letters, digits"
     " and '-' (it names the PyTorchJob and the Services)",

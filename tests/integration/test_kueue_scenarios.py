@@ -187,8 +187,10 @@ async def test_an_upgraded_operator_leaves_a_running_jobs_children_alone(
     async with running_operator(kubeconfig, (NS,)):
         await until_training(cluster)
     written = child_writes(cluster)
-    # The next version: other images, a longer startup probe.
-    monkeypatch.setattr(inference, "STARTUP_PROBE", {**inference.STARTUP_PROBE, "periodSeconds": 5})
+    # The next version: other images, another readiness probe.
+    monkeypatch.setattr(
+        inference, "READINESS_PROBE", {**inference.READINESS_PROBE, "periodSeconds": 5}
+    )
     upgraded = OperatorDefaults(vllm_image="vllm/vllm-openai:v9.9.9", trainer_image="trainer:v2")
     async with running_operator(kubeconfig, (NS,), upgraded) as runtime:
         await wait_for(lambda: runtime.metrics.reconciles._value.get() >= 3)

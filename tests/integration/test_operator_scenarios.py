@@ -27,6 +27,7 @@ from rlkd_operator.resources import (
     CONFIGMAPS,
     DEPLOYMENTS,
     EVENTS,
+    NETWORKPOLICIES,
     PYTORCHJOBS,
     RLKDJOBS,
     SECRETS,
@@ -238,6 +239,41 @@ async def test_a_job_runs_from_apply_to_success_and_gives_its_gpus_back(world, c
     secret = cluster.s3.credentials.secret_key
     events = [o.raw for k, o in cluster.emulator.objects.items() if k[0].plural == EVENTS.plural]
     assert secret not in f"{cluster.get(RLKDJOBS, 'demo')} {events} {caplog.text}"
+
+
+async def test_the_operator_locks_the_servers_with_a_network_policy(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)):
+        await cluster.apply_job(network={"monitoringNamespace": "monitoring"})
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+        policy = cluster.get(NETWORKPOLICIES, "demo-inference")
+        assert policy is not None
+        assert (
+            policy["metadata"]["ownerReferences"][0]["uid"]
+            == cluster.get(RLKDJOBS, "demo")["metadata"]["uid"]
+        )
+        selector = policy["spec"]["podSelector"]["matchLabels"]
+        for role in INFERENCE:
+            pod_labels = cluster.get(DEPLOYMENTS, f"demo-{role}")["spec"]["template"]["metadata"]
+            assert selector.items() <= pod_labels["labels"].items()
+        own, monitoring = policy["spec"]["ingress"]
+        assert own["from"] == [{"podSelector": {"matchLabels": {JOB_LABEL: "demo"}}}]
+        assert monitoring["from"][0]["namespaceSelector"]["matchLabels"] == {
+            "kubernetes.io/metadata.name": "monitoring"
+        }
+        creates = [name for plural, name in cluster.creates() if plural != "secrets"]
+        assert creates.index("demo-inference") < creates.index("demo-gsrm")  # locked first
+
+        # Opened by hand (every source admitted): the operator puts the lock back.
+        await cluster.call(
+            "PATCH", NETWORKPOLICIES.path(NS, "demo-inference"), {"spec": {"ingress": [{}]}}
+        )
+        await wait_for(
+            lambda: (
+                cluster.get(NETWORKPOLICIES, "demo-inference")["spec"]["ingress"]
+                == policy["spec"]["ingress"]
+            )
+        )
 
 
 async def test_a_failed_learner_fails_the_job_with_its_reason(world) -> None:

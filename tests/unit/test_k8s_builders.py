@@ -14,6 +14,8 @@ from rlkd.spec.job import StorageSpec
 from tests.jobs import DEFAULTS, STORE, make_job
 
 ROLLOUT_CPU = {"rollout": {"mode": "transformers"}}
+RESTRICTED_ENV = {"HOME": "/home/rlkd", "USER": "rlkd"}
+"""What `pods.security: restricted` (the default) adds to every container's env."""
 
 
 def container(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +74,7 @@ def test_all_is_in_apply_order() -> None:
     kinds = [(m["kind"], m["metadata"]["name"]) for m in children.all()]
     assert kinds == [
         ("ConfigMap", "demo-config"),
+        ("NetworkPolicy", "demo-inference"),
         ("Service", "demo-gsrm"),
         ("Deployment", "demo-gsrm"),
         ("Service", "demo-judge"),
@@ -129,14 +132,20 @@ def test_vllm_container_follows_the_spec() -> None:
         "16384",
         "--enable-prefix-caching",
     ]
-    assert "env" not in c  # a hub model needs no store access
+    assert env_of(c) == RESTRICTED_ENV  # a hub model needs no store access
     amounts = {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": 2}
     assert c["resources"] == {"requests": amounts, "limits": amounts}
     pod = deployment["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"gpu": "h100"}
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists"}]
-    assert pod["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
-    assert c["volumeMounts"] == [{"name": "dshm", "mountPath": "/dev/shm"}]
+    assert pod["volumes"] == [
+        {"name": "dshm", "emptyDir": {"medium": "Memory"}},
+        {"name": "home", "emptyDir": {}},
+    ]
+    assert c["volumeMounts"] == [
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        {"name": "home", "mountPath": "/home/rlkd"},
+    ]
     assert c["startupProbe"]["httpGet"]["path"] == c["readinessProbe"]["httpGet"]["path"]
     assert c["readinessProbe"]["httpGet"]["path"] == "/v1/models"
     assert c["livenessProbe"]["httpGet"]["path"] == "/health"
@@ -178,6 +187,7 @@ def test_models_in_the_store_are_streamed_with_the_secret_by_reference() -> None
         "AWS_ACCESS_KEY_ID": {"secretKeyRef": {**secret, "key": "AWS_ACCESS_KEY_ID"}},
         "AWS_SECRET_ACCESS_KEY": {"secretKeyRef": {**secret, "key": "AWS_SECRET_ACCESS_KEY"}},
         "AWS_EC2_METADATA_DISABLED": "true",
+        **RESTRICTED_ENV,
     }
 
 
@@ -185,9 +195,13 @@ def test_store_without_a_secret_leaves_credentials_to_the_pod_identity() -> None
     store = StorageSpec(endpoint="https://s3.eu-west-1.amazonaws.com", bucket="team-bucket")
     children = build_children(make_job({"storage": store.to_dict()}), DEFAULTS)
     names = set(env_of(container(children.inference["gsrm"].deployment)))
-    assert names == {"AWS_ENDPOINT_URL", "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING"}
+    assert names == {
+        "AWS_ENDPOINT_URL",
+        "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING",
+        *RESTRICTED_ENV,
+    }
     pod = learner_pod(children)
-    assert [v["name"] for v in pod["volumes"]] == ["dshm", "config"]
+    assert [v["name"] for v in pod["volumes"]] == ["dshm", "config", "home"]
 
 
 def test_rollout_server_serves_the_student_with_weight_transfer() -> None:
@@ -201,7 +215,7 @@ def test_rollout_server_serves_the_student_with_weight_transfer() -> None:
         "--max-logprobs",
         "-1",
     ]
-    assert env_of(c) == {"VLLM_SERVER_DEV_MODE": "1"}
+    assert env_of(c) == {"VLLM_SERVER_DEV_MODE": "1", **RESTRICTED_ENV}
 
 
 @pytest.mark.parametrize(
@@ -280,12 +294,14 @@ def test_learner_follows_the_spec() -> None:
         "RLKD_GSRM_URL": "http://demo-gsrm.team-a.svc:8000/v1",
         "RLKD_JUDGE_URL": "http://demo-judge.team-a.svc:8000/v1",
         "RLKD_ROLLOUT_URL": "http://demo-rollout.team-a.svc:8000",
+        **RESTRICTED_ENV,
     }
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     assert mounts == {
         "dshm": "/dev/shm",
         "config": "/etc/rlkd",
         "store-credentials": "/var/run/secrets/rlkd/store",
+        "home": "/home/rlkd",
     }
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["config"]["configMap"] == {"name": "demo-config"}

@@ -22,6 +22,7 @@ from rlkd.cli import main
 from rlkd.k8s import build_children
 from rlkd.k8s.config import JOB_KEY
 from rlkd.k8s.render import render_file
+from rlkd.spec.job import HubSpec, NetworkSpec, PodSettings
 from rlkd.spec.validate import check_file, load_job, parse_job
 from rlkd.spec.yamlio import load_all
 from tests.crdcheck import crd_errors
@@ -97,8 +98,15 @@ def test_configmap_holds_the_resolved_job(path: Path) -> None:
     config = build_children(job, DEFAULTS).config
     [doc] = load_all(config["data"][JOB_KEY])
     resolved = parse_job(doc)
+    # The examples set no pods, hub or network: the operator's defaults, written out.
+    resolved_pods = PodSettings(image_pull_secrets=[], security="restricted")
     assert resolved.spec == job.spec.model_copy(
-        update={"storage": job.spec.storage or DEFAULTS.storage}
+        update={
+            "storage": job.spec.storage or DEFAULTS.storage,
+            "pods": resolved_pods,
+            "hub": HubSpec(),
+            "network": NetworkSpec(),
+        }
     )
     assert resolved.metadata.name == job.metadata.name
 

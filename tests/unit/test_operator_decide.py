@@ -96,7 +96,14 @@ def test_a_store_problem_keeps_the_job_provisioning_with_the_reason() -> None:
 def test_store_ready_creates_config_and_inference_but_not_the_learner() -> None:
     body, decision = step(job_body(), Observed(store=STORE_OK))
     kinds = [m["kind"] for m in decision.apply]
-    assert kinds == ["ConfigMap", "Service", "Deployment", "Service", "Deployment"]
+    assert kinds == [
+        "ConfigMap",
+        "NetworkPolicy",
+        "Service",
+        "Deployment",
+        "Service",
+        "Deployment",
+    ]
     assert body["status"]["phase"] == "Provisioning"
     assert conditions(body)["InferenceReady"]["status"] == "False"
     assert [(e.type, e.reason) for e in decision.events] == [("Normal", "Provisioning")]
@@ -373,7 +380,13 @@ def test_ttl_deletes_a_finished_job(ttl: int | None, after: int, delete: bool) -
 
 
 @pytest.mark.parametrize(
-    "spec", [{"grpo": {"learningRate": -1}}, {"storage": None}, {"learner": "four"}]
+    "spec",
+    [
+        {"grpo": {"learningRate": -1}},
+        {"storage": None},
+        {"learner": "four"},
+        {"pods": {"labels": {"rlkd.ai/job": "another"}}},  # would join another job's servers
+    ],
 )
 def test_a_spec_that_cannot_be_built_fails_with_a_reason(spec: dict[str, Any]) -> None:
     body = job_body(**spec)
@@ -449,7 +462,7 @@ def test_a_refused_child_is_a_condition_and_a_warning_and_clears_when_applied() 
     again, decision = step(body, Observed(failure=FORBIDDEN), T0 + timedelta(minutes=1))
     assert again["status"] == body["status"] and decision.events == ()  # no second Warning
     body, decision = step(body, Observed())
-    assert "ApplyFailed" not in conditions(body) and len(decision.apply) == 5
+    assert "ApplyFailed" not in conditions(body) and len(decision.apply) == 6
 
 
 def test_a_rejected_child_fails_the_job_until_the_spec_changes() -> None:
@@ -461,7 +474,7 @@ def test_a_rejected_child_fails_the_job_until_the_spec_changes() -> None:
     assert again["status"] == body["status"] and decision.apply == ()
     body["metadata"] = {**body["metadata"], "generation": 2}
     body, decision = step(body, Observed(store=STORE_OK))
-    assert body["status"]["phase"] == "Provisioning" and len(decision.apply) == 5
+    assert body["status"]["phase"] == "Provisioning" and len(decision.apply) == 6
 
 
 def test_a_finished_job_keeps_its_end_when_scaling_down_is_rejected() -> None:

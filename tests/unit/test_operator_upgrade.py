@@ -43,8 +43,8 @@ def test_new_operator_defaults_do_not_touch_a_running_jobs_children() -> None:
 
 def test_a_changed_builder_does_not_touch_a_running_jobs_children(monkeypatch) -> None:
     body, children = training()
-    longer = {**inference.STARTUP_PROBE, "failureThreshold": 720}
-    monkeypatch.setattr(inference, "STARTUP_PROBE", longer)
+    stricter = {**inference.READINESS_PROBE, "failureThreshold": 5}
+    monkeypatch.setattr(inference, "READINESS_PROBE", stricter)
     _, decision = step(body, Observed(children=children))
     assert decision.apply == ()
 

@@ -133,7 +133,7 @@ def test_colocated_vllm_takes_the_rollout_server_settings() -> None:
         spec(
             rollout={
                 "mode": "colocate",
-                "vllm": {"gpuMemoryUtilization": 0.3, "maxModelLen": 2048},
+                "vllm": {"gpuMemoryUtilization": 0.3, "maxModelLen": 6144},
             },
             learner={"gpusPerReplica": 2},
         ),
@@ -142,7 +142,7 @@ def test_colocated_vllm_takes_the_rollout_server_settings() -> None:
     )
     assert colocated["vllm_mode"] == "colocate"
     assert colocated["vllm_gpu_memory_utilization"] == 0.3
-    assert colocated["vllm_max_model_length"] == 2048
+    assert colocated["vllm_max_model_length"] == 6144
 
 
 def test_the_tiny_example_makes_a_real_grpo_config(tmp_path: Any) -> None:
