@@ -75,10 +75,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     job = _job(args.file)
     name = args.file or job.metadata.name
     stores = job_stores(job, store_dir=args.store_dir)
-    failed = prepare(
+    summary = prepare(
         job, stores, batch_size=args.batch_size, say=lambda line: print(f"{name}: {line}")
     )
-    return 1 if failed else 0
+    return 1 if summary.failures else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:

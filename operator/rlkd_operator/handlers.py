@@ -192,8 +192,10 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
     job = resolve(body, memo.defaults)  # the spec, parsed once for this reconcile
     observed = Observed(children=children)
     if isinstance(job, RLKDJob):  # else decide reports the spec's problems
-        store, progress, model = await memo.stores.observe(job, needs(body, children))
-        observed = Observed(children, store, progress, model)
+        wants = needs(body, children)
+        store, progress, model = await memo.stores.observe(job, wants)
+        prepared = await memo.stores.prepared(job) if wants.prepared else None
+        observed = Observed(children, store, progress, model, prepared=prepared)
     decision = decide(body, job, observed, memo.defaults, datetime.now(UTC))
     if (failure := await _apply(memo, decision, children)) is not None:
         # Decide again, knowing: the status says what failed and how to fix it.

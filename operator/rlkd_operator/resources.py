@@ -49,6 +49,7 @@ CONFIGMAPS = APIResource("", "v1", "configmaps", "ConfigMap", CHILD)
 SERVICES = APIResource("", "v1", "services", "Service", CHILD)
 DEPLOYMENTS = APIResource("apps", "v1", "deployments", "Deployment", CHILD)
 PYTORCHJOBS = APIResource("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob", CHILD)
+JOBS = APIResource("batch", "v1", "jobs", "Job", CHILD)  # the prepare Job
 SECRETS = APIResource("", "v1", "secrets", "Secret", ("get",))  # spec.storage.credentialsSecret
 EVENTS = APIResource("", "v1", "events", "Event", ("create",))
 # kopf's peering (one active replica): the cluster-wide object for --all-namespaces, a namespaced
@@ -66,12 +67,13 @@ ALL = (
     SERVICES,
     DEPLOYMENTS,
     PYTORCHJOBS,
+    JOBS,
     SECRETS,
     EVENTS,
     CLUSTER_PEERINGS,
     PEERINGS,
 )
-CHILDREN = {r.kind: r for r in (CONFIGMAPS, SERVICES, DEPLOYMENTS, PYTORCHJOBS)}
+CHILDREN = {r.kind: r for r in (CONFIGMAPS, SERVICES, DEPLOYMENTS, JOBS, PYTORCHJOBS)}
 """The kinds the builders make, by kind."""
 
 

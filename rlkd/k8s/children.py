@@ -11,7 +11,9 @@ from rlkd.k8s.config import build_config_map
 from rlkd.k8s.defaults import OperatorDefaults
 from rlkd.k8s.inference import build_deployment, build_service, inference_roles
 from rlkd.k8s.learner import build_pytorchjob
+from rlkd.k8s.prepare import build_prepare_job
 from rlkd.k8s.resolve import resolve_job
+from rlkd.spec.progress import needs_prepare
 from rlkd.spec.resource import RLKDJob
 from rlkd.spec.runtime import InferenceRole
 
@@ -37,11 +39,15 @@ class Children:
     """One vLLM server per role that needs one (rlkd.k8s.inference_roles), in role order."""
     learner: Manifest
     """The PyTorchJob."""
+    prepare: Manifest | None = None
+    """The batch Job running `rlkd prepare`, when the job needs preparing
+    (rlkd.spec.progress.needs_prepare)."""
 
     def all(self) -> list[Manifest]:
         """Every child in apply order: what pods mount and call exists before the pods start."""
         served = [m for c in self.inference.values() for m in (c.service, c.deployment)]
-        return [self.config, *served, self.learner]
+        prepare = [self.prepare] if self.prepare is not None else []
+        return [self.config, *served, *prepare, self.learner]
 
 
 def _plain(manifest: Manifest) -> Manifest:
@@ -76,4 +82,5 @@ def build_children(
             for role in inference_roles(job.spec)
         },
         learner=_plain(build_pytorchjob(job, defaults)),
+        prepare=_plain(build_prepare_job(job, defaults)) if needs_prepare(job.spec) else None,
     )

@@ -9,30 +9,22 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from rlkd.k8s.config import DEEPSPEED_KEY, JOB_KEY, MOUNT_DIR
+from rlkd.k8s.config import DEEPSPEED_KEY, MOUNT_DIR
 from rlkd.k8s.defaults import OperatorDefaults
 from rlkd.k8s.inference import inference_roles
-from rlkd.k8s.naming import (
-    child_metadata,
-    config_name,
-    labels,
-    learner_name,
-    service_url,
+from rlkd.k8s.naming import child_metadata, labels, learner_name, service_url
+from rlkd.k8s.pods import (
+    SHM_MOUNT,
+    SHM_VOLUME,
+    env,
+    job_file_env,
+    job_volumes,
+    resources,
+    scheduling,
+    store_env,
 )
-from rlkd.k8s.pods import SHM_MOUNT, SHM_VOLUME, env, resources, scheduling
-from rlkd.k8s.resolve import storage_of
-from rlkd.spec.progress import run_prefix
-from rlkd.spec.resource import RLKDJob, namespace_of
-from rlkd.spec.runtime import (
-    DEEPSPEED_FILE_ENV,
-    JOB_FILE_ENV,
-    STORE_BUCKET_ENV,
-    STORE_ENDPOINT_ENV,
-    STORE_PREFIX_ENV,
-    STORE_REGION_ENV,
-    STORE_SECRET_DIR,
-    endpoint_env,
-)
+from rlkd.spec.resource import RLKDJob
+from rlkd.spec.runtime import DEEPSPEED_FILE_ENV, endpoint_env
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
@@ -61,16 +53,11 @@ class PyTorchJobCondition(StrEnum):
 
 def learner_env(job: RLKDJob) -> list[dict[str, Any]]:
     """The environment contract of `rlkd train` (rlkd.spec.runtime): files, store, servers."""
-    storage = storage_of(job)
     variables = [
-        env(JOB_FILE_ENV, f"{MOUNT_DIR}/{JOB_KEY}"),
+        job_file_env(),
         env(DEEPSPEED_FILE_ENV, f"{MOUNT_DIR}/{DEEPSPEED_KEY}"),
-        env(STORE_ENDPOINT_ENV, storage.endpoint),
-        env(STORE_BUCKET_ENV, storage.bucket),
-        env(STORE_PREFIX_ENV, run_prefix(storage.prefix, namespace_of(job), learner_name(job))),
+        *store_env(job),
     ]
-    if storage.region:
-        variables.append(env(STORE_REGION_ENV, storage.region))
     variables += [
         env(endpoint_env(role), service_url(job, role)) for role in inference_roles(job.spec)
     ]
@@ -79,16 +66,8 @@ def learner_env(job: RLKDJob) -> list[dict[str, Any]]:
 
 def _pod_template(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
     learner = job.spec.learner
-    storage = storage_of(job)
-    mounts = [SHM_MOUNT, {"name": "config", "mountPath": MOUNT_DIR, "readOnly": True}]
-    volumes = [SHM_VOLUME, {"name": "config", "configMap": {"name": config_name(job)}}]
-    if storage.credentials_secret:
-        mounts.append(
-            {"name": "store-credentials", "mountPath": STORE_SECRET_DIR, "readOnly": True}
-        )
-        volumes.append(
-            {"name": "store-credentials", "secret": {"secretName": storage.credentials_secret}}
-        )
+    mounts, volumes = job_volumes(job)
+    mounts, volumes = [SHM_MOUNT, *mounts], [SHM_VOLUME, *volumes]
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": learner.image or defaults.trainer_image,
