@@ -31,6 +31,7 @@ from rlkd.spec.progress import (
     PREPARE_KEY,
     PrepareSummary,
     needs_decompositions,
+    needs_prepare,
     nothing_to_prepare,
 )
 from rlkd.spec.resource import RLKDJob
@@ -237,6 +238,15 @@ def prepared(stores: JobStores) -> PrepareSummary | None:
     except ObjectNotFoundError:
         return None
     return PrepareSummary.model_validate(raw, by_name=False)
+
+
+def already_prepared(job: RLKDJob, stores: JobStores) -> bool:
+    """Whether the learner can skip its prepare step: nothing to prepare, or a prepare (the
+    operator's prepare Job) finished with no failure, so no teacher server need be up."""
+    if not needs_prepare(job.spec):
+        return True
+    done = prepared(stores)
+    return done is not None and done.complete
 
 
 def _save(stores: JobStores, summary: PrepareSummary) -> None:

@@ -392,7 +392,9 @@ def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefau
     state = learner_state(learner)
     if state is not None:
         plan.set("LearnerRunning", state.running, state.reason, state.message)
-    outcome = _outcome(state, learner, observed, plan.at) or _prepare_outcome(state, observed)
+    if (failed_prepare := _prepare_outcome(state, observed)) is not None:
+        plan.set("Prepared", False, failed_prepare.reason, failed_prepare.message)
+    outcome = _outcome(state, learner, observed, plan.at) or failed_prepare
     if outcome is not None:
         plan.end(outcome)
         plan.apply = _manifests(job, defaults, observed, scale_to_zero=True, learner=False)
@@ -503,7 +505,7 @@ def _provision_or_train(
         if prepare is None and starting:
             plan.to("Provisioning", "waiting for the inference servers prepare calls to start")
             return
-        plan.set("Prepared", False, prepare.reason if prepare else "Created", "rlkd prepare runs")
+        plan.set("Prepared", False, "Running", "the prepare Job runs rlkd prepare")
         plan.to("Preparing", "preparing: sampling and decomposing the teacher side (rlkd prepare)")
         return
     if prepare is not None and prepare.succeeded:

@@ -22,9 +22,9 @@ from rlkd.errors import RLKDError
 from rlkd.eval import Evaluation, evaluate, save_evaluation
 from rlkd.job_rewards import Rewards, build_rewards, build_structure_engine
 from rlkd.models import local_model
-from rlkd.prepare import prepare, prepared, with_teacher_paths
+from rlkd.prepare import already_prepared, prepare, with_teacher_paths
 from rlkd.spec.deepspeed import deepspeed_config
-from rlkd.spec.progress import MODEL_PREFIX, TENSORBOARD_PREFIX, EvaluationName, needs_prepare
+from rlkd.spec.progress import MODEL_PREFIX, TENSORBOARD_PREFIX, EvaluationName
 from rlkd.spec.resource import RLKDJob
 from rlkd.spec.runtime import DEEPSPEED_FILE_ENV, endpoint_env
 from rlkd.store.base import Store
@@ -134,7 +134,7 @@ def _prepare(job: RLKDJob, stores: JobStores, progress: ProgressReporter, say: S
     """The teacher side cached before training; skipped when `rlkd prepare` (the operator's
     prepare Job) finished with nothing left to compute, so the learner needs no teacher server
     (the operator scales it to zero)."""
-    if not needs_prepare(job.spec) or ((done := prepared(stores)) is not None and done.complete):
+    if already_prepared(job, stores):
         return
     progress.stage("preparing")
     prepare(job, stores, say=say)

@@ -233,3 +233,20 @@ def test_prepare_runs_from_the_pods_environment_alone(
     summary = PrepareSummary.model_validate(run.get_json(PREPARE_KEY), by_name=False)
     assert summary == PrepareSummary(finished=True, examples=6, decomposed=3)
     assert summary.complete  # the learner will not prepare again
+
+
+def test_the_learner_skips_only_a_prepare_that_finished_without_failures(tmp_path: Path) -> None:
+    from rlkd.prepare import already_prepared, prepare
+
+    job = parse_job(job_document())
+    stores = local_stores(job, tmp_path)
+    put_dataset(stores.shared)
+    assert not already_prepared(job, stores)
+    stores.run.put_json(PREPARE_KEY, PrepareSummary(finished=True, failures={"x": 1}).to_dict())
+    assert not already_prepared(job, stores)  # the failures are tried again
+    stores.run.put_json(PREPARE_KEY, PrepareSummary(finished=False).to_dict())
+    assert not already_prepared(job, stores)  # it stopped half-way
+    assert prepare(job, stores, say=lambda _: None).complete
+    assert already_prepared(job, stores)
+    decompositions = parse_job(job_document(teacher={"source": "decompositions"}))
+    assert already_prepared(decompositions, local_stores(decompositions, tmp_path / "other"))

@@ -563,6 +563,7 @@ def test_a_failed_prepare_fails_the_job_with_the_jobs_reason_and_the_counts() ->
     assert body["status"]["phase"] == "Failed" and failed["reason"] == "BackoffLimitExceeded"
     assert message in failed["message"] and "kept 40, dropped 20" in failed["message"]
     assert "failed: timeout 4" in failed["message"]
+    assert conditions(body)["Prepared"]["reason"] == "BackoffLimitExceeded"
     assert set(replicas(decision).values()) == {0}  # every server gives its GPUs back
     assert ("PyTorchJob", "demo") not in applied(decision)
     assert [(e.type, e.reason) for e in decision.events] == [("Warning", "Failed")]
