@@ -75,10 +75,10 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     job = _job(args.file)
     name = args.file or job.metadata.name
     stores = job_stores(job, store_dir=args.store_dir)
-    failed = prepare(
+    summary = prepare(
         job, stores, batch_size=args.batch_size, say=lambda line: print(f"{name}: {line}")
     )
-    return 1 if failed else 0
+    return 1 if summary.failures else 0
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -218,17 +218,21 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = sub.add_parser(
         "prepare",
         help="cache the teachers' GSRM decompositions before training",
-        description="Decompose the teacher reasoning of every example the RLKDJob in FILE trains "
-        "on with its GSRM (spec.gsrm; a vllm backend is reached at $RLKD_GSRM_URL) and cache "
-        "the steps in the job's store, where the learner reads them. Cached examples are not "
-        "decomposed again. Exit 1 when some failed (they are counted by reason).",
+        description="Sample the teacher's paths (teacher.source model) and decompose the teacher "
+        "reasoning of every example the RLKDJob in FILE trains and evaluates on with its GSRM "
+        "(spec.gsrm; vllm backends are reached at $RLKD_<ROLE>_URL), and cache them in the job's "
+        "store, where the learner reads them; a summary goes to prepare.json in the run's "
+        "prefix. Cached work is not done again. In a pod (the operator's prepare Job) it reads "
+        "the operator's environment ($RLKD_JOB_FILE, $RLKD_STORE_*, the mounted storage Secret). "
+        "Exit 1 when some failed (they are counted by reason).",
     )
     prepare.add_argument("file", metavar="FILE", nargs="?", help="default: $RLKD_JOB_FILE")
     prepare.add_argument(
         "--store-dir",
         metavar="DIR",
-        help="a local directory as the store (store:// paths are read from it); default: "
-        "spec.storage, with keys from $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY",
+        help="a local directory as the store (store:// paths are read from it); default: the "
+        "pod's $RLKD_STORE_* or spec.storage, with keys from the mounted storage Secret or "
+        "$AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY",
     )
     prepare.add_argument(
         "--batch-size",

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from rlkd.data import Record, evaluation_records, examples, prompt_messages, training_records
@@ -24,24 +25,21 @@ from rlkd.gsrm.backends.chat import ChatModel, Reply
 from rlkd.gsrm.engine import TeacherCache, precompute_teachers
 from rlkd.gsrm.loop import run_sync
 from rlkd.gsrm.steps import thinking
-from rlkd.gsrm.types import Decomposer, DecomposeRequest
+from rlkd.gsrm.types import Decomposer, DecomposeRequest, Decomposition, Failure
 from rlkd.rewards import accuracy
+from rlkd.spec.progress import (
+    PREPARE_KEY,
+    PrepareSummary,
+    needs_decompositions,
+    needs_prepare,
+    nothing_to_prepare,
+)
 from rlkd.spec.resource import RLKDJob
 from rlkd.store.base import Store
 from rlkd.store.cache import cache_entry
 from rlkd.store.job import JobStores
 
 PATHS_NAMESPACE = "teacher-paths"
-
-
-def nothing_to_prepare(job: RLKDJob) -> str | None:
-    """Why the job has no teacher decompositions to compute, or None when it has some."""
-    spec = job.spec
-    if spec.rewards.structure == 0:
-        return "rewards.structure is 0"
-    if spec.teacher.source == "decompositions":
-        return "teacher.source is decompositions: the dataset carries them"
-    return None
 
 
 def prepared_records(job: RLKDJob, stores: JobStores) -> list[Record]:
@@ -76,18 +74,21 @@ def sample_teacher_paths(
     job: RLKDJob, stores: JobStores, chat: ChatModel, *, batch_size: int = 64
 ) -> dict[str, int]:
     """Sample (once) and cache one teacher path per example training and evaluation use;
-    returns counts: sampled, cached (from an earlier run), rejected (a wrong answer) and
-    failed_<reason> (not cached, sampled again next time)."""
+    returns counts: sampled, cached (from an earlier run), kept (a correct answer), rejected
+    (a wrong one) and failed_<reason> (not cached, sampled again next time)."""
     spec = job.spec
     model_id = teacher_model_id(job)
     rows = list({e.problem: e for e in examples(prepared_records(job, stores), spec)}.values())
     counts: Counter[str] = Counter()
     todo = []
     for example in rows:
-        if stores.run.exists(_path_key(job, model_id, example.problem)):
-            counts["cached"] += 1
-        else:
+        try:
+            entry = stores.run.get_json(_path_key(job, model_id, example.problem))
+        except ObjectNotFoundError:
             todo.append(example)
+            continue
+        counts["cached"] += 1
+        counts["kept" if entry.get("correct") else "rejected"] += 1
     max_tokens = spec.teacher.model.request.max_tokens if spec.teacher.model else 4096
 
     async def sample(batch: Sequence[Any]) -> list[Reply | Any]:
@@ -105,8 +106,7 @@ def sample_teacher_paths(
                 counts[f"failed_{reason}"] += 1
                 continue
             counts["sampled"] += 1
-            if not right:
-                counts["rejected"] += 1
+            counts["kept" if right else "rejected"] += 1
             stores.run.put_json(
                 _path_key(job, model_id, example.problem),
                 {"path": thinking(text), "correct": bool(right)},
@@ -133,17 +133,46 @@ def with_teacher_paths(job: RLKDJob, store: Store, records: Sequence[Record]) ->
     return kept
 
 
+@dataclass(frozen=True)
+class Decomposed:
+    """What prepare_teachers did: rows whose teacher side was needed, decompositions computed
+    (the rest of the distinct texts came from the store) and failures by reason."""
+
+    examples: int
+    distinct: int
+    decomposed: int
+    failures: dict[str, int]
+
+
+class _Counting:
+    """A decomposer that counts what it was asked and what it decomposed."""
+
+    def __init__(self, inner: Decomposer) -> None:
+        self.inner = inner
+        self.model_id = inner.model_id
+        self.asked = self.decomposed = 0
+
+    async def decompose(self, requests: Sequence[DecomposeRequest]) -> list[Decomposition]:
+        results = await self.inner.decompose(requests)
+        self.asked += len(requests)
+        self.decomposed += sum(not isinstance(r, Failure) for r in results)
+        return results
+
+
 def prepare_teachers(
     job: RLKDJob, stores: JobStores, decomposer: Decomposer, *, batch_size: int = 64
-) -> tuple[int, dict[str, int]]:
+) -> Decomposed:
     """Decompose and cache the teacher reasoning of every example training and evaluation will
-    use; returns (examples, failures by reason). Cached entries are not computed again."""
+    use. Cached entries are not computed again."""
     records = with_teacher_paths(job, stores.run, prepared_records(job, stores))
     requests = [
         DecomposeRequest(e.teacher, e.problem, e.domain) for e in examples(records, job.spec)
     ]
-    cache = TeacherCache(decomposer, stores.run)
-    return len(requests), run_sync(precompute_teachers(cache, requests, batch_size=batch_size))
+    counting = _Counting(decomposer)
+    cache = TeacherCache(counting, stores.run)
+    failures = run_sync(precompute_teachers(cache, requests, batch_size=batch_size))
+    distinct = len({DecomposeRequest(thinking(r.reasoning), r.problem, r.domain) for r in requests})
+    return Decomposed(len(requests), distinct, counting.decomposed, failures)
 
 
 def prepare(
@@ -153,13 +182,16 @@ def prepare(
     env: Mapping[str, str] = os.environ,
     batch_size: int = 64,
     say: Callable[[str], None] = print,
-) -> dict[str, int]:
+) -> PrepareSummary:
     """The whole prepare phase, as `rlkd prepare` and the learner run it: teacher paths (source
-    model), then their decompositions; returns what failed, by reason ({} when all is cached)."""
+    model), then their decompositions. Its summary goes to `prepare.json` in the run's store,
+    where the operator and the learner read it."""
     spec = job.spec
-    if (reason := nothing_to_prepare(job)) is not None or spec.gsrm is None:
-        say(f"prepare: nothing to prepare: {reason or 'no gsrm'}")
-        return {}
+    if (reason := nothing_to_prepare(spec)) is not None:
+        say(f"prepare: nothing to prepare: {reason}")
+        return PrepareSummary(finished=True)
+    _save(stores, PrepareSummary())
+    summary = PrepareSummary(finished=True, examples=len(prepared_records(job, stores)))
     failed: Counter[str] = Counter()
     if spec.teacher.source == "model" and spec.teacher.model is not None:
         teacher = chat_model(spec.teacher.model, "teacher", env)
@@ -170,17 +202,55 @@ def prepare(
         counts = ", ".join(f"{k} {v}" for k, v in paths.items()) or "none"
         say(f"prepare: teacher paths ({counts}); only correct ones are used")
         failed.update({k: v for k, v in paths.items() if k.startswith("failed_")})
-    decomposer = build_decomposer(spec.gsrm, "gsrm", env)
-    try:
-        count, failures = prepare_teachers(job, stores, decomposer, batch_size=batch_size)
-    finally:
-        _close(getattr(decomposer, "model", None))
-    say(f"prepare: teacher decompositions of {count} examples cached in {stores.run.uri}")
-    failed.update(failures)
+        summary = summary.model_copy(
+            update={
+                "sampled": paths.get("sampled", 0),
+                "kept": paths.get("kept", 0),
+                "dropped": paths.get("rejected", 0),
+                "cached": paths.get("cached", 0),
+            }
+        )
+    if needs_decompositions(spec) and spec.gsrm is not None:
+        decomposer = build_decomposer(spec.gsrm, "gsrm", env)
+        try:
+            done = prepare_teachers(job, stores, decomposer, batch_size=batch_size)
+        finally:
+            _close(getattr(decomposer, "model", None))
+        where = stores.run.uri
+        say(f"prepare: teacher decompositions of {done.examples} examples cached in {where}")
+        failed.update(done.failures)
+        cached = done.distinct - done.decomposed - sum(done.failures.values())
+        summary = summary.model_copy(
+            update={"decomposed": done.decomposed, "cached": summary.cached + max(cached, 0)}
+        )
     if failed:
         counts = ", ".join(f"{k} {v}" for k, v in sorted(failed.items()))
         say(f"prepare: {sum(failed.values())} failed ({counts}); they are tried again next time")
-    return dict(sorted(failed.items()))
+    summary = summary.model_copy(update={"failures": dict(sorted(failed.items()))})
+    _save(stores, summary)
+    return summary
+
+
+def prepared(stores: JobStores) -> PrepareSummary | None:
+    """The summary of the last `rlkd prepare` of this run, None when none ran."""
+    try:
+        raw = stores.run.get_json(PREPARE_KEY)
+    except ObjectNotFoundError:
+        return None
+    return PrepareSummary.model_validate(raw, by_name=False)
+
+
+def already_prepared(job: RLKDJob, stores: JobStores) -> bool:
+    """Whether the learner can skip its prepare step: nothing to prepare, or a prepare (the
+    operator's prepare Job) finished with no failure, so no teacher server need be up."""
+    if not needs_prepare(job.spec):
+        return True
+    done = prepared(stores)
+    return done is not None and done.complete
+
+
+def _save(stores: JobStores, summary: PrepareSummary) -> None:
+    stores.run.put_json(PREPARE_KEY, summary.to_dict())
 
 
 def _close(model: object) -> None:

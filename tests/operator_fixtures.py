@@ -14,6 +14,8 @@ SPEC: dict[str, Any] = {
     "dataset": {"uri": "store://datasets/train.jsonl", "limit": 64},
     "gsrm": {"model": "store://models/gsrm", "vllm": {"resources": {"cpu": "1"}}},
     "judge": {"model": "store://models/judge"},
+    # The dataset carries the decompositions: no prepare Job (the prepare scenarios set a teacher).
+    "teacher": {"source": "decompositions"},
     "grpo": {"precision": "fp32", "maxSteps": 20},
     "rollout": {"mode": "transformers"},
     "learner": {"gpusPerReplica": 0},

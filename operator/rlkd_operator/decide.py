@@ -19,9 +19,17 @@ from rlkd.errors import SpecError
 from rlkd.k8s import OperatorDefaults, build_children, inference_name, inference_roles, learner_name
 from rlkd.k8s.kueue import QUEUE_LABEL, queue_name, queued, without_kueue_fields
 from rlkd.k8s.learner import PyTorchJobCondition
+from rlkd.k8s.prepare import learner_servers, prepare_servers
 from rlkd.k8s.resolve import resolve_job, storage_of
-from rlkd.spec.progress import PROGRESS_KEY, ProgressDocument, run_prefix
+from rlkd.spec.progress import (
+    PROGRESS_KEY,
+    PrepareSummary,
+    ProgressDocument,
+    needs_prepare,
+    run_prefix,
+)
 from rlkd.spec.resource import RLKDJob, namespace_of
+from rlkd.spec.runtime import InferenceRole
 from rlkd.spec.status import Artifacts, Condition, Phase, Progress, RLKDJobStatus
 from rlkd.spec.validate import parse_job
 from rlkd_operator import built, kueue
@@ -40,6 +48,7 @@ CONDITION_TYPES = (
     "StoreReady",
     "InferenceReady",
     "Queued",
+    "Prepared",
     "LearnerRunning",
     "Suspended",
     "Complete",
@@ -99,6 +108,17 @@ class LearnerState:
 
 
 @dataclass(frozen=True)
+class PrepareState:
+    """Where the prepare Job (batch/v1) is: succeeded or failed by its Complete or Failed
+    condition, else still running; with that condition's reason and message."""
+
+    succeeded: bool
+    failed: bool
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
 class Outcome:
     """How a run ended: the final phase, a reason a program can match on, and a message."""
 
@@ -119,6 +139,8 @@ class Observed:
     failure: ApplyFailure | None = None
     workload: Body | None = None
     """Kueue's Workload of a queued learner, when read (Needs.workload) and found."""
+    prepared: PrepareSummary | None = None
+    """prepare.json, read when the prepare Job failed (its counts go into the message)."""
 
 
 @dataclass(frozen=True)
@@ -146,11 +168,12 @@ class Decision:
 @dataclass(frozen=True)
 class Needs:
     """What the handler must read before deciding: a store check, the progress document, the
-    queued learner's Workload."""
+    queued learner's Workload, the prepare summary (prepare.json)."""
 
     store_check: bool
     progress: bool
     workload: bool = False
+    prepared: bool = False
 
 
 def needs(body: Body, children: Mapping[ChildKey, Body], *, broken: bool = False) -> Needs:
@@ -164,11 +187,17 @@ def needs(body: Body, children: Mapping[ChildKey, Body], *, broken: bool = False
     stale = store is None or store.status != "True" or store.observed_generation != generation
     pytorchjob = children.get(("PyTorchJob", body["metadata"]["name"]))  # named as the job
     learner = pytorchjob is not None
+    prepare = prepare_state(_prepare_job(children))
     # The check gates only the start: once the learner runs, the store is its business.
     # A queued learner's Workload says why it waits, and is what suspends it.
     suspend = bool(body.get("spec", {}).get("suspend"))
     waits = queued(pytorchjob) and (suspend or broken or _suspended(pytorchjob))
-    return Needs(store_check=stale and not learner, progress=learner, workload=waits)
+    return Needs(
+        store_check=stale and not learner,
+        progress=learner,
+        workload=waits,
+        prepared=prepare is not None and prepare.failed and not learner,
+    )
 
 
 def needs_poll(body: Body) -> bool:
@@ -254,6 +283,24 @@ def learner_state(pytorchjob: Body | None) -> LearnerState | None:
                 state, true[state].get("reason") or state, true[state].get("message") or ""
             )
     return LearnerState(None, "Pending", "the PyTorchJob has no conditions yet")
+
+
+def prepare_state(job: Body | None) -> PrepareState | None:
+    """The state of the prepare Job from its conditions; None when it is absent."""
+    if job is None:
+        return None
+    true = {
+        c.get("type"): c
+        for c in job.get("status", {}).get("conditions") or []
+        if c.get("status") == "True"
+    }
+    for kind in ("Failed", "Complete"):
+        if kind in true:
+            reason = true[kind].get("reason") or f"Job{kind}"
+            return PrepareState(
+                kind == "Complete", kind == "Failed", reason, true[kind].get("message") or ""
+            )
+    return PrepareState(False, False, "Running", "the prepare Job runs")
 
 
 def contains(live: Any, desired: Any) -> bool:
@@ -366,7 +413,10 @@ def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefau
     state = learner_state(learner)
     if state is not None:
         plan.set("LearnerRunning", state.running, state.reason, state.message)
-    if (outcome := _outcome(state, learner, observed, plan.at)) is not None:
+    if (failed_prepare := _prepare_outcome(state, observed)) is not None:
+        plan.set("Prepared", False, failed_prepare.reason, failed_prepare.message)
+    outcome = _outcome(state, learner, observed, plan.at) or failed_prepare
+    if outcome is not None:
         plan.end(outcome)
         plan.apply = _manifests(job, defaults, observed, scale_to_zero=True, learner=False)
     elif job.spec.suspend:
@@ -375,6 +425,7 @@ def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefau
         plan.apply = _manifests(
             job, defaults, observed, scale_to_zero=True, learner=state is not None
         )
+        plan.patch = _suspend_prepare(observed, True)
         if learner is not None and queued(learner):
             _suspend_queued(plan, learner, observed.workload)
     else:
@@ -432,6 +483,18 @@ def _outcome(
     return None
 
 
+def _prepare_outcome(state: LearnerState | None, observed: Observed) -> Outcome | None:
+    """Failed when the prepare Job failed (before any learner exists): the Job's reason and
+    message, with the counts of prepare.json when it was read."""
+    prepare = prepare_state(_prepare_job(observed.children))
+    if state is not None or prepare is None or not prepare.failed:
+        return None
+    message = f"the prepare Job failed: {prepare.message or prepare.reason}"
+    if observed.prepared is not None:
+        message += f"; prepare.json: {observed.prepared.counts()}"
+    return Outcome("Failed", prepare.reason, message)
+
+
 def _provision_or_train(
     plan: _Plan,
     job: RLKDJob,
@@ -440,10 +503,11 @@ def _provision_or_train(
     learner: Body | None,
     state: LearnerState | None,
 ) -> None:
-    """The store first, then inference, then the learner once every inference Deployment is
+    """The store first; then, when the teacher side needs computing, the servers prepare calls
+    and the prepare Job (Preparing); then the learner's servers and the learner once they are
     available (_available); a suspended learner stays suspended until then (a resume), so it
     never runs against servers that are not up. Training (or Evaluating) while it runs. A
-    queued learner (Kueue) comes first, and inference only once Kueue has admitted it."""
+    queued learner (Kueue) comes first, and its servers only once Kueue has admitted it."""
     store = plan.conditions.get("StoreReady")
     if store is None and state is None:
         plan.to("Pending", "checking the store")
@@ -452,22 +516,49 @@ def _provision_or_train(
         plan.to("Provisioning", store.message)
         return
     queue = _queue_of(job, learner)
-    # A queued learner is created at once, suspended, for Kueue to admit; its servers start
-    # only once Kueue has admitted it (no GPUs held while it waits), and its pods wait for them.
+    prepare = prepare_state(_prepare_job(observed.children))
+    preparing = needs_prepare(job.spec) and state is None and not (prepare and prepare.succeeded)
+    # Only the servers the next step calls run: prepare's (teacher, gsrm) while it runs, then the
+    # learner's (gsrm, judge, rollout); the teacher's paths are cached by then. A queued learner
+    # is created (after prepare) at once, suspended, for Kueue to admit; its servers start only
+    # once Kueue has admitted it (no GPUs held while it waits), and its pods wait for them.
+    roles = inference_roles(job.spec)
+    wanted = prepare_servers(job.spec) if preparing else learner_servers(job.spec)
+    idle = [r for r in roles if r not in wanted]
     admitted = queue is None or (learner is not None and not _suspended(learner))
     starting = [
         name
-        for name in (inference_name(job, role) for role in inference_roles(job.spec))
+        for name in (inference_name(job, role) for role in wanted)
         if not _available(observed.children.get(("Deployment", name)))
     ]
-    if not admitted:
+    if not preparing and not admitted:
         plan.set("InferenceReady", False, "Queued", "the servers start once Kueue admits the job")
     elif starting:
         plan.set(
             "InferenceReady", False, "Starting", f"waiting for Deployment {', '.join(starting)}"
         )
     else:
-        plan.set("InferenceReady", True, "Available", "every inference server is Available")
+        plan.set("InferenceReady", True, "Available", "every inference server needed is Available")
+    if preparing:
+        plan.apply = _manifests(
+            job,
+            defaults,
+            observed,
+            scale_to_zero=False,
+            learner=False,
+            idle=idle,
+            prepare=True,
+            create_prepare=not starting,
+        )
+        plan.patch = _suspend_prepare(observed, bool(starting))
+        if prepare is None and starting:
+            plan.to("Provisioning", "waiting for the inference servers prepare calls to start")
+            return
+        plan.set("Prepared", False, "Running", "the prepare Job runs rlkd prepare")
+        plan.to("Preparing", "preparing: sampling and decomposing the teacher side (rlkd prepare)")
+        return
+    if prepare is not None and prepare.succeeded:
+        plan.set("Prepared", True, prepare.reason, "the teacher side is cached in the store")
     plan.apply = _manifests(
         job,
         defaults,
@@ -475,6 +566,7 @@ def _provision_or_train(
         scale_to_zero=not admitted,
         learner=queue is not None or state is not None or not starting,
         hold_learner=queue is None and bool(starting) and _suspended(learner),
+        idle=idle,
     )
     if queue is not None:
         held = (
@@ -567,21 +659,34 @@ def _manifests(
     learner: bool,
     hold_learner: bool = False,
     create: bool = True,
+    idle: tuple[InferenceRole, ...] | list[InferenceRole] = (),
+    prepare: bool = False,
+    create_prepare: bool = False,
 ) -> list[dict[str, Any]]:
     """The children to apply: those missing (unless not `create`) or whose live object does not
     contain the manifest (edited by hand, e.g. scaled or given another image). `hold_learner`
-    keeps the learner suspended whatever the spec says. Each records what it was built from
-    (rlkd_operator.built): a child built at this generation by other builders (an operator
-    upgrade) keeps its build. A queued learner, once it exists, is never sent what Kueue owns."""
+    keeps the learner suspended whatever the spec says; `idle` roles get zero replicas. Each
+    records what it was built from (rlkd_operator.built): a child built at this generation by
+    other builders (an operator upgrade) keeps its build. A queued learner, once it exists, is
+    never sent what Kueue owns. The prepare Job (with `prepare`) is only ever created (when
+    `create_prepare`), never patched: its pod template is immutable, and it is kept as it is
+    once it ran."""
     children = build_children(job, defaults, inference_replicas=0 if scale_to_zero else None)
     if hold_learner:
         children.learner["spec"]["runPolicy"]["suspend"] = True
+    for role in idle:
+        children.inference[role].deployment["spec"]["replicas"] = 0
     out = []
     for manifest in children.all():
         is_learner = manifest is children.learner
         if is_learner and not learner:
             continue
         built.recorded(manifest, job.metadata.generation)
+        if manifest is children.prepare:
+            key = (manifest["kind"], manifest["metadata"]["name"])
+            if prepare and create_prepare and key not in observed.children:
+                out.append(manifest)
+            continue
         seen = observed.children.get((manifest["kind"], manifest["metadata"]["name"]))
         if seen is None:
             if create:
@@ -602,6 +707,7 @@ def _release(children: Mapping[ChildKey, Body], workload: Body | None) -> list[d
     patches = []
     for (kind, name), child in children.items():
         state = learner_state(child) if kind == "PyTorchJob" else None
+        prepare = prepare_state(child) if kind == "Job" else None
         if kind == "Deployment" and child.get("spec", {}).get("replicas") != 0:
             spec: dict[str, Any] = {"replicas": 0}
         elif state is not None and queued(child):
@@ -610,6 +716,8 @@ def _release(children: Mapping[ChildKey, Body], workload: Body | None) -> list[d
             continue
         elif state is not None and not state.finished and not _suspended(child):
             spec = {"runPolicy": {"suspend": True}}
+        elif prepare is not None and _running(prepare) and not child["spec"].get("suspend"):
+            spec = {"suspend": True}
         else:
             continue
         meta = {"name": name, "namespace": child["metadata"]["namespace"]}
@@ -617,6 +725,35 @@ def _release(children: Mapping[ChildKey, Body], workload: Body | None) -> list[d
             {"apiVersion": child["apiVersion"], "kind": kind, "metadata": meta, "spec": spec}
         )
     return patches
+
+
+def _prepare_job(children: Mapping[ChildKey, Body]) -> Body | None:
+    """The prepare Job: the one batch Job among a job's children (rlkd.k8s.prepare)."""
+    return next((child for (kind, _), child in children.items() if kind == "Job"), None)
+
+
+def _running(prepare: PrepareState) -> bool:
+    return not (prepare.succeeded or prepare.failed)
+
+
+def _suspend_prepare(observed: Observed, suspend: bool) -> list[dict[str, Any]]:
+    """A merge patch that suspends (or resumes) a prepare Job that has not finished, when its
+    `spec.suspend` is not `suspend` yet: its pods stop while the servers it calls are down."""
+    child = _prepare_job(observed.children)
+    prepare = prepare_state(child)
+    if child is None or prepare is None or not _running(prepare):
+        return []
+    if bool(child.get("spec", {}).get("suspend")) == suspend:
+        return []
+    meta = {"name": child["metadata"]["name"], "namespace": child["metadata"]["namespace"]}
+    return [
+        {
+            "apiVersion": child["apiVersion"],
+            "kind": "Job",
+            "metadata": meta,
+            "spec": {"suspend": suspend},
+        }
+    ]
 
 
 def _available(deployment: Body | None) -> bool:

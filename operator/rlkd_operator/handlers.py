@@ -197,7 +197,8 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
     observed = Observed(children=children, workload=workload)
     if isinstance(job, RLKDJob):  # else decide reports the spec's problems
         store, progress, model = await memo.stores.observe(job, need)
-        observed = Observed(children, store, progress, model, workload=workload)
+        prepared = await memo.stores.prepared(job) if need.prepared else None
+        observed = Observed(children, store, progress, model, workload=workload, prepared=prepared)
     decision = decide(body, job, observed, memo.defaults, datetime.now(UTC))
     if (failure := await _apply(memo, decision, children)) is not None:
         # Decide again, knowing: the status says what failed and how to fix it.

@@ -49,6 +49,7 @@ CONFIGMAPS = APIResource("", "v1", "configmaps", "ConfigMap", CHILD)
 SERVICES = APIResource("", "v1", "services", "Service", CHILD)
 DEPLOYMENTS = APIResource("apps", "v1", "deployments", "Deployment", CHILD)
 PYTORCHJOBS = APIResource("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob", CHILD)
+JOBS = APIResource("batch", "v1", "jobs", "Job", CHILD)  # the prepare Job
 NETWORKPOLICIES = APIResource(
     "networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", CHILD
 )  # <job>-inference: only the job's own pods reach its servers
@@ -74,6 +75,7 @@ ALL = (
     SERVICES,
     DEPLOYMENTS,
     PYTORCHJOBS,
+    JOBS,
     NETWORKPOLICIES,
     SECRETS,
     WORKLOADS,
@@ -81,7 +83,9 @@ ALL = (
     CLUSTER_PEERINGS,
     PEERINGS,
 )
-CHILDREN = {r.kind: r for r in (CONFIGMAPS, SERVICES, DEPLOYMENTS, PYTORCHJOBS, NETWORKPOLICIES)}
+CHILDREN = {
+    r.kind: r for r in (CONFIGMAPS, SERVICES, DEPLOYMENTS, JOBS, PYTORCHJOBS, NETWORKPOLICIES)
+}
 """The kinds the builders make, by kind."""
 PATCHED = {**CHILDREN, WORKLOADS.kind: WORKLOADS}
 """The kinds a decision may merge-patch: the children, and a queued learner's Workload."""

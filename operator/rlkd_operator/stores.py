@@ -26,7 +26,14 @@ from rlkd.errors import ObjectNotFoundError, StoreError, StoreUnreachableError
 from rlkd.k8s.defaults import STORAGE_ENV
 from rlkd.k8s.resolve import model_uri, storage_of
 from rlkd.spec.job import StorageSpec
-from rlkd.spec.progress import MODEL_PREFIX, PROGRESS_KEY, ProgressDocument, run_prefix
+from rlkd.spec.progress import (
+    MODEL_PREFIX,
+    PREPARE_KEY,
+    PROGRESS_KEY,
+    PrepareSummary,
+    ProgressDocument,
+    run_prefix,
+)
 from rlkd.spec.refs import S3_SCHEME
 from rlkd.spec.resource import RLKDJob, namespace_of
 from rlkd.store import Credentials, S3Config, S3Store
@@ -97,6 +104,20 @@ class Stores:
             reason = "BucketMissing" if isinstance(exc, ObjectNotFoundError) else "StoreUnavailable"
             failed = StoreCheck(False, reason, str(exc))
             return (failed if wants.store_check else None), None, False
+
+    async def prepared(self, job: RLKDJob) -> PrepareSummary | None:
+        """The job's prepare.json, read as boundedly as the progress document; None when it is
+        absent or cannot be read (a failed prepare is then reported without its counts)."""
+        storage = storage_of(job)
+        if storage.credentials_secret is None:
+            return None
+        try:
+            store = await self._store(job, storage, storage.credentials_secret)
+            return await self._read(storage.endpoint, _prepared, store)
+        except StoreError as exc:
+            logger.warning("store of RLKDJob %s/%s: %s", *_key(job), exc)
+            self._open.pop(_key(job), None)
+            return None
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop a deleted job's store."""
@@ -198,3 +219,15 @@ def _progress(store: S3Store) -> tuple[ProgressDocument | None, bool]:
             f"{where} is not a progress document ({exc.error_count()} errors)"
         ) from None
     return doc, doc.stage == "finished" and bool(store.list(MODEL_PREFIX))
+
+
+def _prepared(store: S3Store) -> PrepareSummary | None:
+    try:
+        raw: Any = store.get_json(PREPARE_KEY)
+    except ObjectNotFoundError:
+        return None
+    try:
+        return PrepareSummary.model_validate(raw, by_name=False)
+    except ValidationError as exc:
+        where = store.uri_for(PREPARE_KEY)
+        raise StoreError(f"{where} is not a prepare summary ({exc.error_count()} errors)") from None

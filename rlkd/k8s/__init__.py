@@ -10,6 +10,7 @@ from rlkd.k8s.naming import (
     labels,
     learner_name,
     owner_references,
+    prepare_name,
     selector_labels,
     service_url,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "labels",
     "learner_name",
     "owner_references",
+    "prepare_name",
     "selector_labels",
     "service_url",
 ]

@@ -12,7 +12,9 @@ from rlkd.k8s.defaults import OperatorDefaults
 from rlkd.k8s.inference import build_deployment, build_service, inference_roles
 from rlkd.k8s.learner import build_pytorchjob
 from rlkd.k8s.network import build_network_policy
+from rlkd.k8s.prepare import build_prepare_job
 from rlkd.k8s.resolve import resolve_job
+from rlkd.spec.progress import needs_prepare
 from rlkd.spec.resource import RLKDJob
 from rlkd.spec.runtime import InferenceRole
 
@@ -40,13 +42,17 @@ class Children:
     """The PyTorchJob."""
     network_policy: Manifest | None = None
     """The NetworkPolicy `<job>-inference` locking the servers (None without servers)."""
+    prepare: Manifest | None = None
+    """The batch Job running `rlkd prepare`, when the job needs preparing
+    (rlkd.spec.progress.needs_prepare)."""
 
     def all(self) -> list[Manifest]:
         """Every child in apply order: what pods mount and call exists before the pods start,
         and the servers are locked before they do."""
         served = [m for c in self.inference.values() for m in (c.service, c.deployment)]
         locked = [self.network_policy] if self.network_policy is not None else []
-        return [self.config, *locked, *served, self.learner]
+        prepare = [self.prepare] if self.prepare is not None else []
+        return [self.config, *locked, *served, *prepare, self.learner]
 
 
 def _plain(manifest: Manifest) -> Manifest:
@@ -82,4 +88,5 @@ def build_children(
         },
         learner=_plain(build_pytorchjob(job, defaults)),
         network_policy=_plain(policy) if (policy := build_network_policy(job)) else None,
+        prepare=_plain(build_prepare_job(job, defaults)) if needs_prepare(job.spec) else None,
     )

@@ -9,18 +9,11 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from rlkd.k8s.config import DEEPSPEED_KEY, JOB_KEY, MOUNT_DIR
+from rlkd.k8s.config import DEEPSPEED_KEY, MOUNT_DIR
+from rlkd.k8s.contract import job_file_env, job_volumes, store_env
 from rlkd.k8s.defaults import OperatorDefaults
-from rlkd.k8s.inference import inference_roles
 from rlkd.k8s.kueue import queue_labels, queue_name
-from rlkd.k8s.naming import (
-    child_metadata,
-    config_name,
-    inference_name,
-    labels,
-    learner_name,
-    service_url,
-)
+from rlkd.k8s.naming import child_metadata, inference_name, labels, learner_name, service_url
 from rlkd.k8s.pods import (
     SHM_MOUNT,
     SHM_VOLUME,
@@ -30,21 +23,9 @@ from rlkd.k8s.pods import (
     resources,
     scheduling,
 )
-from rlkd.k8s.resolve import storage_of
-from rlkd.spec.progress import run_prefix
+from rlkd.k8s.prepare import learner_servers
 from rlkd.spec.resource import RLKDJob, namespace_of
-from rlkd.spec.runtime import (
-    DEEPSPEED_FILE_ENV,
-    INFERENCE_PORT,
-    INFERENCE_ROLES,
-    JOB_FILE_ENV,
-    STORE_BUCKET_ENV,
-    STORE_ENDPOINT_ENV,
-    STORE_PREFIX_ENV,
-    STORE_REGION_ENV,
-    STORE_SECRET_DIR,
-    endpoint_env,
-)
+from rlkd.spec.runtime import DEEPSPEED_FILE_ENV, INFERENCE_PORT, INFERENCE_ROLES, endpoint_env
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
@@ -89,19 +70,15 @@ class PyTorchJobCondition(StrEnum):
 
 
 def learner_env(job: RLKDJob) -> list[dict[str, Any]]:
-    """The environment contract of `rlkd train` (rlkd.spec.runtime): files, store, servers."""
-    storage = storage_of(job)
+    """The environment contract of `rlkd train` (rlkd.spec.runtime): files, store, the servers
+    it calls (not the teacher's: its paths are cached before the learner starts)."""
     variables = [
-        env(JOB_FILE_ENV, f"{MOUNT_DIR}/{JOB_KEY}"),
+        job_file_env(),
         env(DEEPSPEED_FILE_ENV, f"{MOUNT_DIR}/{DEEPSPEED_KEY}"),
-        env(STORE_ENDPOINT_ENV, storage.endpoint),
-        env(STORE_BUCKET_ENV, storage.bucket),
-        env(STORE_PREFIX_ENV, run_prefix(storage.prefix, namespace_of(job), learner_name(job))),
+        *store_env(job),
     ]
-    if storage.region:
-        variables.append(env(STORE_REGION_ENV, storage.region))
     variables += [
-        env(endpoint_env(role), service_url(job, role)) for role in inference_roles(job.spec)
+        env(endpoint_env(role), service_url(job, role)) for role in learner_servers(job.spec)
     ]
     return variables
 
@@ -131,19 +108,10 @@ def _wait_container(image: str, urls: list[str], pieces: PodPieces) -> dict[str,
 
 def _pod_template(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
     learner = job.spec.learner
-    storage = storage_of(job)
     pieces = pod_pieces(job, labels(job, "learner"))
-    mounts = [SHM_MOUNT, {"name": "config", "mountPath": MOUNT_DIR, "readOnly": True}]
-    volumes = [SHM_VOLUME, {"name": "config", "configMap": {"name": config_name(job)}}]
-    if storage.credentials_secret:
-        mounts.append(
-            {"name": "store-credentials", "mountPath": STORE_SECRET_DIR, "readOnly": True}
-        )
-        volumes.append(
-            {"name": "store-credentials", "secret": {"secretName": storage.credentials_secret}}
-        )
-    mounts += pieces.mounts
-    volumes += pieces.volumes
+    mounts, volumes = job_volumes(job)
+    mounts = [SHM_MOUNT, *mounts, *pieces.mounts]
+    volumes = [SHM_VOLUME, *volumes, *pieces.volumes]
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": learner.image or defaults.trainer_image,

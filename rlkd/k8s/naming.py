@@ -14,7 +14,7 @@ from rlkd.spec.runtime import INFERENCE_PORT, InferenceRole
 
 JOB_LABEL = "rlkd.ai/job"
 ROLE_LABEL = "rlkd.ai/role"
-Component = Literal["config", "inference", "learner"]
+Component = Literal["config", "inference", "prepare", "learner"]
 
 
 def learner_name(job: RLKDJob) -> str:
@@ -25,6 +25,11 @@ def learner_name(job: RLKDJob) -> str:
 def config_name(job: RLKDJob) -> str:
     """The ConfigMap holding the resolved job."""
     return f"{job.metadata.name}-config"
+
+
+def prepare_name(job: RLKDJob) -> str:
+    """The batch Job that runs `rlkd prepare` before the learner starts."""
+    return f"{job.metadata.name}-prepare"
 
 
 def inference_name(job: RLKDJob, role: InferenceRole) -> str:

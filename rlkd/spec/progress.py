@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from rlkd.spec.base import SpecModel
+from rlkd.spec.job import RLKDJobSpec
 from rlkd.spec.status import Progress
 
 PROGRESS_KEY = "progress.json"
@@ -25,6 +26,9 @@ EVALUATION_KEY = "evaluation.json"
 ...}."""
 TENSORBOARD_PREFIX = "tensorboard/"
 """TensorBoard event files of the learner (spec.learner.reportTo)."""
+PREPARE_KEY = "prepare.json"
+"""What `rlkd prepare` did (PrepareSummary): the operator reads it when the prepare Job fails,
+the learner to skip a prepare that finished."""
 
 Stage = Literal["preparing", "evaluating", "training", "finished"]
 Activity = Literal[
@@ -50,6 +54,73 @@ checkpoint that holds it is resumed from."""
 def run_prefix(storage_prefix: str, namespace: str, name: str) -> str:
     """The store prefix that holds everything of one RLKDJob."""
     return f"{storage_prefix.strip('/')}/{namespace}/{name}"
+
+
+def nothing_to_prepare(spec: RLKDJobSpec) -> str | None:
+    """Why the job has no teacher side to compute before training, or None when it has: paths
+    to sample (teacher.source model) or decompositions to compute with the GSRM. The one rule
+    for `rlkd prepare`, the learner and the operator (whether a prepare Job runs at all)."""
+    if spec.teacher.source == "decompositions":
+        return "teacher.source is decompositions: the dataset carries them"
+    if spec.teacher.source == "model":
+        return None  # the paths are sampled, whatever rewards use them
+    if spec.rewards.structure == 0 or spec.gsrm is None:
+        return "rewards.structure is 0"
+    return None
+
+
+def needs_prepare(spec: RLKDJobSpec) -> bool:
+    """Whether `rlkd prepare` has anything to do for this job (see nothing_to_prepare)."""
+    return nothing_to_prepare(spec) is None
+
+
+def needs_decompositions(spec: RLKDJobSpec) -> bool:
+    """Whether prepare decomposes the teacher's paths with the GSRM (the structure reward is on
+    and the dataset does not carry them)."""
+    return (
+        spec.teacher.source != "decompositions" and spec.rewards.structure > 0 and bool(spec.gsrm)
+    )
+
+
+class PrepareSummary(SpecModel):
+    """What `rlkd prepare` writes to `prepare.json`: written with `finished` false when it starts
+    and again when it ends, so a reader never takes an earlier run's counts for this one's."""
+
+    finished: bool = False
+    """The prepare ran to its end (with or without failures)."""
+    examples: Annotated[int, Field(ge=0)] = 0
+    """Distinct examples that training and evaluation use."""
+    sampled: Annotated[int, Field(ge=0)] = 0
+    """Teacher paths sampled by this run (teacher.source model)."""
+    kept: Annotated[int, Field(ge=0)] = 0
+    """Examples whose teacher path is usable (teacher.source model: its answer is correct)."""
+    dropped: Annotated[int, Field(ge=0)] = 0
+    """Examples left out: the teacher's path has a wrong answer (teacher.source model)."""
+    decomposed: Annotated[int, Field(ge=0)] = 0
+    """Teacher decompositions computed by this run with the GSRM."""
+    cached: Annotated[int, Field(ge=0)] = 0
+    """Teacher paths and decompositions already in the store from an earlier run."""
+    failures: dict[str, int] = Field(default_factory=dict)
+    """Paths and decompositions that failed, by reason: not cached, tried again next time."""
+
+    @property
+    def complete(self) -> bool:
+        """Finished with nothing left to compute: the learner need not prepare again."""
+        return self.finished and not self.failures
+
+    def counts(self) -> str:
+        """The counts in one line, for a status message or a log."""
+        numbers = {
+            "examples": self.examples,
+            "sampled": self.sampled,
+            "kept": self.kept,
+            "dropped": self.dropped,
+            "decomposed": self.decomposed,
+            "cached": self.cached,
+        }
+        line = ", ".join(f"{k} {v}" for k, v in numbers.items())
+        failed = ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items()))
+        return line + (f"; failed: {failed}" if failed else "")
 
 
 class Heartbeat(SpecModel):

@@ -10,7 +10,14 @@ from pydantic import Field
 from rlkd.spec.base import SpecModel
 
 Phase = Literal[
-    "Pending", "Provisioning", "Training", "Evaluating", "Succeeded", "Failed", "Suspended"
+    "Pending",
+    "Provisioning",
+    "Preparing",
+    "Training",
+    "Evaluating",
+    "Succeeded",
+    "Failed",
+    "Suspended",
 ]
 PHASES: tuple[str, ...] = get_args(Phase)
 
@@ -64,7 +71,7 @@ class RLKDJobStatus(SpecModel):
     """Observed state of an RLKDJob, written by the operator."""
 
     phase: Phase = "Pending"
-    """Pending, Provisioning, Training, Evaluating, Succeeded, Failed or Suspended."""
+    """Pending, Provisioning, Preparing, Training, Evaluating, Succeeded, Failed or Suspended."""
     message: str | None = None
     """A one-line summary of the current phase."""
     observed_generation: Annotated[int, Field(ge=0)] | None = None

@@ -56,11 +56,20 @@ def s3_stores(job: RLKDJob, env: Mapping[str, str] = os.environ) -> JobStores:
     or the environment."""
     storage = job.spec.storage
     if env.get(STORE_ENDPOINT_ENV):
-        run = env.get(STORE_PREFIX_ENV, "").strip("/")
-        suffix = f"/{namespace_of(job)}/{job.metadata.name}"
+        # The pod's contract wins; what it leaves out comes from spec.storage when there is one.
+        namespace, name = namespace_of(job), job.metadata.name
+        run = env.get(STORE_PREFIX_ENV, "").strip("/") or run_prefix(
+            storage.prefix if storage else "", namespace, name
+        ).strip("/")
+        suffix = f"/{namespace}/{name}"
         shared = run.removesuffix(suffix) if run.endswith(suffix) else run
-        endpoint, bucket = env[STORE_ENDPOINT_ENV], env.get(STORE_BUCKET_ENV, "")
-        region = env.get(STORE_REGION_ENV) or None
+        endpoint = env[STORE_ENDPOINT_ENV]
+        bucket = env.get(STORE_BUCKET_ENV) or (storage.bucket if storage else "")
+        if not bucket:
+            raise SpecError(
+                [f"{STORE_BUCKET_ENV}: is not set (and spec.storage is empty): set the bucket"]
+            )
+        region = env.get(STORE_REGION_ENV) or (storage.region if storage else None)
     elif storage is not None:
         shared = storage.prefix
         run = run_prefix(storage.prefix, namespace_of(job), job.metadata.name)

@@ -22,7 +22,7 @@ from rlkd.errors import RLKDError
 from rlkd.eval import Evaluation, evaluate, save_evaluation
 from rlkd.job_rewards import Rewards, build_rewards, build_structure_engine
 from rlkd.models import local_model
-from rlkd.prepare import nothing_to_prepare, prepare, with_teacher_paths
+from rlkd.prepare import already_prepared, prepare, with_teacher_paths
 from rlkd.spec.deepspeed import deepspeed_config
 from rlkd.spec.progress import MODEL_PREFIX, TENSORBOARD_PREFIX, EvaluationName
 from rlkd.spec.resource import RLKDJob
@@ -131,8 +131,10 @@ def _placement(job: RLKDJob, workdir: Path, env: Mapping[str, str]) -> Placement
 
 
 def _prepare(job: RLKDJob, stores: JobStores, progress: ProgressReporter, say: Say) -> None:
-    """The teacher side cached before training (quick when `rlkd prepare` ran already)."""
-    if nothing_to_prepare(job) is not None:
+    """The teacher side cached before training; skipped when `rlkd prepare` (the operator's
+    prepare Job) finished with nothing left to compute, so the learner needs no teacher server
+    (the operator scales it to zero)."""
+    if already_prepared(job, stores):
         return
     progress.stage("preparing")
     prepare(job, stores, say=say)

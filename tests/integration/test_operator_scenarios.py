@@ -17,7 +17,7 @@ from prometheus_client import generate_latest
 from rlkd.k8s import OperatorDefaults
 from rlkd.k8s.naming import JOB_LABEL
 from rlkd.spec.job import StorageSpec
-from rlkd.spec.progress import MODEL_PREFIX, PROGRESS_KEY
+from rlkd.spec.progress import MODEL_PREFIX, PREPARE_KEY, PROGRESS_KEY, PrepareSummary
 from rlkd.store import S3Config
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
 from rlkd.store.s3 import S3Store
@@ -27,6 +27,7 @@ from rlkd_operator.resources import (
     CONFIGMAPS,
     DEPLOYMENTS,
     EVENTS,
+    JOBS,
     NETWORKPOLICIES,
     PYTORCHJOBS,
     RLKDJOBS,
@@ -551,3 +552,80 @@ async def test_healthz_fails_once_the_poller_stops(world) -> None:
         await wait_for(runtime.poller.done)
         with pytest.raises(kopf.PermanentError, match="poller is not running"):
             await health(memo=runtime)
+
+
+TEACHER = {"source": "model", "model": {"model": "store://models/teacher"}}
+
+
+async def job_done(cluster: Cluster, condition: str, reason: str, message: str = "") -> None:
+    """Play the Job controller: the prepare Job ends with `condition` (Complete or Failed)."""
+    job = cluster.get(JOBS, "demo-prepare")
+    status = {
+        "conditions": [{"type": condition, "status": "True", "reason": reason, "message": message}]
+    }
+    await cluster.set_status(JOBS, "demo-prepare", {**job, "status": status})
+
+
+async def servers_available(cluster: Cluster, *roles: str) -> None:
+    for role in roles:
+        name = f"demo-{role}"
+        await cluster.set_status(DEPLOYMENTS, name, available(cluster.get(DEPLOYMENTS, name)))
+
+
+async def test_a_job_is_prepared_then_trains_with_the_teacher_scaled_down(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)):
+        await cluster.apply_job(teacher=TEACHER)
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-teacher"))
+        assert cluster.get(JOBS, "demo-prepare") is None  # its servers are not up yet
+        assert cluster.get(DEPLOYMENTS, "demo-judge")["spec"]["replicas"] == 0
+        await servers_available(cluster, "gsrm", "teacher")
+        await wait_for(lambda: cluster.phase() == "Preparing")
+        job = cluster.get(JOBS, "demo-prepare")
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert container["command"] == ["rlkd", "prepare"]
+        assert job["metadata"]["ownerReferences"][0]["kind"] == "RLKDJob"
+        assert cluster.get(PYTORCHJOBS, "demo") is None
+
+        cluster.store().put_json(PREPARE_KEY, PrepareSummary(finished=True, examples=64).to_dict())
+        await job_done(cluster, "Complete", "CompletionsReached")
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-teacher")["spec"]["replicas"] == 0)
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge")["spec"]["replicas"] == 1)
+        assert cluster.get(PYTORCHJOBS, "demo") is None  # the judge is not up yet
+        await servers_available(cluster, "judge")
+        await wait_for(lambda: cluster.get(PYTORCHJOBS, "demo"))
+        await cluster.learner("Running")
+        await wait_for(lambda: cluster.phase() == "Training")
+        assert cluster.get(DEPLOYMENTS, "demo-teacher")["spec"]["replicas"] == 0
+        await wait_for(
+            lambda: (
+                cluster.event_reasons() == ["Provisioning", "Preparing", "Provisioning", "Training"]
+            )
+        )
+        assert cluster.creates().count(("jobs", "demo-prepare")) == 1
+
+
+async def test_a_failed_prepare_fails_the_job_with_its_reason_and_counts(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)):
+        await cluster.apply_job(teacher=TEACHER)
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-teacher"))
+        await servers_available(cluster, "gsrm", "teacher")
+        await wait_for(lambda: cluster.get(JOBS, "demo-prepare"))
+        summary = PrepareSummary(finished=True, examples=64, failures={"gsrm_timeout": 64})
+        cluster.store().put_json(PREPARE_KEY, summary.to_dict())
+        message = "Job has reached the specified backoff limit"
+        await job_done(cluster, "Failed", "BackoffLimitExceeded", message)
+        await wait_for(lambda: cluster.phase() == "Failed")
+        status = cluster.get(RLKDJOBS, "demo")["status"]
+        failed = next(c for c in status["conditions"] if c["type"] == "Failed")
+        assert failed["reason"] == "BackoffLimitExceeded" and message in failed["message"]
+        assert "failed: gsrm_timeout 64" in failed["message"]
+        await wait_for(
+            lambda: all(
+                cluster.get(DEPLOYMENTS, f"demo-{r}")["spec"]["replicas"] == 0
+                for r in ("gsrm", "judge", "teacher")
+            )
+        )
+        assert cluster.get(PYTORCHJOBS, "demo") is None
+        await wait_for(lambda: cluster.event_reasons()[-1:] == ["Failed"])

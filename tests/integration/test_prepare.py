@@ -18,7 +18,11 @@ from rlkd.gsrm.backends.rule import RuleDecomposer
 from rlkd.gsrm.engine import CACHE_NAMESPACE, TeacherCache
 from rlkd.gsrm.steps import format_steps
 from rlkd.gsrm.types import DecomposeRequest, Decomposition, Failure, Step
+from rlkd.k8s import OperatorDefaults, build_children
 from rlkd.prepare import prepare_teachers
+from rlkd.spec.job import StorageSpec
+from rlkd.spec.progress import PREPARE_KEY, PrepareSummary
+from rlkd.spec.runtime import JOB_FILE_ENV
 from rlkd.spec.validate import parse_job
 from rlkd.store import Credentials, S3Config, S3Store, Store
 from rlkd.store.job import local_stores
@@ -90,8 +94,11 @@ def test_prepare_caches_each_teacher_once_in_a_local_store(tmp_path: Path, capsy
     requests = [DecomposeRequest(r["teacher_reasoning"], r["problem"]) for r in ROWS]
     assert asyncio.run(steps.steps(requests))[0] == [Step("plan 0", "what is 0+0?", "0")]
     assert counting.calls == []
-    assert prepare_teachers(job, stores, counting) == (6, {})
+    again = prepare_teachers(job, stores, counting)
+    assert (again.examples, again.distinct, again.decomposed, again.failures) == (6, 3, 0, {})
     assert counting.calls == []
+    summary = PrepareSummary.model_validate(stores.run.get_json(PREPARE_KEY), by_name=False)
+    assert summary == PrepareSummary(finished=True, examples=6, decomposed=3)
 
 
 def test_failed_decompositions_are_counted_and_not_cached(tmp_path: Path) -> None:
@@ -99,8 +106,8 @@ def test_failed_decompositions_are_counted_and_not_cached(tmp_path: Path) -> Non
     stores = local_stores(job, tmp_path)
     put_dataset(stores.shared)
     failing = Counting(fail="timeout")
-    count, failures = prepare_teachers(job, stores, failing, batch_size=2)
-    assert (count, failures) == (4, {"timeout": 4})  # every example that has no steps
+    done = prepare_teachers(job, stores, failing, batch_size=2)
+    assert (done.examples, done.decomposed, done.failures) == (4, 0, {"timeout": 4})
     assert stores.run.list("cache/") == []
 
 
@@ -183,11 +190,63 @@ def test_a_teacher_model_samples_each_path_once_and_only_correct_paths_are_used(
     script = ScriptedTeacher()
     counts = sample_teacher_paths(job, stores, script)
     # three distinct problems: 0+0 correct, 1+1 wrong (rejected), 2+2 timed out (not cached)
-    assert counts == {"failed_timeout": 1, "rejected": 1, "sampled": 2}
+    assert counts == {"failed_timeout": 1, "kept": 1, "rejected": 1, "sampled": 2}
     assert sorted(script.asked) == ["0+0", "1+1", "2+2"] and set(script.temperatures) == {0.8}
     again = sample_teacher_paths(job, stores, script)
-    assert again == {"cached": 2, "failed_timeout": 1}  # only the failure is asked again
+    # only the failure is asked again; the cached paths still count as kept or rejected
+    assert again == {"cached": 2, "failed_timeout": 1, "kept": 1, "rejected": 1}
     rows = with_teacher_paths(job, stores.run, ROWS)
     assert [r["problem"] for r in rows] == ["0+0", "0+0"]
     assert "double 0" in rows[0]["teacher_reasoning"]
     assert "<think>" not in rows[0]["teacher_reasoning"]  # the thinking only
+
+
+@pytest.mark.s3
+def test_prepare_runs_from_the_pods_environment_alone(
+    tmp_path: Path, s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    """The prepare Job's contract: no FILE argument; the job from RLKD_JOB_FILE (the ConfigMap's
+    job.yaml, here without spec.storage, so the store can only come from the environment), the
+    store from the RLKD_STORE_* values the builder sets, the keys as the pod gets them."""
+    bucket = f"prepare-{uuid.uuid4().hex[:12]}"
+    storage = StorageSpec(endpoint=s3_server.endpoint, bucket=bucket, prefix="team")
+    defaults = OperatorDefaults(vllm_image="v", trainer_image="t", storage=storage)
+    children = build_children(parse_job(job_document()), defaults)
+    assert children.prepare is not None
+    document = yaml.safe_load(children.config["data"]["job.yaml"])
+    del document["spec"]["storage"]
+    job_file = tmp_path / "job.yaml"
+    job_file.write_text(yaml.safe_dump(document))
+    for variable in children.prepare["spec"]["template"]["spec"]["containers"][0]["env"]:
+        monkeypatch.setenv(variable["name"], variable["value"])
+    monkeypatch.setenv(JOB_FILE_ENV, str(job_file))  # the ConfigMap is mounted at /etc/rlkd
+    credentials: Credentials = s3_server.credentials
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", credentials.access_key)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", credentials.secret_key)
+    config = {"endpoint": s3_server.endpoint, "bucket": bucket, "credentials": credentials}
+    put_dataset(S3Store(S3Config(prefix="team", **config)))
+
+    assert main(["prepare"]) == 0
+    assert f"s3://{bucket}/team/lab/toy" in capsys.readouterr().out
+    run = S3Store(S3Config(prefix="team/lab/toy", **config))
+    assert len(run.list(f"cache/{CACHE_NAMESPACE}/")) == 3
+    summary = PrepareSummary.model_validate(run.get_json(PREPARE_KEY), by_name=False)
+    assert summary == PrepareSummary(finished=True, examples=6, decomposed=3)
+    assert summary.complete  # the learner will not prepare again
+
+
+def test_the_learner_skips_only_a_prepare_that_finished_without_failures(tmp_path: Path) -> None:
+    from rlkd.prepare import already_prepared, prepare
+
+    job = parse_job(job_document())
+    stores = local_stores(job, tmp_path)
+    put_dataset(stores.shared)
+    assert not already_prepared(job, stores)
+    stores.run.put_json(PREPARE_KEY, PrepareSummary(finished=True, failures={"x": 1}).to_dict())
+    assert not already_prepared(job, stores)  # the failures are tried again
+    stores.run.put_json(PREPARE_KEY, PrepareSummary(finished=False).to_dict())
+    assert not already_prepared(job, stores)  # it stopped half-way
+    assert prepare(job, stores, say=lambda _: None).complete
+    assert already_prepared(job, stores)
+    decompositions = parse_job(job_document(teacher={"source": "decompositions"}))
+    assert already_prepared(decompositions, local_stores(decompositions, tmp_path / "other"))

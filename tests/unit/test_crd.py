@@ -117,6 +117,7 @@ def test_status_has_a_schema_without_defaults() -> None:
     assert status["properties"]["phase"]["enum"] == [
         "Pending",
         "Provisioning",
+        "Preparing",
         "Training",
         "Evaluating",
         "Succeeded",

@@ -81,6 +81,7 @@ def test_all_is_in_apply_order() -> None:
         ("Deployment", "demo-judge"),
         ("Service", "demo-rollout"),
         ("Deployment", "demo-rollout"),
+        ("Job", "demo-prepare"),
         ("PyTorchJob", "demo"),
     ]
 

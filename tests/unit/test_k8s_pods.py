@@ -47,6 +47,8 @@ def templates(children: Any) -> dict[str, dict[str, Any]]:
     }
     for kind, replica in children.learner["spec"]["pytorchReplicaSpecs"].items():
         out[f"PyTorchJob/{kind}"] = replica["template"]
+    if children.prepare is not None:
+        out["Job/prepare"] = children.prepare["spec"]["template"]
     return out
 
 
@@ -122,6 +124,7 @@ def test_every_child_pod_passes_restricted_by_default() -> None:
         "Deployment/rollout",
         "PyTorchJob/Master",
         "PyTorchJob/Worker",
+        "Job/prepare",
     }
     for where, template in pods.items():
         assert restricted_problems(template["spec"]) == [], where
@@ -158,7 +161,7 @@ def test_pod_settings_reach_every_child_pod() -> None:
         assert spec["imagePullSecrets"] == [{"name": "registry"}], where
         assert template["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}, where
         assert template["metadata"]["labels"]["team"] == "math", where
-        component = "learner" if where.startswith("PyTorchJob") else "inference"
+        component = {"PyTorchJob": "learner", "Job": "prepare"}.get(where.split("/")[0], "inference")
         role = where.split("/")[1] if component == "inference" else None
         assert labels(job, component, role).items() <= template["metadata"]["labels"].items()
         for container in spec["containers"]:

@@ -10,7 +10,7 @@ import pytest
 
 from rlkd.k8s import OperatorDefaults
 from rlkd.spec.job import StorageSpec
-from rlkd.spec.progress import ProgressDocument
+from rlkd.spec.progress import PrepareSummary, ProgressDocument
 from rlkd_operator.decide import (
     ApplyFailure,
     Decision,
@@ -484,3 +484,131 @@ def test_a_finished_job_keeps_its_end_when_scaling_down_is_rejected() -> None:
     body, _ = step(body, observed)
     assert body["status"]["phase"] == "Succeeded" and "Failed" not in conditions(body)
     assert conditions(body)["ApplyFailed"]["reason"] == "Invalid"
+
+
+# --- Preparing: the prepare Job before the learner ---------------------------------------------
+
+TEACHER = {"source": "model", "model": {"model": "store://models/teacher"}}
+PREPARE = ("Job", "demo-prepare")
+
+
+def job_in(job: dict[str, Any], kind: str | None, reason: str = "", message: str = "") -> dict:
+    """The prepare Job as the Job controller reports it: running (None), Complete or Failed."""
+    conditions = [{"type": kind, "status": "True", "reason": reason, "message": message}]
+    return {**job, "status": {"conditions": conditions if kind else []}}
+
+
+def replicas(decision: Decision) -> dict[str, int]:
+    return {
+        name: m["spec"]["replicas"]
+        for (kind, name), m in applied(decision).items()
+        if kind == "Deployment"
+    }
+
+
+def preparing() -> tuple[dict, dict]:
+    """A job with a teacher model whose prepare Job was just created."""
+    body, decision = step(job_body(teacher=TEACHER), Observed(store=STORE_OK))
+    children = applied(decision)
+    for name in ("demo-gsrm", "demo-teacher"):
+        children[("Deployment", name)] = available(children[("Deployment", name)])
+    body, decision = step(body, Observed(children=children))
+    children.update(applied(decision))
+    return body, children
+
+
+def test_a_job_to_prepare_starts_only_the_servers_prepare_calls_then_the_job() -> None:
+    body, decision = step(job_body(teacher=TEACHER), Observed(store=STORE_OK))
+    # The judge is the learner's: it waits at zero replicas, holding no GPU while prepare runs.
+    assert replicas(decision) == {"demo-gsrm": 1, "demo-judge": 0, "demo-teacher": 1}
+    assert PREPARE not in applied(decision) and ("PyTorchJob", "demo") not in applied(decision)
+    assert body["status"]["phase"] == "Provisioning"
+    assert "demo-teacher" in conditions(body)["InferenceReady"]["message"]
+
+    body, children = preparing()
+    assert PREPARE in children and ("PyTorchJob", "demo") not in children
+    assert body["status"]["phase"] == "Preparing"
+    assert conditions(body)["Prepared"]["status"] == "False"
+    assert conditions(body)["InferenceReady"]["status"] == "True"
+    assert [e.reason for e in step(body, Observed(children=children))[1].events] == []
+
+
+def test_a_running_prepare_job_is_left_alone_and_no_learner_comes() -> None:
+    body, children = preparing()
+    children[PREPARE] = job_in(children[PREPARE], None)
+    again, decision = step(body, Observed(children=children))
+    assert decision.apply == () and decision.patch == ()
+    assert again["status"]["phase"] == "Preparing"
+    assert not needs(again, children).prepared and not needs_poll(again)
+
+
+def test_after_a_successful_prepare_the_teacher_scales_to_zero_and_the_learner_follows() -> None:
+    body, children = preparing()
+    children[PREPARE] = job_in(children[PREPARE], "Complete", "CompletionsReached")
+    body, decision = step(body, Observed(children=children))
+    assert replicas(decision) == {"demo-judge": 1, "demo-teacher": 0}
+    assert ("PyTorchJob", "demo") not in applied(decision)  # the judge is not up yet
+    assert conditions(body)["Prepared"]["status"] == "True"
+    assert body["status"]["phase"] == "Provisioning"
+    children.update(applied(decision))
+    # The learner waits for its own servers only: the teacher at zero is not among them.
+    children[("Deployment", "demo-judge")] = available(children[("Deployment", "demo-judge")])
+    body, decision = step(body, Observed(children=children))
+    assert list(applied(decision)) == [("PyTorchJob", "demo")]
+    children.update(applied(decision))
+    children[("PyTorchJob", "demo")] = pytorchjob_in(children[("PyTorchJob", "demo")], "Running")
+    body, decision = step(body, Observed(children=children))
+    assert body["status"]["phase"] == "Training" and decision.apply == ()
+    del children[PREPARE]  # gone (deleted by hand): never created again once the learner exists
+    assert step(body, Observed(children=children))[1].apply == ()
+
+
+def test_a_failed_prepare_fails_the_job_with_the_jobs_reason_and_the_counts() -> None:
+    body, children = preparing()
+    message = "Job has reached the specified backoff limit"
+    children[PREPARE] = job_in(children[PREPARE], "Failed", "BackoffLimitExceeded", message)
+    assert needs(body, children).prepared
+    summary = PrepareSummary(
+        finished=True, examples=64, sampled=60, kept=40, dropped=20, failures={"timeout": 4}
+    )
+    body, decision = step(body, Observed(children=children, prepared=summary))
+    failed = conditions(body)["Failed"]
+    assert body["status"]["phase"] == "Failed" and failed["reason"] == "BackoffLimitExceeded"
+    assert message in failed["message"] and "kept 40, dropped 20" in failed["message"]
+    assert "failed: timeout 4" in failed["message"]
+    assert conditions(body)["Prepared"]["reason"] == "BackoffLimitExceeded"
+    assert set(replicas(decision).values()) == {0}  # every server gives its GPUs back
+    assert ("PyTorchJob", "demo") not in applied(decision)
+    assert [(e.type, e.reason) for e in decision.events] == [("Warning", "Failed")]
+    children.update(applied(decision))
+    later, decision = step(body, Observed(children=children), T0 + timedelta(hours=1))
+    assert later["status"] == body["status"] and decision.apply == ()  # finished: never changes
+    assert not needs(later, children).prepared
+
+
+def test_a_suspended_job_suspends_its_running_prepare_job_and_resumes_it() -> None:
+    body, children = preparing()
+    suspended = {**body, "spec": {**body["spec"], "suspend": True}}
+    suspended, decision = step(suspended, Observed(children=children))
+    assert suspended["status"]["phase"] == "Suspended"
+    assert [(p["kind"], p["spec"]) for p in decision.patch] == [("Job", {"suspend": True})]
+    children[PREPARE] = edited(children[PREPARE], "spec", "suspend", value=True)
+    for key, manifest in applied(decision).items():
+        children[key] = manifest  # servers at zero
+    resumed = {**suspended, "spec": {**suspended["spec"], "suspend": False}}
+    resumed, decision = step(resumed, Observed(children=children))
+    assert decision.patch == ()  # its servers are not back yet: the Job stays suspended
+    assert replicas(decision) == {"demo-gsrm": 1, "demo-teacher": 1}
+    for key, manifest in applied(decision).items():
+        children[key] = available(manifest) if key[0] == "Deployment" else manifest
+    resumed, decision = step(resumed, Observed(children=children))
+    assert [(p["kind"], p["spec"]) for p in decision.patch] == [("Job", {"suspend": False})]
+    assert resumed["status"]["phase"] == "Preparing"
+
+
+def test_an_invalid_spec_suspends_a_running_prepare_job() -> None:
+    body, children = preparing()
+    broken = {**body, "spec": {**body["spec"], "student": {}}}
+    _, decision = step(broken, Observed(children=children))
+    patched = {(p["kind"], p["metadata"]["name"]): p["spec"] for p in decision.patch}
+    assert patched[PREPARE] == {"suspend": True}

@@ -15,9 +15,12 @@ from tests.operator_fixtures import available, job_body, pytorchjob_in
 from tests.unit.test_operator_decide import (
     DEFAULTS,
     INFERENCE,
+    PREPARE,
     STORE_OK,
+    TEACHER,
     applied,
     conditions,
+    job_in,
     step,
 )
 
@@ -222,3 +225,27 @@ def test_a_spec_broken_while_queued_and_running_deactivates_the_workload() -> No
         INFERENCE[1]: {"replicas": 0},
         ("Workload", "pytorchjob-demo-3f2a1"): {"active": False},
     }
+
+
+def test_a_queued_job_that_needs_preparing_prepares_first_then_queues_its_learner() -> None:
+    body = queued_job(teacher=TEACHER)
+    body, decision = step(body, Observed(store=STORE_OK))
+    children = applied(decision)
+    assert PJ not in children  # nothing is queued while the teacher side is computed
+    for name in ("demo-gsrm", "demo-teacher"):
+        children[("Deployment", name)] = available(children[("Deployment", name)])
+    body, decision = step(body, Observed(children=children))
+    children.update(applied(decision))
+    assert PREPARE in children and PJ not in children
+    assert body["status"]["phase"] == "Preparing" and "Queued" not in conditions(body)
+
+    children[PREPARE] = job_in(children[PREPARE], "Complete", "CompletionsReached")
+    body, decision = step(body, Observed(children=children))
+    created = applied(decision)
+    # Now the learner goes into its queue, suspended, and every server waits at zero for it.
+    assert created[PJ]["spec"]["runPolicy"]["suspend"] is True
+    assert {
+        name: m["spec"]["replicas"] for (kind, name), m in created.items() if kind == "Deployment"
+    } == {"demo-gsrm": 0, "demo-teacher": 0}
+    assert conditions(body)["Queued"]["status"] == "True"
+    assert body["status"]["phase"] == "Provisioning"
