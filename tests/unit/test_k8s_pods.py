@@ -161,8 +161,9 @@ def test_pod_settings_reach_every_child_pod() -> None:
         assert spec["imagePullSecrets"] == [{"name": "registry"}], where
         assert template["metadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}, where
         assert template["metadata"]["labels"]["team"] == "math", where
-        component = {"PyTorchJob": "learner", "Job": "prepare"}.get(where.split("/")[0], "inference")
-        role = where.split("/")[1] if component == "inference" else None
+        kind, name = where.split("/")
+        component = {"PyTorchJob": "learner", "Job": "prepare"}.get(kind, "inference")
+        role = name if component == "inference" else None
         assert labels(job, component, role).items() <= template["metadata"]["labels"].items()
         for container in spec["containers"]:
             assert env_of(container)["NCCL_DEBUG"] == "INFO", where
