@@ -261,7 +261,10 @@ def run_evaluation(
 
     spec = job.spec
     chat = TransformersChat(model_dir, batch_size=EVAL_BATCH)
-    engine = build_structure_engine(spec, stores.run, env) if spec.rewards.structure > 0 else None
+    # Alignment is measured whenever the job names a GSRM and a judge, whatever the rewards'
+    # weights: an accuracy-only run is compared on the same two numbers.
+    measured = spec.gsrm is not None and spec.judge is not None
+    engine = build_structure_engine(spec, stores.run, env) if measured else None
 
     async def run() -> Evaluation:
         bar = _bar(len(records), label) if bars else None
