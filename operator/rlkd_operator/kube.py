@@ -120,6 +120,16 @@ class Kube:
                 return None
             raise ApplyError(failure_of(resource, patch, exc)) from None
 
+    async def list_objects(
+        self, resource: APIResource, namespace: str | None, labels: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every object of a kind in `namespace` (None: cluster-wide) carrying the label
+        `labels`, each with its kind and apiVersion (a list's items carry neither)."""
+        query = [("labelSelector", labels)] if labels else []
+        answer = await self._call("GET", resource.path(namespace), query=query)
+        head = {"apiVersion": resource.api_version, "kind": resource.kind}
+        return [head | item for item in answer.get("items") or []]
+
     async def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any]
     ) -> dict[str, Any]:
@@ -178,7 +188,11 @@ class Kube:
         return credentials_from_secret(data, where)
 
     async def _call(
-        self, method: str, path: str, body: dict[str, Any] | None = None
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        query: list[tuple[str, str]] | None = None,
     ) -> dict[str, Any]:
         """One API call; the answer as JSON (an object for every path the operator calls)."""
         headers = {"Accept": "application/json"}
@@ -189,6 +203,7 @@ class Kube:
             path,
             method,
             header_params=headers,
+            query_params=query or [],
             body=body,
             response_type="object",
             auth_settings=["BearerToken"],
