@@ -92,9 +92,13 @@ class Emulator(kmock.KubernetesEmulator):
                 {"op": "replace", "path": "/metadata/resourceVersion", "value": version},
             ]
         meta: dict[str, Any] = {"resourceVersion": version}
-        if "spec" in request.data and request.subresource is None:
-            stored = self.objects[request.resource, request.namespace, request.name]
-            meta["generation"] = stored.get("metadata", {}).get("generation", 1) + 1
+        key = (request.resource, request.namespace, request.name)
+        if "spec" in request.data and request.subresource is None and key in self.objects:
+            stored = self.objects[key].raw
+            generation = stored.get("metadata", {}).get("generation", 1)
+            # As the API server: a spec that the patch leaves as it was is no new generation.
+            changed = merged(stored.get("spec"), request.data["spec"]) != stored.get("spec")
+            meta["generation"] = generation + changed
         return {**request.data, "metadata": {**request.data.get("metadata", {}), **meta}}
 
     def stored(self, resource: Any, namespace: str, name: str) -> dict[str, Any] | None:
@@ -103,6 +107,19 @@ class Emulator(kmock.KubernetesEmulator):
         if key not in self.objects or self.objects[key].deleted:
             return None
         return dict(self.objects[key].raw)
+
+
+def merged(target: Any, patch: Any) -> Any:
+    """`target` after a JSON merge patch (RFC 7386): null deletes, objects merge, else replace."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merged(out.get(key), value)
+    return out
 
 
 POD_TEMPLATES = {"deployments", "jobs", "pytorchjobs", "pods"}

@@ -477,7 +477,8 @@ async def test_a_child_the_api_server_refuses_is_reported(
         del cluster.emulator.refuse["POST", "deployments"]
         if phase == "Failed":  # the request itself is wrong: final until the spec changes
             assert ("ns1", "demo") not in runtime.world.failures
-            await cluster.patch_spec("demo", dataset={"uri": "store://datasets/train.jsonl"})
+            # A real change: a patch that leaves the spec as it was is no new generation.
+            await cluster.patch_spec("demo", dataset={"limit": 32})
         await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
         await wait_for(lambda: condition(cluster, "ApplyFailed") is None)
         assert cluster.phase() == "Provisioning"
