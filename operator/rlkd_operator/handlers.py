@@ -181,8 +181,8 @@ async def resync(memo: Runtime) -> set[JobKey]:
             jobs += await memo.kube.list_objects(RLKDJOBS, namespace)
             for api in CHILDREN.values():
                 children += await memo.kube.list_objects(api, namespace, JOB_LABEL)
-    except client.ApiException as exc:
-        logger.warning("resync: listing failed (%s %s); trying again later", exc.status, exc.reason)
+    except Exception as exc:  # an API error or no connection: the poller must live on
+        logger.warning("resync: listing failed (%s); trying again at the next resync", exc)
         memo.metrics.errors.inc()
         return set()
     gone, changed = memo.world.resync(before, jobs, children)

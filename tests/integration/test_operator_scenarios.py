@@ -291,6 +291,22 @@ async def test_a_resync_drops_what_a_relisted_watch_missed(world) -> None:
         assert {r.resource.plural for r in lists} >= {RLKDJOBS.plural, *CHILD_PLURALS}
 
 
+async def test_a_resync_that_cannot_list_leaves_the_poller_running(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)) as runtime:
+        await cluster.apply_job()
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+        errors = runtime.metrics.errors._value.get()
+        refusal = (403, "Forbidden", "deployments is forbidden: cannot list")
+        cluster.emulator.refuse[("GET", DEPLOYMENTS.plural)] = refusal
+        await poll_passes(runtime, runtime.options.resync_polls + 1)
+        assert runtime.metrics.errors._value.get() > errors
+        assert not runtime.poller.done() and ("Deployment", "demo-judge") in runtime.world.children(
+            (NS, "demo")
+        )  # nothing dropped on a failed list
+        del cluster.emulator.refuse[("GET", DEPLOYMENTS.plural)]
+
+
 async def test_a_failed_learner_fails_the_job_with_its_reason(world) -> None:
     cluster, kubeconfig = world
     async with running_operator(kubeconfig, (NS,)):
