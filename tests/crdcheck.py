@@ -6,6 +6,14 @@ jsonschema (OpenAPI 3.0 keywords, so Draft 4 semantics for exclusiveMinimum), re
 fields (the server's strict field validation, which kubectl uses by default), then evaluate the
 `x-kubernetes-validations` CEL rules with cel-python, numbers as doubles like the server does.
 It is a stand-in for the server, not a mock of our code: every rule checked is the CRD's own.
+
+`default_errors` is what the server says to the CRD itself (apiextensions-apiserver,
+`schema/defaulting/validation.go`, `ValidateDefaults`): every `default` is checked against its
+own schema node *as written* (not pruned, not defaulted first), for unknown fields, types and
+bounds, then its CEL rules run with `oldSelf` = `self` = the default (so transition rules run
+too), and, with CRDValidationRatcheting (on from v1.30), once more with no old value (which
+skips transition rules). A rule that fails or cannot be evaluated ("no such key") refuses the
+CRD; so does an evaluation error in an object's own rules, here as on the server.
 """
 
 from __future__ import annotations
@@ -95,8 +103,14 @@ def cel_errors(
         activation = {"self": celpy.json_to_cel(_as_cel_input(value, schema))}
         if transition:
             activation["oldSelf"] = celpy.json_to_cel(_as_cel_input(old, schema))
-        if not bool(_program(entry["rule"]).evaluate(activation)):
-            field = tuple(p for p in entry.get("fieldPath", "").split(".") if p)
+        field = tuple(p for p in entry.get("fieldPath", "").split(".") if p)
+        try:
+            result = _program(entry["rule"]).evaluate(activation)
+        except celpy.CELEvalError as exc:  # the server's "no such key: x evaluating rule: ..."
+            message = f"{exc.args[0] if exc.args else exc} evaluating rule: {entry['message']}"
+            errors.append(CRDError(dotted(path), message, rule=True))
+            continue
+        if not (isinstance(result, celpy.celtypes.BoolType) and bool(result)):
             errors.append(CRDError(dotted(path + field), entry["message"], rule=True))
     if isinstance(value, dict):
         for name, sub in schema.get("properties", {}).items():
@@ -123,3 +137,38 @@ def crd_errors(
     if errors:  # the rules assume well-typed values; schema errors already reject the object
         return errors
     return cel_errors(obj, schema, old)
+
+
+def _schema_nodes(node: dict[str, Any], path: str = "") -> Any:
+    """Every schema node below `node` with its path as the server words it
+    (properties[spec].properties[rollout], items); additionalProperties may hold no defaults."""
+    yield path, node
+    for name, sub in node.get("properties", {}).items():
+        yield from _schema_nodes(sub, f"{path}.properties[{name}]".lstrip("."))
+    if isinstance(node.get("items"), dict):
+        yield from _schema_nodes(node["items"], f"{path}.items")
+
+
+def default_errors(crd: dict[str, Any]) -> list[CRDError]:
+    """What the API server says about the CRD's defaults (ValidateDefaults): each default as
+    written against its node's schema, then that node's CEL rules and those below it."""
+    errors = []
+    for version in crd["spec"]["versions"]:
+        root = version["schema"]["openAPIV3Schema"]
+        for path, node in _schema_nodes(root):
+            if "default" not in node:
+                continue
+            where = f"spec.validation.openAPIV3Schema.{path}.default"
+            value = node["default"]
+            validator = jsonschema.Draft4Validator(_strict(node, ("default",)))
+            found = [
+                CRDError(".".join((where, dotted(tuple(e.absolute_path)))).strip("."), e.message)
+                for e in validator.iter_errors(value)
+            ]
+            if not found:  # the server runs the rules only on a default that validates
+                # oldSelf = self: every rule runs. The ratcheting pass (no old value) adds
+                # nothing here: it only differs for optionalOldSelf rules, which we never emit.
+                found = cel_errors(value, node, old=value)
+                found = [e._replace(path=f"{where}: {e.path}" if e.path else where) for e in found]
+            errors += found
+    return errors

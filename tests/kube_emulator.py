@@ -2,7 +2,9 @@
 
 The emulator is an in-memory API server (no scheduler, no controllers, no garbage collector):
 tests play the controllers by patching children's status themselves. What it lacks and the
-operator relies on is added here: resourceVersion, uid, creationTimestamp and generation.
+operator relies on is added here: resourceVersion, uid, creationTimestamp and generation; and,
+as the real server does, resource quantities stored in canonical form (`1` -> `"1"`, `0.5` ->
+`"500m"`), so a child compared naively with its live copy shows up as a write storm here too.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import kopf
 import yaml
 
 from rlkd.k8s import OperatorDefaults
+from rlkd.k8s.quantity import QuantityError, canonical
 from rlkd_operator.main import build_runtime
 from rlkd_operator.resources import ALL, RLKDJOBS, APIResource
 from rlkd_operator.settings import Options
@@ -49,7 +52,13 @@ class Emulator(kmock.KubernetesEmulator):
             )
         writes = (kmock.action.CREATE, kmock.action.UPDATE)
         if request.resource is not None and request.action in writes:
+            try:
+                data = canonical_quantities(request.resource.plural, request.data)
+            except QuantityError as exc:
+                body = {"kind": "Status", "status": "Failure", "code": 422, "reason": "Invalid"}
+                return aiohttp.web.json_response({**body, "message": str(exc)}, status=422)
             # Request is frozen, and a copy would lose its parsed intentions: stamp in place.
+            object.__setattr__(request, "data", data)
             object.__setattr__(request, "data", self._stamped(request))
         self._serving.add(request)
         try:
@@ -83,9 +92,13 @@ class Emulator(kmock.KubernetesEmulator):
                 {"op": "replace", "path": "/metadata/resourceVersion", "value": version},
             ]
         meta: dict[str, Any] = {"resourceVersion": version}
-        if "spec" in request.data and request.subresource is None:
-            stored = self.objects[request.resource, request.namespace, request.name]
-            meta["generation"] = stored.get("metadata", {}).get("generation", 1) + 1
+        key = (request.resource, request.namespace, request.name)
+        if "spec" in request.data and request.subresource is None and key in self.objects:
+            stored = self.objects[key].raw
+            generation = stored.get("metadata", {}).get("generation", 1)
+            # As the API server: a spec that the patch leaves as it was is no new generation.
+            changed = merged(stored.get("spec"), request.data["spec"]) != stored.get("spec")
+            meta["generation"] = generation + changed
         return {**request.data, "metadata": {**request.data.get("metadata", {}), **meta}}
 
     def stored(self, resource: Any, namespace: str, name: str) -> dict[str, Any] | None:
@@ -94,6 +107,61 @@ class Emulator(kmock.KubernetesEmulator):
         if key not in self.objects or self.objects[key].deleted:
             return None
         return dict(self.objects[key].raw)
+
+
+def merged(target: Any, patch: Any) -> Any:
+    """`target` after a JSON merge patch (RFC 7386): null deletes, objects merge, else replace."""
+    if not isinstance(patch, dict):
+        return patch
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merged(out.get(key), value)
+    return out
+
+
+POD_TEMPLATES = {"deployments", "jobs", "pytorchjobs", "pods"}
+"""Kinds with pod specs whose container resources the API server canonicalises."""
+
+
+def canonical_quantities(plural: str | None, data: Any) -> Any:
+    """`data` (an object or a merge patch) with every container's requests and limits in the
+    API server's canonical form. Merge patches replace lists whole, so a patch's containers
+    are complete and canonicalising them is what the server's stored result would hold."""
+    if plural not in POD_TEMPLATES or not isinstance(data, dict):
+        return data
+    return _canonical(data)
+
+
+def _canonical(node: Any) -> Any:
+    if isinstance(node, list):
+        return [_canonical(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for key, value in node.items():
+        if key in ("containers", "initContainers") and isinstance(value, list):
+            value = [
+                {**c, "resources": _canonical_resources(c["resources"])}
+                if isinstance(c, dict) and isinstance(c.get("resources"), dict)
+                else c
+                for c in value
+            ]
+        out[key] = _canonical(value)
+    return out
+
+
+def _canonical_resources(resources: dict[str, Any]) -> dict[str, Any]:
+    out = dict(resources)
+    for key in ("requests", "limits"):
+        if isinstance(resources.get(key), dict):
+            out[key] = {
+                name: None if amount is None else canonical(amount)
+                for name, amount in resources[key].items()
+            }
+    return out
 
 
 def _resource(api: Any) -> kmock.resource:
@@ -191,6 +259,25 @@ async def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
             raise TimeoutError(f"condition not met within {timeout} s: {check}")
         await asyncio.sleep(0.05)
     return result
+
+
+WRITES = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+
+
+def writes_sent(emulator: Emulator) -> list[str]:
+    """'METHOD path' of every write the operator sent (the test's own carry kmock's agent)."""
+    return [
+        f"{r.method.name} {r.url.path}"
+        for r in emulator._requests
+        if r.method.name in WRITES and "kmock" not in r.headers.get("User-Agent", "")
+    ]
+
+
+async def poll_passes(runtime: Any, passes: int) -> None:
+    """Wait until the operator's poller has finished `passes` more passes."""
+    for _ in range(passes):
+        last = runtime.liveness.polled
+        await wait_for(lambda last=last: runtime.liveness.polled != last)
 
 
 def requests_outside(emulator: Emulator) -> list[str]:

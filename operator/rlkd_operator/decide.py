@@ -20,6 +20,7 @@ from rlkd.k8s import OperatorDefaults, build_children, inference_name, inference
 from rlkd.k8s.kueue import QUEUE_LABEL, queue_name, queued, without_kueue_fields
 from rlkd.k8s.learner import PyTorchJobCondition
 from rlkd.k8s.prepare import learner_servers, prepare_servers
+from rlkd.k8s.quantity import same_quantity
 from rlkd.k8s.resolve import resolve_job, storage_of
 from rlkd.spec.progress import (
     PROGRESS_KEY,
@@ -303,21 +304,34 @@ def prepare_state(job: Body | None) -> PrepareState | None:
     return PrepareState(False, False, "Running", "the prepare Job runs")
 
 
-def contains(live: Any, desired: Any) -> bool:
+def contains(live: Any, desired: Any, key: str = "", parent: str = "") -> bool:
     """Whether `live` holds every key and value of `desired`, recursively (lists element by
     element, same length): what a merge patch of `desired` would leave unchanged. Extra keys in
-    `live` are the API server's defaults and status, and are fine."""
+    `live` are the API server's defaults and status, and are fine. Compared as the server stores
+    them: quantities (requests, limits, sizeLimit, storage) by value, since it canonicalises
+    them (`1` is stored as `"1"`); an absent field equals a Go zero value (`false`, `0`, `""`,
+    `[]`, `{}`), since `omitempty` drops those; else a patch could never make them match."""
+    if live is None and desired in (False, 0, "", [], {}) and desired is not None:
+        return True
     if isinstance(desired, Mapping):
         return isinstance(live, Mapping) and all(
-            contains(live.get(key), value) for key, value in desired.items()
+            contains(live.get(name), value, name, key) for name, value in desired.items()
         )
     if isinstance(desired, list):
         return (
             isinstance(live, list)
             and len(live) == len(desired)
-            and all(map(contains, live, desired))
+            and all(contains(a, b, key, parent) for a, b in zip(live, desired, strict=True))
         )
+    if parent in QUANTITY_MAPS or key in QUANTITY_FIELDS:
+        return same_quantity(live, desired)
     return bool(live == desired)
+
+
+QUANTITY_MAPS = frozenset({"requests", "limits"})
+"""Maps whose values are resource quantities (container resources, a PVC's request)."""
+QUANTITY_FIELDS = frozenset({"sizeLimit"})
+"""Single quantity fields (an emptyDir's size)."""
 
 
 class _Plan:

@@ -4,6 +4,7 @@ what exists, call the pure `decide`, and apply its answer."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -151,18 +152,44 @@ async def poll(memo: Runtime) -> None:
     loop = asyncio.get_running_loop()
     running: dict[JobKey, asyncio.Task[None]] = {}
     try:
-        while True:
+        for passes in itertools.count(1):
             await asyncio.sleep(memo.options.poll_seconds)
             running = {key: task for key, task in running.items() if not task.done()}
+            resynced = await resync(memo) if passes % memo.options.resync_polls == 0 else set()
             for key, body in list(memo.world.jobs.items()):
                 failed = memo.world.failures.get(key)
                 due = (failed is not None and loop.time() >= failed[1]) or needs_poll(body)
-                if due and key not in running:
+                if (due or key in resynced) and key not in running:
                     running[key] = asyncio.create_task(reconcile(memo, key))
             memo.liveness.polled = loop.time()
     finally:
         for task in running.values():
             task.cancel()
+
+
+async def resync(memo: Runtime) -> set[JobKey]:
+    """A full LIST of RLKDJobs and their children in every watched namespace, made the world's
+    truth (World.resync): what a relisted watch missed is dropped or refreshed. Returns the jobs
+    to reconcile. A failed LIST is logged and waits for the next resync."""
+    before = memo.world.snapshot()
+    options = memo.options
+    scopes = (None,) if options.clusterwide else options.namespaces
+    jobs: list[dict[str, Any]] = []
+    children: list[dict[str, Any]] = []
+    try:
+        for namespace in scopes:
+            jobs += await memo.kube.list_objects(RLKDJOBS, namespace)
+            for api in CHILDREN.values():
+                children += await memo.kube.list_objects(api, namespace, JOB_LABEL)
+    except Exception as exc:  # an API error or no connection: the poller must live on
+        logger.warning("resync: listing failed (%s); trying again at the next resync", exc)
+        memo.metrics.errors.inc()
+        return set()
+    gone, changed = memo.world.resync(before, jobs, children)
+    for key in gone:
+        memo.stores.forget(*key)
+        logger.info("RLKDJob %s/%s is gone (found by resync)", *key)
+    return changed
 
 
 async def reconcile(memo: Runtime, key: JobKey) -> None:

@@ -150,6 +150,16 @@ class Kube:
             None,
         )
 
+    async def list_objects(
+        self, resource: APIResource, namespace: str | None, labels: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Every object of a kind in `namespace` (None: cluster-wide) carrying the label
+        `labels`, each with its kind and apiVersion (a list's items carry neither)."""
+        query = [("labelSelector", labels)] if labels else []
+        answer = await self._call("GET", resource.path(namespace), query=query)
+        head = {"apiVersion": resource.api_version, "kind": resource.kind}
+        return [head | item for item in answer.get("items") or []]
+
     async def patch_status(
         self, namespace: str, name: str, patch: dict[str, Any]
     ) -> dict[str, Any]:

@@ -29,6 +29,10 @@ class Options:
     endpoint that did not answer is left alone."""
     store_timeout_seconds: float = 10.0
     """The longest one store request waits to connect, and for each read of its answer."""
+    resync_polls: int = 10
+    """Every this many poll passes, a full LIST of RLKDJobs and children per watched namespace
+    (5 requests each) replaces what the watch streams said: a relisted watch can miss DELETED
+    events, which would leave gone jobs and children in memory for good."""
 
 
 def configure(settings: kopf.OperatorSettings, options: Options) -> None:

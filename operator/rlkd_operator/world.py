@@ -18,6 +18,8 @@ from rlkd_operator.decide import ChildKey
 
 JobKey = tuple[str, str]
 """(namespace, name) of an RLKDJob."""
+Snapshot = tuple[dict[JobKey, dict[str, Any]], dict[JobKey, dict[ChildKey, dict[str, Any]]]]
+"""The world's jobs and children at one moment (World.snapshot)."""
 MAX_RETRY_SECONDS = 600.0
 
 
@@ -53,16 +55,52 @@ class World:
 
     def see_child(self, body: Mapping[str, Any], deleted: bool = False) -> JobKey | None:
         """Record a child; the key of its RLKDJob (by the `rlkd.ai/job` label), if it has one."""
-        owner = (body.get("metadata") or {}).get("labels", {}).get(JOB_LABEL)
-        if owner is None:
+        if (key := _owner(body)) is None:
             return None
-        key = (body["metadata"]["namespace"], owner)
-        child = (body["kind"], body["metadata"]["name"])
+        child = _child(body)
         if deleted:  # without creating an entry for a job that is gone
             self._children.get(key, {}).pop(child, None)
         elif _newer(body, self._children[key].get(child)):
             self._children[key][child] = _plain(body)
         return key
+
+    def snapshot(self) -> Snapshot:
+        """What the world holds now, to pass to `resync` with a LIST answered after it."""
+        return dict(self.jobs), {key: dict(kids) for key, kids in self._children.items()}
+
+    def resync(
+        self, before: Snapshot, jobs: list[dict[str, Any]], children: list[dict[str, Any]]
+    ) -> tuple[set[JobKey], set[JobKey]]:
+        """Make the world what full LISTs (sent after `before` was taken) say exists: a watch
+        that was relisted may have missed DELETED (or any) events. Listed objects are seen
+        (newer ones win); an object absent from the lists is dropped, unless an event or one
+        of our own writes replaced it since `before`: then it is newer than the lists. Returns
+        the jobs that are gone and the jobs whose children changed (to reconcile)."""
+        old_jobs, old_children = before
+        listed = {_key(body) for body in jobs}
+        gone = {k for k in old_jobs if k not in listed and self.jobs.get(k) is old_jobs[k]}
+        for key in gone:
+            self.forget_job(key)
+        changed: set[JobKey] = set()
+        for body in jobs:
+            if _version(self.jobs.get(_key(body))) != _version(body):
+                changed.add(self.see_job(body))
+        seen: set[tuple[JobKey, ChildKey]] = set()
+        for body in children:
+            if (owner := _owner(body)) is None:
+                continue
+            if _version(self._children.get(owner, {}).get(_child(body))) != _version(body):
+                changed.add(owner)
+            self.see_child(body)
+            seen.add((owner, _child(body)))
+        for owner, kids in old_children.items():
+            for child, body in kids.items():
+                if (owner, child) not in seen and self._children.get(owner, {}).get(child) is body:
+                    self.see_child(body, deleted=True)
+                    changed.add(owner)
+        for owner in [k for k, kids in self._children.items() if not kids]:
+            del self._children[owner]  # nothing left of a job that is gone
+        return gone, changed - gone
 
     def children(self, key: JobKey) -> dict[ChildKey, dict[str, Any]]:
         return dict(self._children.get(key, {}))
@@ -88,6 +126,19 @@ class World:
 
 def _key(body: Mapping[str, Any]) -> JobKey:
     return body["metadata"]["namespace"], body["metadata"]["name"]
+
+
+def _owner(body: Mapping[str, Any]) -> JobKey | None:
+    owner = (body.get("metadata") or {}).get("labels", {}).get(JOB_LABEL)
+    return None if owner is None else (body["metadata"]["namespace"], owner)
+
+
+def _version(body: Mapping[str, Any] | None) -> str | None:
+    return None if body is None else body.get("metadata", {}).get("resourceVersion")
+
+
+def _child(body: Mapping[str, Any]) -> ChildKey:
+    return body["kind"], body["metadata"]["name"]
 
 
 def _newer(body: Mapping[str, Any], known: Mapping[str, Any] | None) -> bool:

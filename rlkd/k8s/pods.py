@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from rlkd.errors import SpecError
+from rlkd.k8s.quantity import canonical
 from rlkd.spec.job import (
     RESERVED_LABEL_PREFIX,
     RESERVED_LABELS,
@@ -87,10 +88,12 @@ def reserved_problems(settings: PodSettings, labels_field: str, env_field: str) 
 
 def resources(placement: Placement, gpus: int) -> dict[str, Any]:
     """Requests equal to limits (Guaranteed QoS when CPU and memory are set); GPUs only when
-    asked for, so a CPU run schedules on any node."""
+    asked for, so a CPU run schedules on any node. Quantities in the API server's canonical
+    form (`"1"`, not `1`), so the live copy reads back as built."""
     amounts: dict[str, Any] = placement.resources.to_dict()
     if gpus:
         amounts[GPU_RESOURCE] = gpus
+    amounts = {name: canonical(amount) for name, amount in amounts.items()}
     return {"requests": dict(amounts), "limits": dict(amounts)} if amounts else {}
 
 

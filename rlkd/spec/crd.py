@@ -3,7 +3,9 @@
 pydantic writes a JSON Schema; this module turns it into a structural OpenAPI v3 schema:
 references inlined, Optional collapsed, numeric bounds in OpenAPI 3.0 form, the
 models' cross-field rules as CEL (`x-kubernetes-validations`), and sub-objects whose fields all
-have defaults defaulted to `{}` so the server fills in the whole recipe.
+have defaults defaulted to the sub-object written out in full (its own sub-objects too). Not
+`{}`: the API server checks every default against its node's rules as written, before any
+defaulting (ValidateDefaults), and a rule such as `self.mode == ...` fails on `{}`.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ class _CRDSchemaGenerator(GenerateJsonSchema):
         factory = schema.get("default_factory")
         if factory is not None and not schema.get("default_factory_takes_data"):
             value = cast(Callable[[], Any], factory)()
-            if isinstance(value, BaseModel):
-                return value.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+            if isinstance(value, SpecModel):
+                return value.to_dict()
         return super().get_default_value(schema)
 
     def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:

@@ -33,6 +33,8 @@ def _sections(node: dict[str, Any], path: str) -> list[str]:
     lines += ["| Field | Type | Default | Description |", "| --- | --- | --- | --- |"]
     for name, sub in props.items():
         default = f"`{json.dumps(sub['default'])}`" if "default" in sub else ""
+        if isinstance(sub.get("default"), dict) and sub["default"] and "properties" in sub:
+            default = "its fields' defaults"  # the CRD writes them out; the section lists them
         if name in required:
             default = "required"
         lines.append(f"| `{name}` | {_type(sub)} | {default} | {sub.get('description', '')} |")

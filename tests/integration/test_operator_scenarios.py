@@ -37,9 +37,11 @@ from rlkd_operator.resources import (
 from tests.kube_emulator import (
     Emulator,
     kube_emulator,
+    poll_passes,
     requests_outside,
     running_operator,
     wait_for,
+    writes_sent,
 )
 from tests.operator_fixtures import available, job_body, pytorchjob_in
 from tests.s3server import S3Server, hung_endpoint
@@ -277,6 +279,71 @@ async def test_the_operator_locks_the_servers_with_a_network_policy(world) -> No
         )
 
 
+async def test_a_steady_job_with_gpu_children_makes_no_writes(world) -> None:
+    """The API server stores quantities canonically (`nvidia.com/gpu: 1` as "1", `0.5` as
+    "500m"), and so does the emulator: children compared naively with their live copies would
+    be patched on every poll. Once the job is steady, poll passes (a resync among them) write
+    nothing."""
+    cluster, kubeconfig = world
+    gsrm = {
+        "model": "store://models/gsrm",
+        "vllm": {"resources": {"cpu": "0.5", "memory": "1024Mi"}},
+    }
+    async with running_operator(kubeconfig, (NS,)) as runtime:
+        await cluster.apply_job(gsrm=gsrm, learner={"gpusPerReplica": 1})
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+        await cluster.inference_available()
+        await wait_for(lambda: cluster.get(PYTORCHJOBS, "demo"))
+        await cluster.learner("Running")
+        await wait_for(lambda: runtime.world.jobs[(NS, "demo")]["status"]["phase"] == "Training")
+        pod = cluster.get(DEPLOYMENTS, "demo-gsrm")["spec"]["template"]["spec"]
+        limits = pod["containers"][0]["resources"]["limits"]
+        assert limits == {"cpu": "500m", "memory": "1Gi", "nvidia.com/gpu": "1"}  # as stored
+        await poll_passes(runtime, 1)
+        before = writes_sent(cluster.emulator)
+        await poll_passes(runtime, runtime.options.resync_polls + 2)
+        assert writes_sent(cluster.emulator)[len(before) :] == []
+
+
+async def test_a_resync_drops_what_a_relisted_watch_missed(world) -> None:
+    """A watch that is relisted can miss DELETED events. The periodic resync (a LIST of jobs
+    and children) drops them from the operator's world, and a missing child is created again."""
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)) as runtime:
+        await cluster.apply_job()
+        await cluster.apply_job("other")
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "other-judge"))
+        await wait_for(lambda: (NS, "other") in runtime.world.jobs)
+        # Delete behind the operator's back: objects gone from the store, no watch event sent.
+        for key in [k for k in cluster.emulator.objects if k[2] == "other" or k[2] == "demo-gsrm"]:
+            if key[0].plural in (RLKDJOBS.plural, DEPLOYMENTS.plural):
+                del cluster.emulator.objects[key]
+        assert (NS, "other") in runtime.world.jobs
+        await poll_passes(runtime, runtime.options.resync_polls + 1)
+        assert (NS, "other") not in runtime.world.jobs
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-gsrm"))  # recreated
+        assert ("Deployment", "demo-gsrm") in runtime.world.children((NS, "demo"))
+        lists = [r for r in cluster.emulator._requests if r.action and r.action.name == "LIST"]
+        assert {r.resource.plural for r in lists} >= {RLKDJOBS.plural, *CHILD_PLURALS}
+
+
+async def test_a_resync_that_cannot_list_leaves_the_poller_running(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,)) as runtime:
+        await cluster.apply_job()
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+        errors = runtime.metrics.errors._value.get()
+        refusal = (403, "Forbidden", "deployments is forbidden: cannot list")
+        cluster.emulator.refuse[("GET", DEPLOYMENTS.plural)] = refusal
+        await poll_passes(runtime, runtime.options.resync_polls + 1)
+        assert runtime.metrics.errors._value.get() > errors
+        assert not runtime.poller.done() and ("Deployment", "demo-judge") in runtime.world.children(
+            (NS, "demo")
+        )  # nothing dropped on a failed list
+        del cluster.emulator.refuse[("GET", DEPLOYMENTS.plural)]
+
+
 async def test_a_failed_learner_fails_the_job_with_its_reason(world) -> None:
     cluster, kubeconfig = world
     async with running_operator(kubeconfig, (NS,)):
@@ -463,7 +530,8 @@ async def test_a_child_the_api_server_refuses_is_reported(
         del cluster.emulator.refuse["POST", "deployments"]
         if phase == "Failed":  # the request itself is wrong: final until the spec changes
             assert ("ns1", "demo") not in runtime.world.failures
-            await cluster.patch_spec("demo", dataset={"uri": "store://datasets/train.jsonl"})
+            # A real change: a patch that leaves the spec as it was is no new generation.
+            await cluster.patch_spec("demo", dataset={"limit": 32})
         await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
         await wait_for(lambda: condition(cluster, "ApplyFailed") is None)
         assert cluster.phase() == "Provisioning"

@@ -17,10 +17,12 @@ from pydantic import BaseModel
 
 from rlkd.cli import main
 from rlkd.spec import RLKDJobSpec
+from rlkd.spec.base import SpecModel
 from rlkd.spec.crd import build_crd, crd_yaml
 from rlkd.spec.reference import reference_markdown
 from rlkd.spec.validate import _models_in
 from rlkd.spec.yamlio import load_all
+from tests.crdcheck import default_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMITTED = ROOT / "manifests" / "crd" / "rlkd.ai_rlkdjobs.yaml"
@@ -86,13 +88,14 @@ def test_every_cel_rule_compiles() -> None:
 
 
 def _model_defaults(model: type[BaseModel], prefix: str = "spec") -> dict[str, Any]:
-    """Every default the model declares, by CRD path ({} for a defaulted sub-object)."""
+    """Every default the model declares, by CRD path (a defaulted sub-object written out in
+    full, as the API server validates defaults as written)."""
     out = {}
     for name, field in model.model_fields.items():
         path = f"{prefix}.{field.alias or name}"
         if field.default_factory is not None:
-            if isinstance(field.default_factory(), BaseModel):
-                out[path] = {}
+            if isinstance(value := field.default_factory(), SpecModel):
+                out[path] = value.to_dict()
         elif not field.is_required() and field.default is not None:
             out[path] = field.default
         suffix = "[]" if typing.get_origin(field.annotation) is list else ""
@@ -109,6 +112,77 @@ def test_crd_defaults_equal_model_defaults() -> None:
     }
     assert crd_defaults == _model_defaults(RLKDJobSpec)
     assert crd_defaults["spec.grpo.learningRate"] == 5e-5
+    assert crd_defaults["spec.rollout"]["mode"] == "server"
+    assert crd_defaults["spec.learner"]["deepspeed"] == crd_defaults["spec.learner.deepspeed"]
+
+
+def test_committed_crd_defaults_pass_the_api_servers_check() -> None:
+    """What `kubectl apply` of the CRD runs on v1.30+ (ValidateDefaults): every default, as
+    written, against its schema and its rules, transition rules included."""
+    committed = yaml.safe_load(COMMITTED.read_text())
+    assert default_errors(committed) == []
+    defaults = [n for _, n in walk(schema()) if isinstance(n.get("default"), dict)]
+    assert sum("x-kubernetes-validations" in n for n in defaults) >= 4  # rules do run on them
+
+
+def test_an_empty_object_default_fails_its_rules_like_the_api_server_says() -> None:
+    """The CRD as the generator once wrote it (`default: {}`) is refused: the rules read keys
+    that only defaulting would fill in (the issue's `no such key: mode evaluating rule`)."""
+    crd = build_crd()
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    for name in ("rollout", "rewards", "teacher"):
+        spec["properties"][name]["default"] = {}
+    spec["properties"]["learner"]["properties"]["deepspeed"]["default"] = {}
+    errors = default_errors(crd)
+    where = "spec.validation.openAPIV3Schema.properties[spec].properties"
+    assert {e.path for e in errors} == {
+        f"{where}[rollout].default",
+        f"{where}[rewards].default",
+        f"{where}[teacher].default",
+        f"{where}[learner].properties[deepspeed].default",
+    }
+    assert all("evaluating rule" in e.message and e.rule for e in errors)
+    teacher = {e.message.split(" evaluating rule: ")[1] for e in errors if "[teacher]" in e.path}
+    assert "is immutable once the job exists" in teacher  # the transition rule runs too
+
+
+RULED = {
+    "type": "object",
+    "properties": {
+        "mode": {"type": "string", "enum": ["server", "colocate"], "default": "server"},
+        "replicas": {"type": "integer", "minimum": 1, "default": 1},
+    },
+    "required": ["mode"],
+    "x-kubernetes-validations": [
+        {"rule": "self.mode != 'server' || self.replicas == 1", "message": "one server"},
+        {"rule": "self.mode == oldSelf.mode", "message": "is immutable"},
+    ],
+}
+
+
+@pytest.mark.parametrize(
+    ("default", "found"),
+    [
+        ({"mode": "server", "replicas": 1}, []),
+        ({}, ["schema: 'mode' is a required property"]),
+        ({"mode": "server"}, ["rule: no such member in mapping: 'replicas' evaluating rule"]),
+        ({"mode": "server", "replicas": 2}, ["rule: one server"]),
+        ({"mode": "colocate", "replicas": 2}, []),
+        ({"mode": "spread", "replicas": 1}, ["schema: 'spread' is not one of"]),
+        ({"mode": "server", "replicas": 0}, ["schema: 0 is less than the minimum of 1"]),
+        ({"mode": "server", "replicas": 1, "extra": 1}, ["schema: Additional properties"]),
+    ],
+)
+def test_a_default_is_checked_as_written(default: dict[str, Any], found: list[str]) -> None:
+    """Table: the checks ValidateDefaults makes, on a default with no defaulting applied."""
+    node = {**RULED, "default": default}
+    crd = {"spec": {"versions": [{"schema": {"openAPIV3Schema": {"type": "object",
+        "properties": {"spec": node}}}}]}}  # fmt: skip
+    errors = default_errors(crd)
+    said = [f"{'rule' if e.rule else 'schema'}: {e.message}" for e in errors]
+    assert len(said) == len(found), said
+    for text, prefix in zip(said, found, strict=True):
+        assert text.startswith(prefix), said
 
 
 def test_status_has_a_schema_without_defaults() -> None:

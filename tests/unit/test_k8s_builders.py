@@ -134,7 +134,7 @@ def test_vllm_container_follows_the_spec() -> None:
         "--enable-prefix-caching",
     ]
     assert env_of(c) == RESTRICTED_ENV  # a hub model needs no store access
-    amounts = {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": 2}
+    amounts = {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"}  # canonical, as stored
     assert c["resources"] == {"requests": amounts, "limits": amounts}
     pod = deployment["spec"]["template"]["spec"]
     assert pod["nodeSelector"] == {"gpu": "h100"}
@@ -283,7 +283,7 @@ def test_learner_follows_the_spec() -> None:
         "registry.local/trainer:1",
         ["rlkd", "train"],
     )
-    assert c["resources"]["limits"] == {"cpu": "64", "nvidia.com/gpu": 8}
+    assert c["resources"]["limits"] == {"cpu": "64", "nvidia.com/gpu": "8"}
     assert pod["nodeSelector"] == {"pool": "train"}
     assert env_of(c) == {
         "RLKD_JOB_FILE": "/etc/rlkd/job.yaml",

@@ -177,6 +177,17 @@ def test_server_defaults_on_a_child_are_not_a_difference() -> None:
         ({"a": [{"x": 1}, {"x": 2}]}, {"a": [{"x": 1}]}, False),  # an element to drop
         ({"a": [{"x": 2}]}, {"a": [{"x": 1}]}, False),
         ({"a": "1"}, {"a": {"b": 1}}, False),
+        # As the API server stores them: quantities canonical, Go zero values dropped.
+        ({"limits": {"nvidia.com/gpu": "1"}}, {"limits": {"nvidia.com/gpu": 1}}, True),
+        ({"requests": {"cpu": "500m", "memory": "1Gi"}}, {"requests": {"cpu": 0.5}}, True),
+        ({"requests": {"memory": "1Gi"}}, {"requests": {"memory": "1024Mi"}}, True),
+        ({"requests": {"cpu": "1"}}, {"requests": {"cpu": "1000m"}}, True),
+        ({"limits": {"nvidia.com/gpu": "2"}}, {"limits": {"nvidia.com/gpu": 1}}, False),
+        ({"emptyDir": {"sizeLimit": "2Gi"}}, {"emptyDir": {"sizeLimit": "2048Mi"}}, True),
+        ({"cpu": "1"}, {"cpu": 1}, False),  # only quantities are compared by value
+        ({"a": 1}, {"readOnly": False, "args": [], "env": {}, "n": 0, "s": ""}, True),
+        ({"replicas": 1}, {"replicas": 0}, False),  # present: compared
+        ({"a": 1}, {"b": True}, False),
     ],
 )
 def test_contains(live: Any, desired: Any, holds: bool) -> None:

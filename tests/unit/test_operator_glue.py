@@ -63,6 +63,30 @@ def test_the_world_keeps_the_newest_child_and_finds_its_job() -> None:
     assert world.see_child(child("other", "1", job=None)) is None
 
 
+def test_a_resync_drops_what_the_lists_lack_unless_it_changed_since_they_were_asked() -> None:
+    world = World()
+    demo, gone = job_body("demo", "ns"), job_body("gone", "ns")
+    world.see_job(demo), world.see_job(gone)
+    for name in ("demo-gsrm", "demo-judge", "demo-config"):
+        world.see_child(child(name, "3"))
+    before = world.snapshot()
+    world.see_child(child("demo-config", "9"))  # our own write while the lists were out
+    world.see_child(child("demo-new", "10"))  # a watch event for a child created meanwhile
+    lists = [child("demo-gsrm", "3"), child("demo-judge", "4"), child("orphan", "2", job="x")]
+    gone_jobs, changed = world.resync(before, [demo], lists)
+    assert gone_jobs == {("ns", "gone")} and ("ns", "gone") not in world.jobs
+    assert changed == {("ns", "demo"), ("ns", "x")}  # judge refreshed; x: a child, no job
+    names = {name for _, name in world.children(("ns", "demo"))}
+    assert names == {"demo-gsrm", "demo-judge", "demo-config", "demo-new"}
+    judge = world.children(("ns", "demo"))[("Deployment", "demo-judge")]
+    assert judge["metadata"]["resourceVersion"] == "4"
+    # The next resync, with nothing written in between, drops what the lists still lack.
+    gone_jobs, changed = world.resync(world.snapshot(), [demo], lists[:2])
+    assert gone_jobs == set() and changed == {("ns", "demo"), ("ns", "x")}
+    assert {name for _, name in world.children(("ns", "demo"))} == {"demo-gsrm", "demo-judge"}
+    assert world.children(("ns", "x")) == {}
+
+
 async def test_a_delete_racing_a_reconcile_never_lets_two_reconciles_of_one_job_run() -> None:
     world = World()
     key = world.see_job(job_body())
