@@ -100,7 +100,7 @@ def test_a_model_loaded_in_process_gets_the_learners_gpus_and_placement() -> Non
     job = build_children(make_job({"teacher": IN_PROCESS, "learner": learner}), DEFAULTS).prepare
     assert job is not None
     container = pod(job)["containers"][0]
-    assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "4"  # canonical, as stored
     assert container["resources"]["requests"]["memory"] == "64Gi"
     assert pod(job)["nodeSelector"] == {"gpu": "h100"}
     assert "/dev/shm" in {m["mountPath"] for m in container["volumeMounts"]}
