@@ -118,6 +118,10 @@ class PrepareState:
     reason: str
     message: str
 
+    @property
+    def running(self) -> bool:
+        return not (self.succeeded or self.failed)
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -269,15 +273,20 @@ def current_status(body: Body) -> RLKDJobStatus:
         return RLKDJobStatus()
 
 
+def _true_conditions(child: Body) -> dict[str, Body]:
+    """A child's status conditions that are True, by type."""
+    return {
+        c.get("type"): c
+        for c in child.get("status", {}).get("conditions") or []
+        if c.get("status") == "True"
+    }
+
+
 def learner_state(pytorchjob: Body | None) -> LearnerState | None:
     """The state of a PyTorchJob from its conditions; None when it is absent."""
     if pytorchjob is None:
         return None
-    true = {
-        c.get("type"): c
-        for c in pytorchjob.get("status", {}).get("conditions") or []
-        if c.get("status") == "True"
-    }
+    true = _true_conditions(pytorchjob)
     for state in LEARNER_STATES:
         if state in true:
             return LearnerState(
@@ -290,11 +299,7 @@ def prepare_state(job: Body | None) -> PrepareState | None:
     """The state of the prepare Job from its conditions; None when it is absent."""
     if job is None:
         return None
-    true = {
-        c.get("type"): c
-        for c in job.get("status", {}).get("conditions") or []
-        if c.get("status") == "True"
-    }
+    true = _true_conditions(job)
     for kind in ("Failed", "Complete"):
         if kind in true:
             reason = true[kind].get("reason") or f"Job{kind}"
@@ -439,7 +444,7 @@ def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefau
         plan.apply = _manifests(
             job, defaults, observed, scale_to_zero=True, learner=state is not None
         )
-        plan.patch = _suspend_prepare(observed, True)
+        plan.patch = _suspend_prepare(observed.children, True)
         if learner is not None and queued(learner):
             _suspend_queued(plan, learner, observed.workload)
     else:
@@ -561,10 +566,9 @@ def _provision_or_train(
             scale_to_zero=False,
             learner=False,
             idle=idle,
-            prepare=True,
             create_prepare=not starting,
         )
-        plan.patch = _suspend_prepare(observed, bool(starting))
+        plan.patch = _suspend_prepare(observed.children, bool(starting))
         if prepare is None and starting:
             plan.to("Provisioning", "waiting for the inference servers prepare calls to start")
             return
@@ -674,7 +678,6 @@ def _manifests(
     hold_learner: bool = False,
     create: bool = True,
     idle: tuple[InferenceRole, ...] | list[InferenceRole] = (),
-    prepare: bool = False,
     create_prepare: bool = False,
 ) -> list[dict[str, Any]]:
     """The children to apply: those missing (unless not `create`) or whose live object does not
@@ -682,8 +685,8 @@ def _manifests(
     keeps the learner suspended whatever the spec says; `idle` roles get zero replicas. Each
     records what it was built from (rlkd_operator.built): a child built at this generation by
     other builders (an operator upgrade) keeps its build. A queued learner, once it exists, is
-    never sent what Kueue owns. The prepare Job (with `prepare`) is only ever created (when
-    `create_prepare`), never patched: its pod template is immutable, and it is kept as it is
+    never sent what Kueue owns. The prepare Job is only ever created (when `create_prepare`),
+    never patched: its pod template is immutable, and it is kept as it is
     once it ran."""
     children = build_children(job, defaults, inference_replicas=0 if scale_to_zero else None)
     if hold_learner:
@@ -698,7 +701,7 @@ def _manifests(
         built.recorded(manifest, job.metadata.generation)
         if manifest is children.prepare:
             key = (manifest["kind"], manifest["metadata"]["name"])
-            if prepare and create_prepare and key not in observed.children:
+            if create_prepare and key not in observed.children:
                 out.append(manifest)
             continue
         seen = observed.children.get((manifest["kind"], manifest["metadata"]["name"]))
@@ -717,11 +720,11 @@ def _manifests(
 def _release(children: Mapping[ChildKey, Body], workload: Body | None) -> list[dict[str, Any]]:
     """Merge patches that give a job's GPUs back when its spec cannot be built (so there are no
     manifests to build): existing inference Deployments to zero replicas, a learner that has
-    not finished suspended (a queued one by deactivating its Workload)."""
+    not finished suspended (a queued one by deactivating its Workload), a running prepare Job
+    suspended."""
     patches = []
     for (kind, name), child in children.items():
         state = learner_state(child) if kind == "PyTorchJob" else None
-        prepare = prepare_state(child) if kind == "Job" else None
         if kind == "Deployment" and child.get("spec", {}).get("replicas") != 0:
             spec: dict[str, Any] = {"replicas": 0}
         elif state is not None and queued(child):
@@ -730,15 +733,13 @@ def _release(children: Mapping[ChildKey, Body], workload: Body | None) -> list[d
             continue
         elif state is not None and not state.finished and not _suspended(child):
             spec = {"runPolicy": {"suspend": True}}
-        elif prepare is not None and _running(prepare) and not child["spec"].get("suspend"):
-            spec = {"suspend": True}
         else:
             continue
         meta = {"name": name, "namespace": child["metadata"]["namespace"]}
         patches.append(
             {"apiVersion": child["apiVersion"], "kind": kind, "metadata": meta, "spec": spec}
         )
-    return patches
+    return patches + _suspend_prepare(children, True)
 
 
 def _prepare_job(children: Mapping[ChildKey, Body]) -> Body | None:
@@ -746,16 +747,12 @@ def _prepare_job(children: Mapping[ChildKey, Body]) -> Body | None:
     return next((child for (kind, _), child in children.items() if kind == "Job"), None)
 
 
-def _running(prepare: PrepareState) -> bool:
-    return not (prepare.succeeded or prepare.failed)
-
-
-def _suspend_prepare(observed: Observed, suspend: bool) -> list[dict[str, Any]]:
+def _suspend_prepare(children: Mapping[ChildKey, Body], suspend: bool) -> list[dict[str, Any]]:
     """A merge patch that suspends (or resumes) a prepare Job that has not finished, when its
     `spec.suspend` is not `suspend` yet: its pods stop while the servers it calls are down."""
-    child = _prepare_job(observed.children)
+    child = _prepare_job(children)
     prepare = prepare_state(child)
-    if child is None or prepare is None or not _running(prepare):
+    if child is None or prepare is None or not prepare.running:
         return []
     if bool(child.get("spec", {}).get("suspend")) == suspend:
         return []

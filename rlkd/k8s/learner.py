@@ -13,7 +13,7 @@ from rlkd.k8s.config import DEEPSPEED_KEY, MOUNT_DIR
 from rlkd.k8s.contract import job_file_env, job_volumes, store_env
 from rlkd.k8s.defaults import OperatorDefaults
 from rlkd.k8s.kueue import queue_labels, queue_name
-from rlkd.k8s.naming import child_metadata, inference_name, labels, learner_name, service_url
+from rlkd.k8s.naming import child_metadata, labels, learner_name, server_root, service_url
 from rlkd.k8s.pods import (
     SHM_MOUNT,
     SHM_VOLUME,
@@ -24,8 +24,8 @@ from rlkd.k8s.pods import (
     scheduling,
 )
 from rlkd.k8s.prepare import learner_servers
-from rlkd.spec.resource import RLKDJob, namespace_of
-from rlkd.spec.runtime import DEEPSPEED_FILE_ENV, INFERENCE_PORT, INFERENCE_ROLES, endpoint_env
+from rlkd.spec.resource import RLKDJob
+from rlkd.spec.runtime import DEEPSPEED_FILE_ENV, endpoint_env
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
@@ -84,14 +84,8 @@ def learner_env(job: RLKDJob) -> list[dict[str, Any]]:
 
 
 def _servers_called(job: RLKDJob) -> list[str]:
-    """The health URL of every server the learner calls (those in its environment)."""
-    roles = {endpoint_env(role): role for role in INFERENCE_ROLES}
-    return [
-        f"http://{inference_name(job, roles[v['name']])}.{namespace_of(job)}.svc:"
-        f"{INFERENCE_PORT}/health"
-        for v in learner_env(job)
-        if v["name"] in roles
-    ]
+    """The health URL of every server the learner calls."""
+    return [f"{server_root(job, role)}/health" for role in learner_servers(job.spec)]
 
 
 def _wait_container(image: str, urls: list[str], pieces: PodPieces) -> dict[str, Any]:

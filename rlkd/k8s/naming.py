@@ -42,11 +42,16 @@ def network_policy_name(job: RLKDJob) -> str:
     return f"{job.metadata.name}-inference"
 
 
+def server_root(job: RLKDJob, role: InferenceRole) -> str:
+    """The root URL of a role's server inside the cluster (its Service)."""
+    return f"http://{inference_name(job, role)}.{namespace_of(job)}.svc:{INFERENCE_PORT}"
+
+
 def service_url(job: RLKDJob, role: InferenceRole) -> str:
     """The base URL of a role's server, as the learner reaches it: the OpenAI-compatible
     `.../v1` for the reward engine's clients, the server root for the rollout server (TRL's
     client adds the paths, `/v1/...` and the weight-transfer ones, itself)."""
-    root = f"http://{inference_name(job, role)}.{namespace_of(job)}.svc:{INFERENCE_PORT}"
+    root = server_root(job, role)
     return root if role == "rollout" else f"{root}/v1"
 
 
