@@ -62,11 +62,9 @@ def nothing_to_prepare(spec: RLKDJobSpec) -> str | None:
     for `rlkd prepare`, the learner and the operator (whether a prepare Job runs at all)."""
     if spec.teacher.source == "decompositions":
         return "teacher.source is decompositions: the dataset carries them"
-    if spec.teacher.source == "model":
-        return None  # the paths are sampled, whatever rewards use them
-    if spec.rewards.structure == 0 or spec.gsrm is None:
-        return "rewards.structure is 0"
-    return None
+    if spec.teacher.source == "model" or needs_decompositions(spec):
+        return None  # a teacher model's paths are sampled, whatever rewards use them
+    return "rewards.structure is 0"
 
 
 def needs_prepare(spec: RLKDJobSpec) -> bool:
