@@ -71,14 +71,19 @@ def teacher_model_id(job: RLKDJob) -> str:
 
 
 def sample_teacher_paths(
-    job: RLKDJob, stores: JobStores, chat: ChatModel, *, batch_size: int = 64
+    job: RLKDJob,
+    stores: JobStores,
+    records: Sequence[Record],
+    chat: ChatModel,
+    *,
+    batch_size: int = 64,
 ) -> dict[str, int]:
-    """Sample (once) and cache one teacher path per example training and evaluation use;
+    """Sample (once) and cache one teacher path per example of `records` (prepared_records);
     returns counts: sampled, cached (from an earlier run), kept (a correct answer), rejected
     (a wrong one) and failed_<reason> (not cached, sampled again next time)."""
     spec = job.spec
     model_id = teacher_model_id(job)
-    rows = list({e.problem: e for e in examples(prepared_records(job, stores), spec)}.values())
+    rows = list({e.problem: e for e in examples(records, spec)}.values())
     counts: Counter[str] = Counter()
     todo = []
     for example in rows:
@@ -160,11 +165,16 @@ class _Counting:
 
 
 def prepare_teachers(
-    job: RLKDJob, stores: JobStores, decomposer: Decomposer, *, batch_size: int = 64
+    job: RLKDJob,
+    stores: JobStores,
+    records: Sequence[Record],
+    decomposer: Decomposer,
+    *,
+    batch_size: int = 64,
 ) -> Decomposed:
-    """Decompose and cache the teacher reasoning of every example training and evaluation will
-    use. Cached entries are not computed again."""
-    records = with_teacher_paths(job, stores.run, prepared_records(job, stores))
+    """Decompose and cache the teacher reasoning of every example of `records`
+    (prepared_records). Cached entries are not computed again."""
+    records = with_teacher_paths(job, stores.run, records)
     requests = [
         DecomposeRequest(e.teacher, e.problem, e.domain) for e in examples(records, job.spec)
     ]
@@ -191,12 +201,13 @@ def prepare(
         say(f"prepare: nothing to prepare: {reason}")
         return PrepareSummary(finished=True)
     _save(stores, PrepareSummary())
-    summary = PrepareSummary(finished=True, examples=len(prepared_records(job, stores)))
+    records = prepared_records(job, stores)  # read once, for every step below
+    summary = PrepareSummary(finished=True, examples=len(records))
     failed: Counter[str] = Counter()
     if spec.teacher.source == "model" and spec.teacher.model is not None:
         teacher = chat_model(spec.teacher.model, "teacher", env)
         try:
-            paths = sample_teacher_paths(job, stores, teacher, batch_size=batch_size)
+            paths = sample_teacher_paths(job, stores, records, teacher, batch_size=batch_size)
         finally:
             _close(teacher)
         counts = ", ".join(f"{k} {v}" for k, v in paths.items()) or "none"
@@ -213,7 +224,7 @@ def prepare(
     if needs_decompositions(spec) and spec.gsrm is not None:
         decomposer = build_decomposer(spec.gsrm, "gsrm", env)
         try:
-            done = prepare_teachers(job, stores, decomposer, batch_size=batch_size)
+            done = prepare_teachers(job, stores, records, decomposer, batch_size=batch_size)
         finally:
             _close(getattr(decomposer, "model", None))
         where = stores.run.uri

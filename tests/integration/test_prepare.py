@@ -19,7 +19,7 @@ from rlkd.gsrm.engine import CACHE_NAMESPACE, TeacherCache
 from rlkd.gsrm.steps import format_steps
 from rlkd.gsrm.types import DecomposeRequest, Decomposition, Failure, Step
 from rlkd.k8s import OperatorDefaults, build_children
-from rlkd.prepare import prepare_teachers
+from rlkd.prepare import prepare_teachers, prepared_records
 from rlkd.spec.job import StorageSpec
 from rlkd.spec.progress import PREPARE_KEY, PrepareSummary
 from rlkd.spec.runtime import JOB_FILE_ENV
@@ -94,7 +94,7 @@ def test_prepare_caches_each_teacher_once_in_a_local_store(tmp_path: Path, capsy
     requests = [DecomposeRequest(r["teacher_reasoning"], r["problem"]) for r in ROWS]
     assert asyncio.run(steps.steps(requests))[0] == [Step("plan 0", "what is 0+0?", "0")]
     assert counting.calls == []
-    again = prepare_teachers(job, stores, counting)
+    again = prepare_teachers(job, stores, prepared_records(job, stores), counting)
     assert (again.examples, again.distinct, again.decomposed, again.failures) == (6, 3, 0, {})
     assert counting.calls == []
     summary = PrepareSummary.model_validate(stores.run.get_json(PREPARE_KEY), by_name=False)
@@ -106,7 +106,7 @@ def test_failed_decompositions_are_counted_and_not_cached(tmp_path: Path) -> Non
     stores = local_stores(job, tmp_path)
     put_dataset(stores.shared)
     failing = Counting(fail="timeout")
-    done = prepare_teachers(job, stores, failing, batch_size=2)
+    done = prepare_teachers(job, stores, prepared_records(job, stores), failing, batch_size=2)
     assert (done.examples, done.decomposed, done.failures) == (4, 0, {"timeout": 4})
     assert stores.run.list("cache/") == []
 
@@ -188,11 +188,11 @@ def test_a_teacher_model_samples_each_path_once_and_only_correct_paths_are_used(
     stores = local_stores(job, tmp_path)
     put_dataset(stores.shared)
     script = ScriptedTeacher()
-    counts = sample_teacher_paths(job, stores, script)
+    counts = sample_teacher_paths(job, stores, prepared_records(job, stores), script)
     # three distinct problems: 0+0 correct, 1+1 wrong (rejected), 2+2 timed out (not cached)
     assert counts == {"failed_timeout": 1, "kept": 1, "rejected": 1, "sampled": 2}
     assert sorted(script.asked) == ["0+0", "1+1", "2+2"] and set(script.temperatures) == {0.8}
-    again = sample_teacher_paths(job, stores, script)
+    again = sample_teacher_paths(job, stores, prepared_records(job, stores), script)
     # only the failure is asked again; the cached paths still count as kept or rejected
     assert again == {"cached": 2, "failed_timeout": 1, "kept": 1, "rejected": 1}
     rows = with_teacher_paths(job, stores.run, ROWS)
