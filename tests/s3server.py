@@ -179,6 +179,10 @@ def weed_s3_server(
         "-admin.ui=false",
         "-master.telemetry=false",
         "-volume.preStopSeconds=0",
+        # Every bucket is a collection with volumes of its own, and a test session makes
+        # hundreds of buckets; left to auto (free disk / volume size, capped), the slots ran
+        # out at 49 volumes on a 50 GB-free disk and writes failed with InternalError.
+        "-volume.max=2000",
     ]
     log = workdir / "weed.log"
     endpoint = f"http://{HOST}:{ports['s3.port']}"
