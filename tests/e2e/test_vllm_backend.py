@@ -50,14 +50,18 @@ QUESTIONS = [
 ] * 2
 
 
+STEPS = 60
+"""Many: the tests stop the GSRM after two steps, and the server must not finish the other ~2,800
+tokens (~8 s here) before the client's abort reaches it. With six steps it had ~0.5 s left, and a
+2.7 s stall of the client's reads (once in 20 streams on an idle 2-core machine) let it finish."""
 STEP_FORMAT = "".join(
     rf"\[Meta-reasoning {n}\]: [a-z]{{1,8}}( [a-z]{{1,8}}){{2,5}}\n"
     rf"\[Sub-problem {n}\]: [a-z]{{1,8}}( [a-z]{{1,8}}){{1,3}}\?\n"
     rf"\[Answer {n}\]: [0-9]{{1,3}}\n"
-    for n in range(1, 7)
+    for n in range(1, STEPS + 1)
 )
-"""Six steps in the GSRM format, for vLLM's structured outputs."""
-GSRM_TOKENS = 1024
+"""`STEPS` steps in the GSRM format, for vLLM's structured outputs."""
+GSRM_TOKENS = 3072
 
 
 @pytest.fixture(scope="module")
@@ -205,7 +209,7 @@ def whole(vllm: VLLMServer) -> tuple[list[Step], float]:
 
     tokens = vllm.metric("vllm:generation_tokens_total")
     steps = asyncio.run(decompose())
-    assert isinstance(steps, list) and len(steps) == 6, steps
+    assert isinstance(steps, list) and len(steps) == STEPS, steps
     return steps, settled(vllm, "vllm:generation_tokens_total") - tokens
 
 
