@@ -53,12 +53,14 @@ format: $(VENV)/.installed
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# Regenerate what derives from the typed spec (a test fails when the committed copy drifts).
+# Regenerate what derives from the typed spec and the chart (a test fails when a committed copy
+# drifts): the CRDs (and the chart's copies), the RBAC rules, golden renders, manifests/ from the chart.
 generate: $(VENV)/.installed
 	$(BIN)/rlkd crd > $(CRD)
 	$(BIN)/python -m rlkd.spec.reference > docs/spec-reference.md
-	$(BIN)/python -m rlkd_operator.resources > manifests/base/clusterrole.yaml
-	RLKD_REGENERATE_GOLDEN=1 $(BIN)/pytest -q tests/unit/test_k8s_render.py
+	cp $(CRD) manifests/crd/kopf.dev_peerings.yaml charts/rlkd-operator/crds/
+	$(BIN)/python -m rlkd_operator.resources > charts/rlkd-operator/files/rbac-rules.yaml
+	RLKD_REGENERATE_GOLDEN=1 $(BIN)/pytest -q tests/unit/test_k8s_render.py tests/unit/test_chart.py
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache .ruff_cache

@@ -91,20 +91,19 @@ PATCHED = {**CHILDREN, WORKLOADS.kind: WORKLOADS}
 """The kinds a decision may merge-patch: the children, and a queued learner's Workload."""
 
 
-def cluster_role() -> dict[str, Any]:
-    """The operator's ClusterRole: one rule per resource, exactly the verbs above."""
-    return {
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": "rlkd-operator"},
-        "rules": [
-            {"apiGroups": [r.group], "resources": [r.plural], "verbs": list(r.verbs)} for r in ALL
-        ],
-    }
+def rbac_rules() -> dict[str, list[dict[str, Any]]]:
+    """One rule per resource, exactly the verbs above: `namespaced` for a Role in each watched
+    namespace, `cluster` for the cluster-scoped kinds that only an all-namespaces operator uses.
+    The chart's RBAC (and manifests/, rendered from the chart) is built from these."""
+    rules: dict[str, list[dict[str, Any]]] = {"namespaced": [], "cluster": []}
+    for r in ALL:
+        rule = {"apiGroups": [r.group], "resources": [r.plural], "verbs": list(r.verbs)}
+        rules["namespaced" if r.namespaced else "cluster"].append(rule)
+    return rules
 
 
-if __name__ == "__main__":  # make generate: manifests/base/clusterrole.yaml
+if __name__ == "__main__":  # make generate: charts/rlkd-operator/files/rbac-rules.yaml
     import yaml
 
     print("# Generated from rlkd_operator.resources by `make generate`; do not edit.")
-    print(yaml.safe_dump(cluster_role(), sort_keys=False), end="")
+    print(yaml.safe_dump(rbac_rules(), sort_keys=False), end="")
