@@ -23,8 +23,11 @@ from rlkd.spec.refs import PATTERN_HINTS, S3_BUCKET_PATTERN, s3_bucket_problems
 VLLM_IMAGE = "vllm/vllm-openai:v0.30.0"
 """Upstream vLLM server image. Pinned inside the range TRL's rollout client supports
 (vLLM 0.22 to 0.31 for TRL 1.16), with the Run:ai streamer that loads models from S3."""
-TRAINER_IMAGE = f"ghcr.io/rlkd/rlkd-trainer:{__version__}"
-"""The learner image (images/README.md): torch, then rlkd[train]."""
+IMAGE_REGISTRY = "ghcr.io/rlkd"
+"""Where images/*/Dockerfile are named to go (rlkd-operator, rlkd-trainer). Nobody publishes them
+there yet: build and push them, then set the chart's image values (images/README.md)."""
+TRAINER_IMAGE = f"{IMAGE_REGISTRY}/rlkd-trainer:{__version__}"
+"""The learner and prepare image (images/trainer/Dockerfile): CUDA torch, vLLM, rlkd[train]."""
 
 VLLM_IMAGE_ENV = "RLKD_VLLM_IMAGE"
 TRAINER_IMAGE_ENV = "RLKD_TRAINER_IMAGE"
