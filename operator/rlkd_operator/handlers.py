@@ -236,6 +236,11 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
         memo.world.see_job(await memo.kube.patch_status(*key, patch))
     for event in decision.events:
         await memo.kube.post_event(body, event.type, event.reason, event.message)
+        if event.reason == "Stalled":
+            memo.metrics.stalls.labels(*key).inc()
+    if decision.restart is not None:  # after the status that counts the restart
+        deleted = await memo.kube.delete_learner_pods(key[0], decision.restart)
+        logger.warning("RLKDJob %s/%s stalled: deleted learner pods %s", *key, ", ".join(deleted))
     if decision.delete:
         await memo.kube.delete_job(*key)
     if failure is not None and not failure.permanent:
