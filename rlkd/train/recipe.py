@@ -35,6 +35,7 @@ from rlkd.train.config import Placement, grpo_config
 from rlkd.train.data import chat_token_counter, prompt_rows
 from rlkd.train.launch import is_rank, topology
 from rlkd.train.progress import ProgressReporter
+from rlkd.train.timeouts import arm_http_timeout
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 32
@@ -205,6 +206,9 @@ def _grpo(
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    client = getattr(getattr(trainer, "vllm_generation", None), "vllm_client", None)
+    if client is not None and spec.learner.stall_timeout_seconds:
+        arm_http_timeout(client.session, spec.learner.stall_timeout_seconds)
     if bars:
         from transformers import PrinterCallback
 
