@@ -487,8 +487,11 @@ def _watch(
     )
     plan.watchdog = verdict.watchdog
     stalled = plan.conditions.get("Stalled")
-    if verdict.moved and stalled is not None and stalled.status == "True":
-        plan.set("Stalled", False, "Progressing", f"the learner moved: {verdict.watchdog.mark}")
+    if stalled is not None and stalled.status == "True" and verdict.action is None:
+        if verdict.moved:
+            plan.set("Stalled", False, "Progressing", f"the learner moved: {verdict.watchdog.mark}")
+        elif stalled.reason == "Stalled":  # reported only, and the spec's budget was raised
+            plan.set("Stalled", False, "WithinBudget", "within spec.learner's budgets again")
     if verdict.action is None:
         return None
     if verdict.action != "report" or stalled is None or stalled.status != "True":

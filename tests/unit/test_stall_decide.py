@@ -161,3 +161,15 @@ def test_the_same_world_again_writes_nothing_new() -> None:
     body, children = moving()
     again, decision = at(body, children, 5, progress(step=4))
     assert again["status"] == body["status"] and decision.events == ()
+
+
+def test_a_false_alarm_is_fixed_by_editing_the_running_job() -> None:
+    body, children = moving(restartOnStall=False)
+    body, _ = at(body, children, 12, progress(step=4))
+    assert conditions(body)["Stalled"]["status"] == "True"
+    body["spec"]["learner"]["stallTimeoutSeconds"] = 7200  # kubectl edit: a slow step, no hang
+    body["metadata"]["generation"] = 2
+    body, decision = at(body, children, 13, progress(step=4))
+    stalled = conditions(body)["Stalled"]
+    assert (stalled["status"], stalled["reason"]) == ("False", "WithinBudget")
+    assert decision.restart is None and body["status"]["phase"] == "Training"
