@@ -147,6 +147,9 @@ class Observed:
     """Kueue's Workload of a queued learner, when read (Needs.workload) and found."""
     prepared: PrepareSummary | None = None
     """prepare.json, read when the prepare Job failed (its counts go into the message)."""
+    progress_read: bool = False
+    """The progress document was read this time: `progress` None then means there is none yet.
+    A store that could not be read tells the stall watchdog nothing."""
 
 
 @dataclass(frozen=True)
@@ -477,6 +480,8 @@ def _watch(
         and not job.spec.suspend
         and not _suspended(learner)
     )
+    if running and not observed.progress_read:
+        return None  # the store did not answer: nothing seen, nothing to judge
     verdict = stall.check(
         plan.watchdog,
         running=running,

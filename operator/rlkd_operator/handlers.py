@@ -223,9 +223,17 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
         workload = await memo.kube.workload_of(children[("PyTorchJob", key[1])])
     observed = Observed(children=children, workload=workload)
     if isinstance(job, RLKDJob):  # else decide reports the spec's problems
-        store, progress, model = await memo.stores.observe(job, need)
+        seen = await memo.stores.observe(job, need)
         prepared = await memo.stores.prepared(job) if need.prepared else None
-        observed = Observed(children, store, progress, model, workload=workload, prepared=prepared)
+        observed = Observed(
+            children,
+            seen.check,
+            seen.progress,
+            seen.model_present,
+            workload=workload,
+            prepared=prepared,
+            progress_read=seen.progress_read,
+        )
     decision = decide(body, job, observed, memo.defaults, datetime.now(UTC))
     if (failure := await _apply(memo, decision, children)) is not None:
         # Decide again, knowing: the status says what failed and how to fix it.

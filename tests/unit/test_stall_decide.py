@@ -23,7 +23,8 @@ def running(**learner: Any) -> tuple[dict, dict]:
 def at(
     body: dict, children: dict, minutes: float, doc: ProgressDocument | None
 ) -> tuple[dict, Any]:
-    return step(body, Observed(children=children, progress=doc), T0 + timedelta(minutes=minutes))
+    observed = Observed(children=children, progress=doc, progress_read=True)
+    return step(body, observed, T0 + timedelta(minutes=minutes))
 
 
 def moving(**learner: Any) -> tuple[dict, dict]:
@@ -173,3 +174,11 @@ def test_a_false_alarm_is_fixed_by_editing_the_running_job() -> None:
     stalled = conditions(body)["Stalled"]
     assert (stalled["status"], stalled["reason"]) == ("False", "WithinBudget")
     assert decision.restart is None and body["status"]["phase"] == "Training"
+
+
+def test_a_store_that_cannot_be_read_tells_the_watchdog_nothing() -> None:
+    body, children = moving()
+    unread = Observed(children=children)  # the read failed: no document, progress_read False
+    body, decision = step(body, unread, T0 + timedelta(hours=5))
+    assert decision.restart is None and "Stalled" not in conditions(body)
+    assert body["status"]["watchdog"]["mark"] == "training step 4"
