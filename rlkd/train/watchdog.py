@@ -45,14 +45,11 @@ class StallError(RLKDError):
 
 
 def read_progress(store: Store) -> ProgressDocument | None:
-    """The progress document as a watcher sees it: None while there is none (or it cannot be
-    read this time: the next look tries again)."""
-    try:
-        if not store.exists(PROGRESS_KEY):
-            return None
-        return ProgressDocument.model_validate(store.get_json(PROGRESS_KEY), by_name=False)
-    except (StoreError, OSError, ValueError, ValidationError):
+    """The progress document as a watcher sees it; None while there is none. Raises what the
+    store raises when it cannot be read: no observation, not a change."""
+    if not store.exists(PROGRESS_KEY):
         return None
+    return ProgressDocument.model_validate(store.get_json(PROGRESS_KEY), by_name=False)
 
 
 class Watch:
@@ -107,7 +104,11 @@ def stall_watchdog(
     def watch() -> None:
         memory = Watch(learner)
         while not done.wait(interval):
-            if (message := memory.look(read_progress(store))) is None:
+            try:
+                doc = read_progress(store)
+            except (StoreError, OSError, ValueError, ValidationError):
+                continue  # a file being replaced, a store that did not answer: look again
+            if (message := memory.look(doc)) is None:
                 continue
             stalled.append(message)
             signal.pthread_kill(main, SIGNAL)
