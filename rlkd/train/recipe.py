@@ -29,7 +29,13 @@ from rlkd.spec.resource import RLKDJob
 from rlkd.spec.runtime import DEEPSPEED_FILE_ENV, endpoint_env
 from rlkd.store.base import Store
 from rlkd.store.job import JobStores
-from rlkd.train.callbacks import LearnerCallback, StepBar, barrier
+from rlkd.train.callbacks import (
+    LearnerCallback,
+    StepBar,
+    barrier,
+    report_weight_sync,
+    scoring,
+)
 from rlkd.train.checkpoints import Uploader, download, newest_complete
 from rlkd.train.config import Placement, grpo_config
 from rlkd.train.data import chat_token_counter, prompt_rows
@@ -200,12 +206,13 @@ def _grpo(
         callbacks.append(StepBar())
     trainer = GRPOTrainer(
         model=student,
-        reward_funcs=rewards.functions,
+        reward_funcs=scoring(progress, rewards.functions),
         args=config,
         train_dataset=Dataset.from_list(rows.rows),
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    report_weight_sync(trainer, progress)
     client = getattr(getattr(trainer, "vllm_generation", None), "vllm_client", None)
     if client is not None and spec.learner.stall_timeout_seconds:
         arm_http_timeout(client.session, spec.learner.stall_timeout_seconds)

@@ -97,3 +97,49 @@ def test_the_rollout_client_session_times_out_instead_of_waiting_forever() -> No
         arm_http_timeout(session, 0.5)
         with pytest.raises(requests.exceptions.ReadTimeout):
             session.post(f"http://127.0.0.1:{port}/generate/", json={})
+
+
+def test_reward_functions_say_scoring_and_keep_their_names_and_kinds(tmp_path: Path) -> None:
+    from trl.trainer.utils import is_async_callable
+
+    from rlkd.rewards import reward_functions
+    from rlkd.spec.job import RLKDJobSpec
+    from rlkd.train.callbacks import scoring
+    from rlkd.train.progress import ProgressReporter
+
+    spec = RLKDJobSpec.model_validate(
+        {"student": {"model": "/m"}, "dataset": {"uri": "/d.jsonl"}, "rewards": {"structure": 0}},
+        by_name=False,
+    )
+    functions, _ = reward_functions(spec, structure=None)
+    progress = ProgressReporter(LocalStore(tmp_path), enabled=False)
+    wrapped = scoring(progress, functions)
+    assert [f.__name__ for f in wrapped] == [f.__name__ for f in functions]
+    assert [is_async_callable(f) for f in wrapped] == [is_async_callable(f) for f in functions]
+    wrapped[0](prompts=["p"], completions=["<answer>\\boxed{2}</answer>"], answer=["2"])
+    assert progress.doc.heartbeat.activity == "scoring"
+
+    async def slow(**_: object) -> list[float]:
+        return [1.0]
+
+    [async_wrapped] = scoring(progress, [slow])
+    assert is_async_callable(async_wrapped) and async_wrapped.__name__ == "slow"
+
+
+def test_a_weight_sync_is_reported_while_it_runs(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from rlkd.train.callbacks import report_weight_sync
+    from rlkd.train.progress import ProgressReporter
+
+    progress = ProgressReporter(LocalStore(tmp_path), enabled=False)
+    seen = []
+    trainer = SimpleNamespace(
+        vllm_generation=SimpleNamespace(
+            sync_weights=lambda: seen.append(progress.doc.heartbeat.activity)
+        )
+    )
+    report_weight_sync(trainer, progress)
+    trainer.vllm_generation.sync_weights()
+    assert seen == ["syncing"] and progress.doc.heartbeat.activity == "generating"
+    report_weight_sync(SimpleNamespace(), progress)  # no vLLM rollouts: nothing to wrap
