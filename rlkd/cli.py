@@ -138,9 +138,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """The whole job on this machine, with a report."""
     from rlkd.local import run
+    from rlkd.train.watchdog import StallError
 
     job = _job(args.file)
-    run(job, Path(args.output or f"rlkd-runs/{job.metadata.name}"))
+    try:
+        run(job, Path(args.output or f"rlkd-runs/{job.metadata.name}"))
+    except StallError as exc:
+        # What hung (a request, a worker thread) may never return, and the interpreter would
+        # wait for it at exit: say so and leave at once. The store holds every checkpoint.
+        print(f"rlkd run: {exc}; run the same command again to resume", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
     return 0
 
 

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic.alias_generators import to_camel
+
 from rlkd.errors import RLKDError, StoreError
-from rlkd.spec.job import InferenceSpec, RLKDJobSpec
+from rlkd.spec.job import WATCHDOG_FIELDS, InferenceSpec, RLKDJobSpec
 from rlkd.spec.progress import EVALUATION_KEY, PROGRESS_KEY, TENSORBOARD_PREFIX
 from rlkd.spec.resource import RLKDJob
 from rlkd.spec.runtime import endpoint_env
@@ -44,10 +46,13 @@ class Report:
 
 
 def recipe_hash(spec: RLKDJobSpec) -> str:
-    """What must not change between a run and its resumption (everything but suspend/ttl)."""
+    """What must not change between a run and its resumption: everything but suspend, ttl and
+    the stall watchdog's settings (editable on a cluster too)."""
     body = spec.to_dict()
     for key in ("suspend", "ttlSecondsAfterFinished"):
         body.pop(key, None)
+    for name in WATCHDOG_FIELDS:
+        body["learner"].pop(to_camel(name), None)
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -135,6 +140,7 @@ def run(
     import torch
 
     from rlkd.train.recipe import train
+    from rlkd.train.watchdog import stall_watchdog
 
     claim_output(job, output)
     stores, where = run_stores(job, output, env)
@@ -143,7 +149,8 @@ def run(
     for note in notes:
         say(f"  {note}")
     started = time.monotonic()
-    model = train(local, stores, workdir=output / "work", env=env, say=say, bars=True)
+    with stall_watchdog(stores.run, local.spec.learner):
+        model = train(local, stores, workdir=output / "work", env=env, say=say, bars=True)
     report = write_report(stores, output, model=model, seconds=time.monotonic() - started)
     say(summary(report))
     say(f"report: {output / 'report.md'} ({output / 'report.png'})")

@@ -33,7 +33,7 @@ from rlkd.spec.resource import RLKDJob, namespace_of
 from rlkd.spec.runtime import InferenceRole
 from rlkd.spec.status import Artifacts, Condition, Phase, Progress, RLKDJobStatus
 from rlkd.spec.validate import parse_job
-from rlkd_operator import built, kueue
+from rlkd_operator import built, kueue, stall
 
 Body = Mapping[str, Any]
 ChildKey = tuple[str, str]
@@ -52,6 +52,7 @@ CONDITION_TYPES = (
     "Prepared",
     "LearnerRunning",
     "Suspended",
+    "Stalled",
     "Complete",
     "Failed",
     "ApplyFailed",
@@ -146,6 +147,9 @@ class Observed:
     """Kueue's Workload of a queued learner, when read (Needs.workload) and found."""
     prepared: PrepareSummary | None = None
     """prepare.json, read when the prepare Job failed (its counts go into the message)."""
+    progress_read: bool = False
+    """The progress document was read this time: `progress` None then means there is none yet.
+    A store that could not be read tells the stall watchdog nothing."""
 
 
 @dataclass(frozen=True)
@@ -161,13 +165,16 @@ class Event:
 class Decision:
     """What to do: apply `apply` (create-or-patch), merge-patch the existing children in
     `patch` (nothing when gone), write `status` when it differs from the current one, post
-    `events`, and delete the job when `delete` (ttlSecondsAfterFinished)."""
+    `events`, delete the job when `delete` (ttlSecondsAfterFinished), and the learner's pods
+    when `restart` (rlkd_operator.stall)."""
 
     status: dict[str, Any]
     apply: tuple[dict[str, Any], ...] = ()
     events: tuple[Event, ...] = ()
     delete: bool = False
     patch: tuple[dict[str, Any], ...] = ()
+    restart: str | None = None
+    """A stalled learner to restart: delete the pods of the PyTorchJob of this name."""
 
 
 @dataclass(frozen=True)
@@ -355,6 +362,8 @@ class _Plan:
         self.artifacts = old.artifacts
         self.start_time = old.start_time
         self.completion_time = old.completion_time
+        self.watchdog = old.watchdog
+        self.restart: str | None = None
         self.apply: list[dict[str, Any]] = []
         self.patch: list[dict[str, Any]] = []
         self.events: list[Event] = []
@@ -406,6 +415,7 @@ class _Plan:
             completion_time=self.completion_time,
             progress=self.progress,
             artifacts=self.artifacts,
+            watchdog=self.watchdog,
         )
         done = _parse_time(self.completion_time)
         expired = (
@@ -420,6 +430,7 @@ class _Plan:
             tuple(self.events),
             delete=expired,
             patch=tuple(self.patch),
+            restart=self.restart,
         )
 
 
@@ -435,6 +446,8 @@ def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefau
     if (failed_prepare := _prepare_outcome(state, observed)) is not None:
         plan.set("Prepared", False, failed_prepare.reason, failed_prepare.message)
     outcome = _outcome(state, learner, observed, plan.at) or failed_prepare
+    if outcome is None and learner is not None:
+        outcome = _watch(plan, job, observed, learner, state)
     if outcome is not None:
         plan.end(outcome)
         plan.apply = _manifests(job, defaults, observed, scale_to_zero=True, learner=False)
@@ -453,6 +466,51 @@ def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefau
         if queued(learner) and kueue.active(observed.workload) is False:
             plan.patch.append(kueue.activate(observed.workload or {}, True))
         _provision_or_train(plan, job, observed, defaults, learner, state)
+
+
+def _watch(
+    plan: _Plan, job: RLKDJob, observed: Observed, learner: Body, state: LearnerState | None
+) -> Outcome | None:
+    """The stall watchdog (rlkd_operator.stall) on a learner that exists: a Stalled condition,
+    a Warning, and a restart of its pods or, past the limit, the job Failed with reason Stalled
+    (the learner stopped, so it holds no GPU)."""
+    running = (
+        state is not None
+        and state.condition == PyTorchJobCondition.RUNNING
+        and not job.spec.suspend
+        and not _suspended(learner)
+    )
+    if running and not observed.progress_read:
+        return None  # the store did not answer: nothing seen, nothing to judge
+    verdict = stall.check(
+        plan.watchdog,
+        running=running,
+        doc=observed.progress,
+        learner=job.spec.learner,
+        now=plan.at,
+        stamp=plan.now,
+    )
+    plan.watchdog = verdict.watchdog
+    stalled = plan.conditions.get("Stalled")
+    if stalled is not None and stalled.status == "True" and verdict.action is None:
+        if verdict.moved:
+            plan.set("Stalled", False, "Progressing", f"the learner moved: {verdict.watchdog.mark}")
+        elif stalled.reason == "Stalled":  # reported only, and the spec's budget was raised
+            plan.set("Stalled", False, "WithinBudget", "within spec.learner's budgets again")
+    if verdict.action is None:
+        return None
+    if verdict.action != "report" or stalled is None or stalled.status != "True":
+        plan.events.append(Event("Warning", "Stalled", verdict.message))
+    if verdict.action == "fail":
+        plan.set("Stalled", True, "Stalled", verdict.message)
+        plan.patch = _stop_learner(learner, observed.workload)
+        return Outcome("Failed", "Stalled", f"the learner stalled: {verdict.message}")
+    if verdict.action == "restart":
+        plan.restart = learner["metadata"]["name"]
+        plan.set("Stalled", True, "Restarted", verdict.message)
+    else:
+        plan.set("Stalled", True, "Stalled", verdict.message)
+    return None
 
 
 def _suspend_queued(plan: _Plan, learner: Body, workload: Body | None) -> None:
@@ -724,22 +782,29 @@ def _release(children: Mapping[ChildKey, Body], workload: Body | None) -> list[d
     suspended."""
     patches = []
     for (kind, name), child in children.items():
-        state = learner_state(child) if kind == "PyTorchJob" else None
-        if kind == "Deployment" and child.get("spec", {}).get("replicas") != 0:
-            spec: dict[str, Any] = {"replicas": 0}
-        elif state is not None and queued(child):
-            if not state.finished and workload is not None and kueue.active(workload):
-                patches.append(kueue.activate(workload, False))
-            continue
-        elif state is not None and not state.finished and not _suspended(child):
-            spec = {"runPolicy": {"suspend": True}}
-        else:
-            continue
-        meta = {"name": name, "namespace": child["metadata"]["namespace"]}
-        patches.append(
-            {"apiVersion": child["apiVersion"], "kind": kind, "metadata": meta, "spec": spec}
-        )
+        if kind == "PyTorchJob":
+            patches += _stop_learner(child, workload)
+        elif kind == "Deployment" and child.get("spec", {}).get("replicas") != 0:
+            meta = {"name": name, "namespace": child["metadata"]["namespace"]}
+            head = {"apiVersion": child["apiVersion"], "kind": kind, "metadata": meta}
+            patches.append(head | {"spec": {"replicas": 0}})
     return patches + _suspend_prepare(children, True)
+
+
+def _stop_learner(learner: Body, workload: Body | None) -> list[dict[str, Any]]:
+    """A merge patch that stops a learner that has not finished, so its pods go and free their
+    GPUs: suspended, or a queued one by deactivating its Workload (Kueue suspends it)."""
+    state = learner_state(learner)
+    if state is None or state.finished:
+        return []
+    if queued(learner):
+        active = workload is not None and kueue.active(workload)
+        return [kueue.activate(workload, False)] if workload is not None and active else []
+    if _suspended(learner):
+        return []
+    meta = {"name": learner["metadata"]["name"], "namespace": learner["metadata"]["namespace"]}
+    head = {"apiVersion": learner["apiVersion"], "kind": "PyTorchJob", "metadata": meta}
+    return [head | {"spec": {"runPolicy": {"suspend": True}}}]
 
 
 def _prepare_job(children: Mapping[ChildKey, Body]) -> Body | None:

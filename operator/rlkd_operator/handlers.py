@@ -223,9 +223,17 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
         workload = await memo.kube.workload_of(children[("PyTorchJob", key[1])])
     observed = Observed(children=children, workload=workload)
     if isinstance(job, RLKDJob):  # else decide reports the spec's problems
-        store, progress, model = await memo.stores.observe(job, need)
+        seen = await memo.stores.observe(job, need)
         prepared = await memo.stores.prepared(job) if need.prepared else None
-        observed = Observed(children, store, progress, model, workload=workload, prepared=prepared)
+        observed = Observed(
+            children,
+            seen.check,
+            seen.progress,
+            seen.model_present,
+            workload=workload,
+            prepared=prepared,
+            progress_read=seen.progress_read,
+        )
     decision = decide(body, job, observed, memo.defaults, datetime.now(UTC))
     if (failure := await _apply(memo, decision, children)) is not None:
         # Decide again, knowing: the status says what failed and how to fix it.
@@ -236,6 +244,11 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
         memo.world.see_job(await memo.kube.patch_status(*key, patch))
     for event in decision.events:
         await memo.kube.post_event(body, event.type, event.reason, event.message)
+        if event.reason == "Stalled":
+            memo.metrics.stalls.labels(*key).inc()
+    if decision.restart is not None:  # after the status that counts the restart
+        deleted = await memo.kube.delete_learner_pods(key[0], decision.restart)
+        logger.warning("RLKDJob %s/%s stalled: deleted learner pods %s", *key, ", ".join(deleted))
     if decision.delete:
         await memo.kube.delete_job(*key)
     if failure is not None and not failure.permanent:

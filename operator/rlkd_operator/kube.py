@@ -29,6 +29,7 @@ from rlkd_operator.resources import (
     CHILDREN,
     EVENTS,
     PATCHED,
+    PODS,
     RLKDJOB_STATUS,
     RLKDJOBS,
     SECRETS,
@@ -41,6 +42,8 @@ KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 """The label Kueue puts on a Workload with the uid of the job it gates: the stable link (its
 name is Kueue's own hash of the job's name)."""
 EVENT_SOURCE = "rlkd-operator"
+TRAINING_JOB_LABEL = "training.kubeflow.org/job-name"
+"""The label the Training Operator puts on a PyTorchJob's pods, with the job's name."""
 NOT_SERVED_FIX = {
     "PyTorchJob": "install the Kubeflow Training Operator (it serves kubeflow.org/v1 PyTorchJob)"
 }
@@ -201,6 +204,23 @@ class Kube:
         except client.ApiException as exc:
             if exc.status != 404:
                 raise
+
+    async def delete_learner_pods(self, namespace: str, pytorchjob: str) -> list[str]:
+        """Delete the pods of a PyTorchJob (the Training Operator labels them with its name and
+        recreates them); the names deleted. Filtered here too, not only by the selector."""
+        selector = f"{TRAINING_JOB_LABEL}={pytorchjob}"
+        deleted = []
+        for pod in await self.list_objects(PODS, namespace, selector):
+            meta = pod["metadata"]
+            if (meta.get("labels") or {}).get(TRAINING_JOB_LABEL) != pytorchjob:
+                continue
+            try:
+                await self._call("DELETE", PODS.path(namespace, meta["name"]))
+            except client.ApiException as exc:
+                if exc.status != 404:  # gone already is what we want
+                    raise
+            deleted.append(meta["name"])
+        return deleted
 
     async def secret_credentials(self, namespace: str, name: str) -> Credentials:
         """The key pair in the job's storage Secret, read as its pods read it

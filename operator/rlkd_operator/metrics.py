@@ -27,6 +27,12 @@ class Metrics:
             "Reconciles that failed and will be retried.",
             registry=self.registry,
         )
+        self.stalls = Counter(
+            "rlkd_learner_stalls",
+            "Learners found Stalled by the watchdog (spec.learner.stallTimeoutSeconds).",
+            ["namespace", "job"],
+            registry=self.registry,
+        )
         self.registry.register(_JobsCollector(world))
 
     def serve(self, port: int, address: str) -> None:

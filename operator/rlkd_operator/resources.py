@@ -60,6 +60,8 @@ WORKLOADS = APIResource(
     "kueue.x-k8s.io", "v1beta2", "workloads", "Workload", ("get", "list", "patch")
 )
 EVENTS = APIResource("", "v1", "events", "Event", ("create",))
+# A Stalled learner's pods, deleted for the Training Operator to recreate (rlkd_operator.stall).
+PODS = APIResource("", "v1", "pods", "Pod", ("list", "delete"))
 # kopf's peering (one active replica): the cluster-wide object for --all-namespaces, a namespaced
 # one per watched namespace otherwise.
 CLUSTER_PEERINGS = APIResource(
@@ -80,6 +82,7 @@ ALL = (
     SECRETS,
     WORKLOADS,
     EVENTS,
+    PODS,
     CLUSTER_PEERINGS,
     PEERINGS,
 )

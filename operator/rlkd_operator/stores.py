@@ -17,7 +17,7 @@ import functools
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 import urllib3
 from pydantic import ValidationError
@@ -52,6 +52,16 @@ SecretCredentials = Callable[[str, str], Awaitable[Credentials]]
 """(namespace, Secret name) -> the key pair in that Secret, read as the job's pods read it."""
 
 
+class Observation(NamedTuple):
+    """What one look at a job's store found. `progress_read`: the progress document was read
+    (so `progress` None means there is none yet, not that the store could not be reached)."""
+
+    check: StoreCheck | None = None
+    progress: ProgressDocument | None = None
+    model_present: bool = False
+    progress_read: bool = False
+
+
 class Stores:
     """Opens each job's store once and keeps it; a failed read drops it, so fixed credentials
     or a recreated bucket are picked up on the next try.
@@ -77,15 +87,14 @@ class Stores:
         """Endpoints that did not answer: (event-loop time to try again, what went wrong)."""
         self._open: dict[tuple[str, str], tuple[StorageSpec, S3Store]] = {}
 
-    async def observe(
-        self, job: RLKDJob, wants: Needs
-    ) -> tuple[StoreCheck | None, ProgressDocument | None, bool]:
-        """(store check, progress document, final model present) as far as `wants` asks."""
+    async def observe(self, job: RLKDJob, wants: Needs) -> Observation:
+        """The store check, the progress document and whether the final model is there, as far
+        as `wants` asks."""
         if not (wants.store_check or wants.progress):
-            return None, None, False
+            return Observation()
         storage = storage_of(job)
         if storage.credentials_secret is None:
-            return (_no_credentials(job) if wants.store_check else None), None, False
+            return Observation(check=_no_credentials(job) if wants.store_check else None)
         try:
             store = await self._store(job, storage, storage.credentials_secret)
             check = (
@@ -94,16 +103,16 @@ class Stores:
                 else None
             )
             if not wants.progress:
-                return check, None, False
+                return Observation(check=check)
             doc, model = await self._read(storage.endpoint, _progress, store)
-            return check, doc, model
+            return Observation(check, doc, model, progress_read=True)
         except StoreError as exc:
             logger.warning("store of RLKDJob %s/%s: %s", *_key(job), exc)  # no secret in it
             self._open.pop(_key(job), None)
             # The progress of a running job stays as last read; only a check reports the error.
             reason = "BucketMissing" if isinstance(exc, ObjectNotFoundError) else "StoreUnavailable"
             failed = StoreCheck(False, reason, str(exc))
-            return (failed if wants.store_check else None), None, False
+            return Observation(check=failed if wants.store_check else None)
 
     async def prepared(self, job: RLKDJob) -> PrepareSummary | None:
         """The job's prepare.json, read as boundedly as the progress document; None when it is

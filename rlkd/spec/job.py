@@ -10,6 +10,7 @@ import re
 from typing import Annotated, Literal, get_args
 
 from pydantic import Field
+from pydantic.alias_generators import to_camel
 
 from rlkd.errors import DatasetError
 from rlkd.spec.base import Rule, SpecModel
@@ -481,6 +482,20 @@ class LearnerSpec(Placement):
     PyTorchJob); empty uses that label on the RLKDJob, if any, else no queue. Kueue then owns
     the learner's suspension and admission-time scheduling, and the inference servers start
     only once Kueue admits the learner."""
+    stall_timeout_seconds: Annotated[int, Field(ge=0, le=MAX_INT32)] = 1800
+    """A learner whose step has not moved for this long while it runs is Stalled (a hung weight
+    sync or collective gives no error): a 7B GRPO step with its checkpoint upload takes minutes,
+    not half an hour. 0 turns the watchdog off. Editable on a running job."""
+    startup_timeout_seconds: Annotated[int, Field(ge=0, le=MAX_INT32)] = 3600
+    """The same budget before the learner's first step after each (re)start, and for its stages
+    that take no steps (prepare, evaluations): model loading and the first weight-sync handshake
+    with the rollout server (init_communicator) hang silently too. 0: no limit. Editable."""
+    restart_on_stall: bool = True
+    """Restart a Stalled learner by deleting its pods (the Training Operator recreates them and
+    they resume from the newest complete checkpoint); false only reports the stall. Editable."""
+    max_stall_restarts: Annotated[int, Field(ge=0, le=100)] = 3
+    """Stall restarts before the job fails with reason Stalled (counted apart from
+    backoffLimit). Editable."""
 
 
 class StorageSpec(SpecModel):
@@ -620,7 +635,23 @@ class NetworkSpec(SpecModel):
 RECIPE_FIELDS = ("grpo", "rewards", "rollout", "learner", "evaluation", "storage")
 """What a running learner was started with: its ConfigMap and PyTorchJob are built from them, and
 the Training Operator does not restart running pods for a changed spec, so an edit would be
-silently ignored or half-applied. They are fixed once the job exists."""
+silently ignored or half-applied. They are fixed once the job exists, but for WATCHDOG_FIELDS."""
+WATCHDOG_FIELDS = (
+    "stall_timeout_seconds",
+    "startup_timeout_seconds",
+    "restart_on_stall",
+    "max_stall_restarts",
+)
+"""What only the operator's stall watchdog reads: editable on a running job, so a false alarm is
+fixed without a new job."""
+
+
+def _frozen_paths() -> tuple[str, ...]:
+    """The recipe's fields as camelCase paths below spec: `learner` field by field, so that its
+    WATCHDOG_FIELDS stay editable."""
+    names = [name for name in LearnerSpec.model_fields if name not in WATCHDOG_FIELDS]
+    learner = tuple(f"learner.{to_camel(name)}" for name in names)
+    return tuple(f for f in RECIPE_FIELDS if f != "learner") + learner
 
 
 def _frozen_once_created(field: str) -> Rule:
@@ -712,7 +743,7 @@ class RLKDJobSpec(SpecModel):
                 >= s.grpo.max_prompt_length + s.grpo.max_completion_length
             ),
         ),
-        *(_frozen_once_created(field) for field in RECIPE_FIELDS),
+        *(_frozen_once_created(field) for field in _frozen_paths()),
         Rule(
             "",
             "gsrm and judge cannot be added or removed once the job exists",

@@ -7,12 +7,13 @@ Every key below is relative to the run's own store prefix, `<storage.prefix>/<na
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Annotated, Literal
 
 from pydantic import Field
 
 from rlkd.spec.base import SpecModel
-from rlkd.spec.job import RLKDJobSpec
+from rlkd.spec.job import LearnerSpec, RLKDJobSpec
 from rlkd.spec.status import Progress
 
 PROGRESS_KEY = "progress.json"
@@ -176,3 +177,53 @@ class ProgressDocument(Progress):
     """The learner's liveness: last finished step and stage, current activity."""
     failure: str | None = Field(default=None, max_length=4096)
     """Why the learner stopped, when it stopped on an error of its own (one line)."""
+
+
+# --- the stall watchdog's rules: one for the operator and for `rlkd run` ----------------------
+
+
+def progress_mark(doc: ProgressDocument | None) -> str:
+    """What must change for a learner to count as moving: its step, or its stage (a stage that
+    makes no steps, like an evaluation, moves when it ends)."""
+    if doc is None:
+        return "starting"
+    stage = f"{doc.stage}/{doc.evaluating}" if doc.evaluating else doc.stage
+    return f"{stage} step {doc.step}"
+
+
+def stall_budget(
+    learner: LearnerSpec, *, moved: bool, doc: ProgressDocument | None
+) -> tuple[int, str]:
+    """Seconds the learner may stay at one mark (0: no limit) and the field that says so:
+    between training steps once it has moved since it (re)started, stallTimeoutSeconds; before
+    that (loading, the first weight sync) and in stages without steps, startupTimeoutSeconds."""
+    if moved and doc is not None and doc.stage == "training":
+        return learner.stall_timeout_seconds, "stallTimeoutSeconds"
+    return learner.startup_timeout_seconds, "startupTimeoutSeconds"
+
+
+def describe_stall(
+    doc: ProgressDocument | None, *, waited: timedelta, budget: int, field: str, now: datetime
+) -> str:
+    """The stall in words: the last mark, for how long, the activity it hung in (the learner's
+    own heartbeat), and the budget it exceeded."""
+    if doc is None:
+        activity = " (no progress document yet: loading the model or first contact with a server)"
+    else:
+        beat = doc.heartbeat
+        since = beat.since and now - datetime.fromisoformat(beat.since.replace("Z", "+00:00"))
+        activity = f", activity {beat.activity}" + (f" for {duration(since)}" if since else "")
+    return (
+        f"no progress for {duration(waited)} at {progress_mark(doc)}{activity} "
+        f"(spec.learner.{field} is {budget})"
+    )
+
+
+def duration(delta: timedelta) -> str:
+    """A duration as a person reads it: 45s, 3m07s, 2h05m."""
+    seconds = max(int(delta.total_seconds()), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, seconds = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    return f"{minutes}m{seconds:02d}s" if minutes else f"{seconds}s"

@@ -67,6 +67,21 @@ class Artifacts(SpecModel):
     """The learner's progress document."""
 
 
+class Watchdog(SpecModel):
+    """The stall watchdog's memory, by the operator's own clock (never the learner's, which may
+    be skewed or stuck): what the learner's progress looked like and when that last changed."""
+
+    mark: str | None = Field(default=None, max_length=256)
+    """The learner's progress when last seen to change (stage and step, see progress_mark)."""
+    since: str | None = None
+    """When the operator saw `mark` change, or the learner (re)start running (RFC 3339)."""
+    moved: bool = False
+    """The learner has moved since it (re)started: stallTimeoutSeconds applies, not
+    startupTimeoutSeconds."""
+    restarts: Annotated[int, Field(ge=0)] = 0
+    """Stall restarts done (spec.learner.maxStallRestarts bounds them)."""
+
+
 class RLKDJobStatus(SpecModel):
     """Observed state of an RLKDJob, written by the operator."""
 
@@ -89,3 +104,5 @@ class RLKDJobStatus(SpecModel):
     """Training progress."""
     artifacts: Artifacts | None = None
     """Result locations."""
+    watchdog: Watchdog | None = None
+    """The stall watchdog's state while the learner runs (spec.learner.stallTimeoutSeconds)."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -171,3 +171,48 @@ class StepBar(TrainerCallback):
     ) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def scoring(progress: ProgressReporter, functions: Sequence[Any]) -> list[Callable[..., Any]]:
+    """The reward functions, each first saying `scoring` in the heartbeat: TRL calls no callback
+    between generation and rewards, and a hung GSRM or judge is found in this activity. Names and
+    sync/async kinds are kept (TRL logs by `__name__` and gathers the async ones)."""
+
+    from trl.trainer.utils import is_async_callable  # TRL's own test of which it gathers
+
+    def reporting(function: Any) -> Callable[..., Any]:
+        if is_async_callable(function):
+
+            async def score_async(*args: Any, **kwargs: Any) -> Any:
+                progress.activity("scoring")
+                return await function(*args, **kwargs)
+
+            wrapped: Callable[..., Any] = score_async
+        else:
+
+            def score(*args: Any, **kwargs: Any) -> Any:
+                progress.activity("scoring")
+                return function(*args, **kwargs)
+
+            wrapped = score
+        wrapped.__name__ = function.__name__
+        return wrapped
+
+    return [reporting(f) for f in functions]
+
+
+def report_weight_sync(trainer: Any, progress: ProgressReporter) -> None:
+    """Say `syncing` while TRL pushes the policy's weights to the vLLM rollout server (the hang
+    the stall watchdog exists for), `generating` after: TRL has no callback around it, so the
+    trainer's own `vllm_generation.sync_weights` is wrapped on this instance."""
+    generation = getattr(trainer, "vllm_generation", None)
+    if generation is None:
+        return
+    sync = generation.sync_weights
+
+    def syncing() -> None:
+        progress.activity("syncing")
+        sync()
+        progress.activity("generating")
+
+    generation.sync_weights = syncing

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rlkd.spec.job import RLKDJobSpec
+from rlkd.train.timeouts import collective_timeout
 
 if TYPE_CHECKING:
     from trl import GRPOConfig
@@ -74,6 +75,8 @@ def grpo_arguments(
         "log_level": "warning",
         "use_cpu": not placement.cuda,
         "dataloader_pin_memory": placement.cuda,
+        # A hung collective is an error after the watchdog's budget, not a silent wait.
+        "ddp_timeout": collective_timeout(learner),
     }
     if grpo.lr_scheduler_type == "cosine_with_min_lr":
         arguments["lr_scheduler_kwargs"] = {"min_lr_rate": grpo.min_learning_rate_ratio}
@@ -85,6 +88,8 @@ def grpo_arguments(
         arguments |= {"use_vllm": True, "vllm_mode": rollout.mode}
     if rollout.mode == "server":
         arguments["vllm_server_base_url"] = placement.rollout_url
+        if learner.startup_timeout_seconds:  # waiting for the rollout server is startup
+            arguments["vllm_server_timeout"] = float(learner.startup_timeout_seconds)
     if rollout.mode == "colocate":
         arguments |= {
             "vllm_gpu_memory_utilization": rollout.vllm.gpu_memory_utilization,

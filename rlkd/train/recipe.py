@@ -29,12 +29,19 @@ from rlkd.spec.resource import RLKDJob
 from rlkd.spec.runtime import DEEPSPEED_FILE_ENV, endpoint_env
 from rlkd.store.base import Store
 from rlkd.store.job import JobStores
-from rlkd.train.callbacks import LearnerCallback, StepBar, barrier
+from rlkd.train.callbacks import (
+    LearnerCallback,
+    StepBar,
+    barrier,
+    report_weight_sync,
+    scoring,
+)
 from rlkd.train.checkpoints import Uploader, download, newest_complete
 from rlkd.train.config import Placement, grpo_config
 from rlkd.train.data import chat_token_counter, prompt_rows
 from rlkd.train.launch import is_rank, topology
 from rlkd.train.progress import ProgressReporter
+from rlkd.train.timeouts import arm_http_timeout
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 32
@@ -199,12 +206,16 @@ def _grpo(
         callbacks.append(StepBar())
     trainer = GRPOTrainer(
         model=student,
-        reward_funcs=rewards.functions,
+        reward_funcs=scoring(progress, rewards.functions),
         args=config,
         train_dataset=Dataset.from_list(rows.rows),
         processing_class=tokenizer,
         callbacks=callbacks,
     )
+    report_weight_sync(trainer, progress)
+    client = getattr(getattr(trainer, "vllm_generation", None), "vllm_client", None)
+    if client is not None and spec.learner.stall_timeout_seconds:
+        arm_http_timeout(client.session, spec.learner.stall_timeout_seconds)
     if bars:
         from transformers import PrinterCallback
 

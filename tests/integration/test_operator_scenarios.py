@@ -169,9 +169,9 @@ def children_of(cluster: Cluster, job: str = "demo") -> dict[str, Any]:
     return {f"{api.kind}/{n}": cluster.get(api, n) for api, names_ in names.items() for n in names_}
 
 
-async def until_learner(cluster: Cluster) -> None:
+async def until_learner(cluster: Cluster, **spec: Any) -> None:
     """Apply the demo job and make its servers available: the operator creates the learner."""
-    await cluster.apply_job()
+    await cluster.apply_job(**spec)
     await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
     await cluster.inference_available()
     await wait_for(lambda: cluster.get(PYTORCHJOBS, "demo"))

@@ -51,13 +51,13 @@ def stores_for(s3_server: S3Server):
 async def test_a_hung_store_is_one_try_reported_as_a_timeout_then_left_alone(stores_for) -> None:
     stores = stores_for(timeout=0.2, retry_after=3600)
     with hung_endpoint() as hung:
-        check, _, _ = await stores.observe(job_on(hung.endpoint, "a"), CHECK)
+        check = (await stores.observe(job_on(hung.endpoint, "a"), CHECK)).check
         assert check is not None and (check.ready, check.reason) == (False, "StoreUnavailable")
         assert "timed out" in check.message and hung.endpoint in check.message
         await wait_for(lambda: hung.accepted)
         assert hung.accepted == 1  # no retry
     # Nothing listens there now, so a new try would be refused: this answer is the one known.
-    check, _, _ = await stores.observe(job_on(hung.endpoint, "b"), CHECK)
+    check = (await stores.observe(job_on(hung.endpoint, "b"), CHECK)).check
     assert check is not None and "timed out" in check.message
 
 
@@ -73,10 +73,10 @@ async def test_a_dead_endpoint_never_holds_every_reader(stores_for, s3_server: S
         ]
         await wait_for(lambda: hung.accepted)
         fine = stores.observe(job_on(s3_server.endpoint, "fine", bucket), CHECK)
-        check, _, _ = await asyncio.wait_for(fine, 30)
+        check = (await asyncio.wait_for(fine, 30)).check
         assert check is not None and check.ready
         assert hung.hanging == 1 and not any(task.done() for task in stuck)
     # The endpoint closed its connections: the read that waited fails, the others with it.
     for task in stuck:
-        check, _, _ = await task
+        check = (await task).check
         assert check is not None and (check.ready, check.reason) == (False, "StoreUnavailable")

@@ -151,7 +151,7 @@ async def test_a_store_without_credentials_secret_is_not_ready(defaults: Operato
     job = resolve(body, defaults)
     assert isinstance(job, RLKDJob)
     stores = Stores(secret_keys, timeout=1.0, retry_after=1.0)
-    check, _, _ = await stores.observe(job, Needs(True, False))
+    check = (await stores.observe(job, Needs(True, False))).check
     assert check is not None and (check.ready, check.reason) == (False, "NoCredentials")
     assert "credentialsSecret" in check.message and "workload identity" in check.message
 

@@ -117,6 +117,23 @@ def test_the_papers_recipe_maps_as_the_method_says() -> None:
     assert paper["reward_weights"] == [15.0, 10.0, 10.0, 15.0]
     assert paper["save_total_limit"] is None  # local copies go once uploaded, never before
     assert "ddp_backend" not in paper  # NCCL on GPUs, chosen by accelerate
+    # The watchdog's budgets (defaults 1800 s between steps, 3600 s to start) bound the waits
+    # TRL and torch would otherwise wait forever or for their own defaults.
+    assert paper["ddp_timeout"] == 3600 and paper["vllm_server_timeout"] == 3600.0
+
+
+@pytest.mark.parametrize(
+    ("learner", "ddp_timeout"),
+    [
+        ({"stallTimeoutSeconds": 600, "startupTimeoutSeconds": 900}, 900),
+        ({"stallTimeoutSeconds": 7200, "startupTimeoutSeconds": 900}, 7200),
+        ({"stallTimeoutSeconds": 0, "startupTimeoutSeconds": 0}, 1800),  # off: torch's own
+    ],
+)
+def test_collectives_time_out_after_the_longer_watchdog_budget(
+    learner: dict[str, Any], ddp_timeout: int
+) -> None:
+    assert arguments(learner=learner)["ddp_timeout"] == ddp_timeout
 
 
 def test_cpu_learners_use_gloo_only_when_distributed_and_no_deepspeed_at_stage_0() -> None:
