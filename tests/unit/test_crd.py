@@ -263,11 +263,18 @@ def test_field_paths_name_fields_of_their_schema() -> None:
 
 
 def test_kustomize_installs_exactly_the_generated_crd() -> None:
-    """GitOps tools apply manifests/crd through kustomize (the machine's real kubectl)."""
+    """GitOps tools apply manifests/crd through kustomize (the machine's real kubectl): the
+    RLKDJob CRD as generated, and kopf's two peering CRDs."""
     out = subprocess.run(
         ["kubectl", "kustomize", str(ROOT / "manifests" / "crd")],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
-    assert load_all(out) == [build_crd()]  # kubectl's number rules: `5e-05` is a number
+    docs = load_all(out)
+    rlkdjobs = [d for d in docs if d["metadata"]["name"] == build_crd()["metadata"]["name"]]
+    assert rlkdjobs == [build_crd()]  # kubectl's number rules: `5e-05` is a number
+    assert sorted(d["metadata"]["name"] for d in docs if d not in rlkdjobs) == [
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    ]
