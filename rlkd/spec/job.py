@@ -7,7 +7,7 @@ This module is the single source of truth. The CRD (`rlkd crd`), its defaults an
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal, get_args
+from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import Field
 from pydantic.alias_generators import to_camel
@@ -183,7 +183,7 @@ class InferenceSpec(SpecModel):
     request: RequestSettings = Field(default_factory=RequestSettings)
     """Client settings: token budget, timeout, concurrency, retries."""
 
-    rules = (
+    rules: ClassVar[tuple[Rule, ...]] = (
         Rule(
             "model",
             "is required unless backend is rule",
@@ -201,6 +201,117 @@ class InferenceSpec(SpecModel):
             "is immutable once the job exists",
             "has(self.model) == has(oldSelf.model)"
             " && (!has(self.model) || self.model == oldSelf.model)",
+        ),
+    )
+
+
+class GSRMTrainingSpec(SpecModel):
+    """Supervised fine-tuning of the GSRM on the annotator's decompositions; the defaults are the
+    paper's recipe (lr 5e-5, linear schedule, warmup 0.1, 1 epoch, bf16, max length 25k)."""
+
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 5e-5
+    """Peak learning rate."""
+    lr_scheduler_type: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    """Learning-rate schedule."""
+    warmup_ratio: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    """Share of the steps spent warming the learning rate up."""
+    num_train_epochs: Annotated[float, Field(gt=0, le=1e4)] = 1.0
+    """Passes over the training records (maxSteps wins when set)."""
+    max_steps: Annotated[int, Field(ge=1, le=MAX_INT32)] | None = None
+    """Stop after this many optimizer steps."""
+    per_device_train_batch_size: Annotated[int, Field(ge=1, le=4096)] = 1
+    """Records per device per forward pass."""
+    gradient_accumulation_steps: Annotated[int, Field(ge=1, le=4096)] = 8
+    """Forward passes per optimizer step."""
+    max_length: Annotated[int, Field(ge=16, le=MAX_TOKENS)] = 25000
+    """Longest record in tokens (prompt and decomposition); longer ones are truncated."""
+    save_steps: Annotated[int, Field(ge=1, le=MAX_INT32)] = 100
+    """Checkpoint to the store every this many steps (a restarted build resumes from it)."""
+    save_total_limit: Annotated[int, Field(ge=1, le=1000)] | None = 2
+    """Checkpoints kept in the store; empty keeps all."""
+    seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 42
+    """Seed of the shuffle and the initialisation."""
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    """Training precision (fp32 on CPU)."""
+    gradient_checkpointing: bool = True
+    """Recompute activations in the backward pass to save memory."""
+
+
+class GSRMGateSpec(SpecModel):
+    """The quality gate `rlkd eval-gsrm` applies to the built GSRM on held-out annotations: a
+    build below it fails, so a GSRM that cannot decompose never scores a training run."""
+
+    min_parse_rate: Annotated[float, Field(ge=0, le=1)] = 0.9
+    """Share of held-out paths the GSRM must decompose into well-formed steps."""
+    min_step_count_agreement: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Share of held-out paths whose step count must equal the annotator's."""
+    min_step_agreement: Annotated[float, Field(ge=0, le=1)] = 0.0
+    """Mean share of the annotator's steps the judge must find the GSRM's steps agree with."""
+
+
+class GSRMBuildSpec(SpecModel):
+    """Build the GSRM before the RLKD run, as the paper does: an annotator LLM decomposes the
+    teacher's reasoning paths (spec.dataset, its selection) with the domain's prompt, and
+    `baseModel` is fine-tuned on those decompositions. The build lives under the run's
+    `gsrm-build/` prefix; the result goes to `gsrm.model`."""
+
+    base_model: Ref
+    """The instruct model fine-tuned into the GSRM (the paper: Qwen2.5-7B-Instruct)."""
+    annotator: InferenceSpec
+    """The annotator LLM: backend vllm (the operator serves it while annotating), openai (any
+    OpenAI-compatible API at `url`) or transformers (in-process)."""
+    annotator_key_secret: ObjectName | None = None
+    """A Secret whose key RLKD_ANNOTATOR_API_KEY holds the annotator's API key (a hosted API);
+    pods get it as environment, never in args, logs or status."""
+    limit: Annotated[int, Field(ge=1, le=MAX_INT32)] | None = None
+    """Annotate at most this many teacher paths (empty: the whole selection of spec.dataset)."""
+    held_out: Annotated[int, Field(ge=1, le=100000)] = 64
+    """Accepted annotations kept out of training for the quality gate."""
+    training: GSRMTrainingSpec = Field(default_factory=GSRMTrainingSpec)
+    """The GSRM's supervised fine-tuning."""
+    gate: GSRMGateSpec = Field(default_factory=GSRMGateSpec)
+    """What the built GSRM must reach on the held-out annotations."""
+
+    rules = (
+        Rule(
+            "annotator.backend",
+            "must be vllm, openai or transformers: the annotator is a model",
+            "self.annotator.backend != 'rule'",
+            lambda s: s.annotator.backend != "rule",
+        ),
+    )
+
+
+class GSRMSpec(InferenceSpec):
+    """The GSRM: an existing model served as `backend` says, or one built first (`build`)."""
+
+    build: GSRMBuildSpec | None = None
+    """Build the GSRM from the teacher's paths before training; `model` then names where the
+    built model goes (store://path or s3://bucket/path)."""
+
+    rules = (
+        *InferenceSpec.rules,
+        Rule(
+            "model",
+            "must be a store:// or s3:// reference when build is set: it names where the built "
+            "GSRM goes",
+            "!has(self.build) || (has(self.model) && (self.model.startsWith('store://') ||"
+            " self.model.startsWith('s3://')))",
+            lambda s: s.build is None or (s.model or "").startswith(("store://", "s3://")),
+        ),
+        Rule(
+            "backend",
+            "must be vllm or transformers when build is set: the built GSRM is served from the "
+            "store",
+            "!has(self.build) || self.backend == 'vllm' || self.backend == 'transformers'",
+            lambda s: s.build is None or s.backend in ("vllm", "transformers"),
+        ),
+        Rule(
+            "build",
+            "is immutable once the job exists: the built GSRM scores the run (create a new "
+            "RLKDJob to build another)",
+            "has(self.build) == has(oldSelf.build) && (!has(self.build) || self.build =="
+            " oldSelf.build)",
         ),
     )
 
@@ -675,9 +786,9 @@ class RLKDJobSpec(SpecModel):
     """Training problems, gold answers and teacher reasoning."""
     teacher: TeacherSpec = Field(default_factory=TeacherSpec)
     """Where the teacher's reasoning comes from."""
-    gsrm: InferenceSpec | None = None
+    gsrm: GSRMSpec | None = None
     """The Generative Structure Reward Model that decomposes reasoning into steps (required when
-    rewards.structure > 0)."""
+    rewards.structure > 0); `gsrm.build` builds it first."""
     judge: InferenceSpec | None = None
     """The judge that compares teacher and student steps with yes/no answers (required when
     rewards.structure > 0)."""
@@ -742,6 +853,13 @@ class RLKDJobSpec(SpecModel):
                 or s.rollout.vllm.max_model_len
                 >= s.grpo.max_prompt_length + s.grpo.max_completion_length
             ),
+        ),
+        Rule(
+            "gsrm.build",
+            "needs teacher.source dataset: the annotator decomposes the teacher's paths in "
+            "dataset.columns.teacherReasoning",
+            "!has(self.gsrm) || !has(self.gsrm.build) || self.teacher.source == 'dataset'",
+            lambda s: s.gsrm is None or s.gsrm.build is None or s.teacher.source == "dataset",
         ),
         *(_frozen_once_created(field) for field in _frozen_paths()),
         Rule(

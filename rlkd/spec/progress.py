@@ -31,6 +31,17 @@ PREPARE_KEY = "prepare.json"
 """What `rlkd prepare` did (PrepareSummary): the operator reads it when the prepare Job fails,
 the learner to skip a prepare that finished."""
 
+GSRM_BUILD_PREFIX = "gsrm-build/"
+"""A GSRM build (spec.gsrm.build), apart from the RLKD run's own keys. Below it, the build keeps
+its own PROGRESS_KEY and CHECKPOINTS_PREFIX (the same learner machinery, on a sub-store), and:"""
+ANNOTATIONS_PREFIX = "annotations/"
+"""`rlkd annotate`'s accepted SFT records, JSON Lines shards (`annotations/shard-<n>.jsonl`);
+each line is `rlkd.gsrm.prompts.sft_record` plus its example id (`id`)."""
+ANNOTATE_KEY = "annotate.json"
+"""What `rlkd annotate` did: accepted / rejected / failed counts with reasons."""
+GSRM_EVALUATION_KEY = "evaluation.json"
+"""`rlkd eval-gsrm`'s report: parse rate, step-count and per-step agreement, the gate's verdict."""
+
 Stage = Literal["preparing", "evaluating", "training", "finished"]
 Activity = Literal[
     "starting",

@@ -21,6 +21,8 @@ STORE_BUCKET_ENV = "RLKD_STORE_BUCKET"
 STORE_PREFIX_ENV = "RLKD_STORE_PREFIX"
 """The run's own prefix in the bucket (rlkd.spec.progress.run_prefix)."""
 STORE_REGION_ENV = "RLKD_STORE_REGION"
+ANNOTATOR_KEY_ENV = "RLKD_ANNOTATOR_API_KEY"
+"""The annotator's API key (spec.gsrm.build.annotatorKeySecret holds it under this key too)."""
 STORE_SECRET_DIR = "/var/run/secrets/rlkd/store"
 """Where the storage Secret is mounted (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY files)."""
 

@@ -191,3 +191,34 @@ class StoreBase(ABC):
     def get_json(self, key: str) -> Any:
         """Read a JSON document written by put_json."""
         return decode_json(self.get_bytes(key), self.uri_for(key))
+
+
+class SubStore(StoreBase):
+    """`store` seen from below `prefix`: one phase's keys (a GSRM build's progress document and
+    checkpoints, say) live apart from the run's without a second connection or layout code."""
+
+    def __init__(self, store: Store, prefix: str) -> None:
+        self.store = store
+        self.prefix = validate_key(prefix.strip("/")) + "/"
+        self.uri = store.uri_for(self.prefix.rstrip("/"))
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self.store.put_bytes(self.prefix + validate_key(key), data)
+
+    def get_bytes(self, key: str) -> bytes:
+        return self.store.get_bytes(self.prefix + validate_key(key))
+
+    def put_file(self, key: str, path: str | Path) -> None:
+        self.store.put_file(self.prefix + validate_key(key), path)
+
+    def get_file(self, key: str, path: str | Path) -> None:
+        self.store.get_file(self.prefix + validate_key(key), path)
+
+    def list(self, prefix: str = "") -> list[str]:
+        return [key.removeprefix(self.prefix) for key in self.store.list(self.prefix + prefix)]
+
+    def exists(self, key: str) -> bool:
+        return self.store.exists(self.prefix + validate_key(key))
+
+    def delete(self, key: str) -> None:
+        self.store.delete(self.prefix + validate_key(key))

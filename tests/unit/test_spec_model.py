@@ -119,6 +119,12 @@ def test_model_references_rejected(ref: str) -> None:
     assert exc.value.problems[0].startswith("spec.student.model: ")
 
 
+BUILD = {
+    "baseModel": "Qwen/Qwen2.5-7B-Instruct",
+    "annotator": {"backend": "openai", "model": "gpt-4o", "url": "https://api.openai.com/v1"},
+}
+
+
 @pytest.mark.parametrize(
     ("spec", "line"),
     [
@@ -137,6 +143,38 @@ def test_model_references_rejected(ref: str) -> None:
         (
             {"teacher": {"source": "dataset", "model": {"model": "m"}}},
             "spec.teacher.model: is required when source is model, and only then",
+        ),
+        ({"gsrm": {"model": "store://gsrm/built", "build": BUILD}}, None),
+        ({"gsrm": {"model": "s3://models/gsrm", "backend": "transformers", "build": BUILD}}, None),
+        (
+            {"gsrm": {"model": "Qwen/Qwen2.5-7B-Instruct", "build": BUILD}},
+            "spec.gsrm.model: must be a store:// or s3:// reference when build is set: it names "
+            "where the built GSRM goes",
+        ),
+        (
+            {
+                "gsrm": {
+                    "model": "store://gsrm/built",
+                    "backend": "openai",
+                    "url": "http://gsrm:8000/v1",
+                    "build": BUILD,
+                }
+            },
+            "spec.gsrm.backend: must be vllm or transformers when build is set: the built GSRM "
+            "is served from the store",
+        ),
+        (
+            {"gsrm": {"model": "store://g", "build": {**BUILD, "annotator": {"backend": "rule"}}}},
+            "spec.gsrm.build.annotator.backend: must be vllm, openai or transformers: the "
+            "annotator is a model",
+        ),
+        (
+            {
+                "gsrm": {"model": "store://gsrm/built", "build": BUILD},
+                "teacher": {"source": "decompositions"},
+            },
+            "spec.gsrm.build: needs teacher.source dataset: the annotator decomposes the "
+            "teacher's paths in dataset.columns.teacherReasoning",
         ),
         ({"learner": {"deepspeed": {"stage": 2, "offloadOptimizer": True}}}, None),
         (
