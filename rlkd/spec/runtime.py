@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-InferenceRole = Literal["gsrm", "judge", "teacher", "rollout"]
+InferenceRole = Literal["gsrm", "judge", "teacher", "rollout", "annotator"]
+"""Who calls an OpenAI-compatible model: the reward engine (gsrm, judge), prepare (teacher), the
+learner's rollouts, and a GSRM build's annotation (spec.gsrm.build.annotator)."""
 INFERENCE_ROLES: tuple[InferenceRole, ...] = get_args(InferenceRole)
 
 INFERENCE_PORT = 8000
