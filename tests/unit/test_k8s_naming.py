@@ -34,6 +34,7 @@ def test_names() -> None:
         "demo-judge",
         "demo-teacher",
         "demo-rollout",
+        "demo-annotator",
     ]
 
 
@@ -62,6 +63,7 @@ def test_endpoint_env_names_the_role() -> None:
         "RLKD_JUDGE_URL",
         "RLKD_TEACHER_URL",
         "RLKD_ROLLOUT_URL",
+        "RLKD_ANNOTATOR_URL",
     ]
 
 
