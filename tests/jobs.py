@@ -16,7 +16,10 @@ STORE = StorageSpec(
     credentials_secret="rlkd-s3-credentials",
 )
 DEFAULTS = OperatorDefaults(
-    vllm_image="vllm/vllm-openai:v0.30.0", trainer_image="rlkd-trainer:test", storage=STORE
+    vllm_image="vllm/vllm-openai:v0.30.0",
+    trainer_image="rlkd-trainer:test",
+    storage=STORE,
+    namespace="rlkd-system",
 )
 
 BASE: dict[str, Any] = {

@@ -16,13 +16,17 @@ from kubernetes import client
 
 from rlkd.k8s import OperatorDefaults
 from rlkd.k8s.naming import JOB_LABEL
+from rlkd.k8s.store_secret import build_store_secret, copied_secret
 from rlkd.spec.resource import RLKDJob
 from rlkd_operator import settings as operator_settings
 from rlkd_operator.decide import (
+    FINISHED,
     ApplyFailure,
     ChildKey,
     Decision,
     Observed,
+    contains,
+    current_status,
     decide,
     needs,
     needs_poll,
@@ -30,7 +34,7 @@ from rlkd_operator.decide import (
 )
 from rlkd_operator.kube import ApplyError, Kube, connection_info, merge_patch
 from rlkd_operator.metrics import Metrics
-from rlkd_operator.resources import CHILDREN, RLKDJOBS
+from rlkd_operator.resources import CHILDREN, RLKDJOBS, SECRETS
 from rlkd_operator.stores import Stores
 from rlkd_operator.world import JobKey, World, retry_delay
 
@@ -222,6 +226,8 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
     if need.workload:  # a queued learner: Kueue's Workload, found by the learner's uid
         workload = await memo.kube.workload_of(children[("PyTorchJob", key[1])])
     observed = Observed(children=children, workload=workload)
+    if isinstance(job, RLKDJob) and current_status(body).phase not in FINISHED:
+        await copy_store_secret(memo, job)  # before any pod that reads it is made
     if isinstance(job, RLKDJob):  # else decide reports the spec's problems
         seen = await memo.stores.observe(job, need)
         prepared = await memo.stores.prepared(job) if need.prepared else None
@@ -253,6 +259,22 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
         await memo.kube.delete_job(*key)
     if failure is not None and not failure.permanent:
         raise ApplyError(failure)  # retried with backoff
+
+
+async def copy_store_secret(memo: Runtime, job: RLKDJob) -> None:
+    """Keep the job's copy of the default store's Secret equal to its source (one read of each;
+    a write only when they differ). A missing source is left to the store check to report."""
+    if (source := copied_secret(job, memo.defaults)) is None:
+        return
+    data = await memo.kube.get(SECRETS, source.namespace, source.name)
+    if data is None:
+        return
+    manifest = build_store_secret(job, source, data.get("data"))
+    meta = manifest["metadata"]
+    live = await memo.kube.get(SECRETS, meta["namespace"], meta["name"])
+    if live is None or not contains(live, manifest):
+        await memo.kube.apply(manifest, exists=live is not None)
+        logger.info("RLKDJob %s/%s: copied Secret %s", meta["namespace"], job.metadata.name, source)
 
 
 async def _apply(

@@ -22,11 +22,12 @@ import kopf
 from kubernetes import client, config
 
 from rlkd.errors import StoreError
+from rlkd.k8s.store_secret import SecretRef
 from rlkd.store import Credentials
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
 from rlkd_operator.decide import ApplyFailure
 from rlkd_operator.resources import (
-    CHILDREN,
+    APPLIED,
     EVENTS,
     PATCHED,
     PODS,
@@ -97,7 +98,7 @@ class Kube:
         """Create-or-patch a child (merge patch, never PUT). `exists` says which to try first:
         PATCH of a missing object falls back to POST once; POST of a name that is taken patches
         only an object this RLKDJob controls. Anything else is an ApplyError."""
-        resource = CHILDREN[manifest["kind"]]
+        resource = APPLIED[manifest["kind"]]
         namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
         try:
             if exists:
@@ -222,20 +223,26 @@ class Kube:
             deleted.append(meta["name"])
         return deleted
 
-    async def secret_credentials(self, namespace: str, name: str) -> Credentials:
-        """The key pair in the job's storage Secret, read as its pods read it
-        (credentials_from_secret). StoreError when unusable; the message never holds a secret
-        value."""
-        where = f"Secret {namespace}/{name} (spec.storage.credentialsSecret)"
+    async def secret_credentials(self, secret: SecretRef, what: str) -> Credentials:
+        """The key pair in a job's storage Secret (`what` it is, for messages), read as its pods
+        read it (credentials_from_secret). StoreError when unusable; the message never holds a
+        secret value."""
+        where = f"Secret {secret} ({what})"
+        live = await self.get(SECRETS, secret.namespace, secret.name)
+        if live is None:
+            raise StoreError(
+                f"{where} does not exist; create it with keys {ACCESS_KEY_VAR} and {SECRET_KEY_VAR}"
+            )
+        return credentials_from_secret(live.get("data") or {}, where)
+
+    async def get(self, resource: APIResource, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object, or None when it does not exist."""
         try:
-            data = (await self._call("GET", SECRETS.path(namespace, name))).get("data") or {}
+            return await self._call("GET", resource.path(namespace, name))
         except client.ApiException as exc:
             if exc.status != 404:
                 raise
-            raise StoreError(
-                f"{where} does not exist; create it with keys {ACCESS_KEY_VAR} and {SECRET_KEY_VAR}"
-            ) from None
-        return credentials_from_secret(data, where)
+            return None
 
     async def _call(
         self,

@@ -30,6 +30,7 @@ def build_runtime(
         kube=kube,
         stores=Stores(
             kube.secret_credentials,
+            defaults,
             timeout=options.store_timeout_seconds,
             retry_after=options.poll_seconds,
         ),

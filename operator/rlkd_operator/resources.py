@@ -53,7 +53,12 @@ JOBS = APIResource("batch", "v1", "jobs", "Job", CHILD)  # the prepare Job
 NETWORKPOLICIES = APIResource(
     "networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", CHILD
 )  # <job>-inference: only the job's own pods reach its servers
-SECRETS = APIResource("", "v1", "secrets", "Secret", ("get",))  # spec.storage.credentialsSecret
+# Read: spec.storage.credentialsSecret, the default store's Secret. Created and patched: a job's
+# copy of the default store's Secret (rlkd.k8s.store_secret), read by name: never listed or
+# watched, so the operator sees no Secret it was not told of.
+SECRETS = APIResource("", "v1", "secrets", "Secret", ("get", "create", "patch"))
+SOURCE_SECRET = APIResource("", "v1", "secrets", "Secret", ("get",))
+"""In the operator's own namespace, the default store's Secret (by name) is all it reads."""
 # Kueue's Workload of a queued learner: read for its admission state, patched (spec.active) to
 # suspend and resume through Kueue. Kueue creates it; the operator never creates or deletes one.
 WORKLOADS = APIResource(
@@ -90,19 +95,27 @@ CHILDREN = {
     r.kind: r for r in (CONFIGMAPS, SERVICES, DEPLOYMENTS, JOBS, PYTORCHJOBS, NETWORKPOLICIES)
 }
 """The kinds the builders make, by kind."""
+APPLIED = {**CHILDREN, SECRETS.kind: SECRETS}
+"""The kinds the operator creates: the children, and a job's copy of the default store's Secret."""
 PATCHED = {**CHILDREN, WORKLOADS.kind: WORKLOADS}
 """The kinds a decision may merge-patch: the children, and a queued learner's Workload."""
 
 
 def rbac_rules() -> dict[str, list[dict[str, Any]]]:
     """One rule per resource, exactly the verbs above: `namespaced` for a Role in each watched
-    namespace, `cluster` for the cluster-scoped kinds that only an all-namespaces operator uses.
-    The chart's RBAC (and manifests/, rendered from the chart) is built from these."""
-    rules: dict[str, list[dict[str, Any]]] = {"namespaced": [], "cluster": []}
+    namespace, `cluster` for the cluster-scoped kinds that only an all-namespaces operator uses,
+    `source` for a Role in the operator's namespace of a namespaced operator (the chart adds the
+    Secret's name as resourceNames). The chart's RBAC (and manifests/, rendered from the chart)
+    is built from these."""
+    rules: dict[str, list[dict[str, Any]]] = {"namespaced": [], "cluster": [], "source": []}
     for r in ALL:
-        rule = {"apiGroups": [r.group], "resources": [r.plural], "verbs": list(r.verbs)}
-        rules["namespaced" if r.namespaced else "cluster"].append(rule)
+        rules["namespaced" if r.namespaced else "cluster"].append(_rule(r))
+    rules["source"].append(_rule(SOURCE_SECRET))
     return rules
+
+
+def _rule(r: APIResource) -> dict[str, Any]:
+    return {"apiGroups": [r.group], "resources": [r.plural], "verbs": list(r.verbs)}
 
 
 if __name__ == "__main__":  # make generate: charts/rlkd-operator/files/rbac-rules.yaml

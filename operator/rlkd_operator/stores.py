@@ -23,8 +23,9 @@ import urllib3
 from pydantic import ValidationError
 
 from rlkd.errors import ObjectNotFoundError, StoreError, StoreUnreachableError
-from rlkd.k8s.defaults import STORAGE_ENV
+from rlkd.k8s.defaults import STORAGE_ENV, OperatorDefaults
 from rlkd.k8s.resolve import model_uri, storage_of
+from rlkd.k8s.store_secret import SecretRef, credentials_secret
 from rlkd.spec.job import StorageSpec
 from rlkd.spec.progress import (
     MODEL_PREFIX,
@@ -48,8 +49,8 @@ T = TypeVar("T")
 STORE_READERS = 16
 """Store reads in flight at once, over every job (threads: the S3 SDK is synchronous)."""
 
-SecretCredentials = Callable[[str, str], Awaitable[Credentials]]
-"""(namespace, Secret name) -> the key pair in that Secret, read as the job's pods read it."""
+SecretCredentials = Callable[[SecretRef, str], Awaitable[Credentials]]
+"""(the Secret, what it is for a message) -> the key pair in it, read as the job's pods read it."""
 
 
 class Observation(NamedTuple):
@@ -67,17 +68,20 @@ class Stores:
     or a recreated bucket are picked up on the next try.
 
     The operator reaches a job's store with the job's own credentialsSecret, the keys its pods
-    get, never with keys of its own: a check that passes is one the pods would pass too."""
+    get, never with keys of its own: a check that passes is one the pods would pass too (for a
+    job on the default store, the Secret its copy is made from)."""
 
     def __init__(
         self,
         secret_credentials: SecretCredentials,
+        defaults: OperatorDefaults,
         *,
         timeout: float,
         retry_after: float,
         readers: int = STORE_READERS,
     ) -> None:
         self._secret_credentials = secret_credentials
+        self._defaults = defaults
         self._http = http_client(connect=timeout, read=timeout, retries=False)
         self._pool = ThreadPoolExecutor(readers, thread_name_prefix="rlkd-store")
         self._share = max(1, readers // 2)
@@ -93,10 +97,10 @@ class Stores:
         if not (wants.store_check or wants.progress):
             return Observation()
         storage = storage_of(job)
-        if storage.credentials_secret is None:
+        if (secret := credentials_secret(job, self._defaults)) is None:
             return Observation(check=_no_credentials(job) if wants.store_check else None)
         try:
-            store = await self._store(job, storage, storage.credentials_secret)
+            store = await self._store(job, storage, secret)
             check = (
                 await self._read(storage.endpoint, _check, store, job, self._http)
                 if wants.store_check
@@ -118,10 +122,10 @@ class Stores:
         """The job's prepare.json, read as boundedly as the progress document; None when it is
         absent or cannot be read (a failed prepare is then reported without its counts)."""
         storage = storage_of(job)
-        if storage.credentials_secret is None:
+        if (secret := credentials_secret(job, self._defaults)) is None:
             return None
         try:
-            store = await self._store(job, storage, storage.credentials_secret)
+            store = await self._store(job, storage, secret)
             return await self._read(storage.endpoint, _prepared, store)
         except StoreError as exc:
             logger.warning("store of RLKDJob %s/%s: %s", *_key(job), exc)
@@ -136,11 +140,16 @@ class Stores:
         """Stop the reader threads (those blocked on a store end with their timeout)."""
         self._pool.shutdown(wait=False, cancel_futures=True)
 
-    async def _store(self, job: RLKDJob, storage: StorageSpec, secret: str) -> S3Store:
+    async def _store(self, job: RLKDJob, storage: StorageSpec, secret: SecretRef) -> S3Store:
         known = self._open.get(_key(job))
         if known is not None and known[0] == storage:
             return known[1]
-        credentials = await self._secret_credentials(namespace_of(job), secret)
+        what = (
+            f"the default store's Secret, {STORAGE_ENV['credentials_secret']}"
+            if secret.namespace != namespace_of(job) or secret.name != storage.credentials_secret
+            else "spec.storage.credentialsSecret"
+        )
+        credentials = await self._secret_credentials(secret, what)
         run = run_prefix(storage.prefix, namespace_of(job), job.metadata.name)
         settings = S3Config.of(storage, credentials, bucket=storage.bucket, prefix=run)
         # Opening the store creates the bucket when it is missing.

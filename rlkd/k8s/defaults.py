@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -18,7 +19,7 @@ from rlkd import __version__
 from rlkd.errors import SpecError
 from rlkd.k8s.pods import reserved_problems
 from rlkd.spec.job import HubSpec, NetworkSpec, PodSettings, StorageSpec
-from rlkd.spec.refs import PATTERN_HINTS, S3_BUCKET_PATTERN, s3_bucket_problems
+from rlkd.spec.refs import DNS1123_LABEL, PATTERN_HINTS, S3_BUCKET_PATTERN, s3_bucket_problems
 
 VLLM_IMAGE = "vllm/vllm-openai:v0.30.0"
 """Upstream vLLM server image. Pinned inside the range TRL's rollout client supports
@@ -29,6 +30,9 @@ there yet: build and push them, then set the chart's image values (images/README
 TRAINER_IMAGE = f"{IMAGE_REGISTRY}/rlkd-trainer:{__version__}"
 """The learner and prepare image (images/trainer/Dockerfile): CUDA torch, vLLM, rlkd[train]."""
 
+OPERATOR_NAMESPACE_ENV = "RLKD_OPERATOR_NAMESPACE"
+"""The operator's own namespace (the chart sets it from the pod's): where the default store's
+Secret lives, which the operator copies into each job's namespace."""
 VLLM_IMAGE_ENV = "RLKD_VLLM_IMAGE"
 TRAINER_IMAGE_ENV = "RLKD_TRAINER_IMAGE"
 STORAGE_ENV_PREFIX = "RLKD_DEFAULT_STORAGE_"
@@ -69,16 +73,36 @@ class OperatorDefaults:
     """What `spec.hub` leaves unset: the default Hugging Face cache claim and token Secret."""
     network: NetworkSpec = field(default_factory=NetworkSpec)
     """What `spec.network` leaves unset: the default monitoring namespace."""
+    namespace: str | None = None
+    """The operator's namespace, which holds the default store's Secret (`storage`'s
+    credentialsSecret); each job that uses the default store gets a copy in its own namespace.
+    None (only in code: from_env requires it with a Secret): pods read that Secret by its name in
+    their own namespace."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> OperatorDefaults:
         """Read RLKD_VLLM_IMAGE, RLKD_TRAINER_IMAGE, RLKD_DEFAULT_STORAGE_{ENDPOINT, BUCKET,
-        PREFIX, REGION, CREDENTIALS_SECRET}, RLKD_POD_*, RLKD_HUB_* and
-        RLKD_MONITORING_NAMESPACE; unset or empty variables keep the defaults."""
+        PREFIX, REGION, CREDENTIALS_SECRET}, RLKD_POD_*, RLKD_HUB_*, RLKD_MONITORING_NAMESPACE
+        and RLKD_OPERATOR_NAMESPACE; unset or empty variables keep the defaults."""
+        storage = _storage_from_env(env)
+        namespace = env.get(OPERATOR_NAMESPACE_ENV) or None
+        if storage is not None and storage.credentials_secret and namespace is None:
+            raise SpecError(
+                [
+                    f"{OPERATOR_NAMESPACE_ENV}: is required when "
+                    f"{STORAGE_ENV['credentials_secret']} is set: name the namespace that holds "
+                    "that Secret (the chart sets it to the operator's own)"
+                ]
+            )
+        if namespace is not None and not (
+            len(namespace) <= 63 and re.fullmatch(DNS1123_LABEL, namespace)
+        ):
+            raise SpecError([f"{OPERATOR_NAMESPACE_ENV}: {PATTERN_HINTS[DNS1123_LABEL]}"])
         return cls(
             vllm_image=env.get(VLLM_IMAGE_ENV) or VLLM_IMAGE,
             trainer_image=env.get(TRAINER_IMAGE_ENV) or TRAINER_IMAGE,
-            storage=_storage_from_env(env),
+            storage=storage,
+            namespace=namespace,
             pods=_settings_from_env(PodSettings, POD_ENV, env),
             hub=_settings_from_env(HubSpec, HUB_ENV, env),
             network=_settings_from_env(NetworkSpec, NETWORK_ENV, env),

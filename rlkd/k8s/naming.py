@@ -14,7 +14,7 @@ from rlkd.spec.runtime import INFERENCE_PORT, InferenceRole
 
 JOB_LABEL = "rlkd.ai/job"
 ROLE_LABEL = "rlkd.ai/role"
-Component = Literal["config", "inference", "prepare", "learner"]
+Component = Literal["config", "inference", "prepare", "learner", "store"]
 
 
 def learner_name(job: RLKDJob) -> str:
@@ -35,6 +35,11 @@ def prepare_name(job: RLKDJob) -> str:
 def inference_name(job: RLKDJob, role: InferenceRole) -> str:
     """The Deployment and the Service of one inference role."""
     return f"{job.metadata.name}-{role}"
+
+
+def store_secret_name(job: RLKDJob) -> str:
+    """The job's copy of the operator's default store Secret (rlkd.k8s.store_secret)."""
+    return f"{job.metadata.name}-store-credentials"
 
 
 def network_policy_name(job: RLKDJob) -> str:

@@ -8,6 +8,9 @@ from pathlib import Path
 from rlkd.errors import SpecError
 from rlkd.k8s.children import build_children
 from rlkd.k8s.defaults import OperatorDefaults
+from rlkd.k8s.naming import store_secret_name
+from rlkd.k8s.resolve import resolve_job
+from rlkd.k8s.store_secret import copied_secret
 from rlkd.spec.resource import RLKDJob, namespace_of
 from rlkd.spec.validate import load_job
 from rlkd.spec.yamlio import dump_all
@@ -23,6 +26,11 @@ def render_job(job: RLKDJob, defaults: OperatorDefaults) -> str:
         header += (
             "# ownerReferences are left out: only the API server assigns the RLKDJob's uid; the\n"
             "# operator sets them (controller, blockOwnerDeletion) on every child.\n"
+        )
+    if (source := copied_secret(resolve_job(job, defaults), defaults)) is not None:
+        header += (
+            f"# Pods read the store keys from Secret {store_secret_name(job)}: the operator\n"
+            f"# copies it from {source} (the default store's Secret) and keeps it equal.\n"
         )
     return header + dump_all(build_children(job, defaults).all())
 

@@ -11,6 +11,7 @@ from typing import TypeVar
 from rlkd.errors import SpecError
 from rlkd.k8s.defaults import POD_ENV, STORAGE_ENV, OperatorDefaults
 from rlkd.k8s.kueue import QUEUE_LABEL
+from rlkd.k8s.naming import store_secret_name
 from rlkd.k8s.pods import reserved_problems
 from rlkd.spec.job import HubSpec, NetworkSpec, PodSettings, StorageSpec
 from rlkd.spec.refs import DNS1123_LABEL, PATTERN_HINTS, S3_SCHEME, STORE_SCHEME
@@ -19,8 +20,13 @@ from rlkd.spec.resource import RLKDJob, namespace_of
 
 def resolve_job(job: RLKDJob, defaults: OperatorDefaults) -> RLKDJob:
     """`job` with its namespace, store, Kueue queue, pod settings, hub and network settings
-    filled in (status dropped), or SpecError."""
+    filled in (status dropped), or SpecError. A job on the default store reads its keys from
+    its own copy of the default store's Secret (rlkd.k8s.store_secret)."""
     storage = job.spec.storage or defaults.storage
+    copied = job.spec.storage is None and storage is not None and storage.credentials_secret
+    if copied and storage is not None and defaults.namespace:
+        # Pods read the job's copy of the default store's Secret.
+        storage = storage.model_copy(update={"credentials_secret": store_secret_name(job)})
     if storage is None:
         raise SpecError(
             [

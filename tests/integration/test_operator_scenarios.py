@@ -697,3 +697,85 @@ async def test_a_failed_prepare_fails_the_job_with_its_reason_and_counts(world) 
         )
         assert cluster.get(PYTORCHJOBS, "demo") is None
         await wait_for(lambda: cluster.event_reasons()[-1:] == ["Failed"])
+
+
+SOURCE_NS, SOURCE = "rlkd-system", "rlkd-s3"
+
+
+async def default_store_secret(cluster: Cluster, **extra: str) -> dict[str, str]:
+    """The default store's Secret in the operator's namespace, as the chart makes it (the
+    bundled MinIO's holds more than the pods' two keys); its data."""
+    keys = {
+        ACCESS_KEY_VAR: cluster.s3.credentials.access_key,
+        SECRET_KEY_VAR: cluster.s3.credentials.secret_key,
+        **extra,
+    }
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in keys.items()}
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": SOURCE}, "data": data}
+    secret["metadata"]["namespace"] = SOURCE_NS
+    await cluster.call("POST", SECRETS.path(SOURCE_NS), secret)
+    return data
+
+
+def on_default_store(cluster: Cluster) -> OperatorDefaults:
+    default = StorageSpec(endpoint=cluster.s3.endpoint, bucket=cluster.bucket)
+    default = default.model_copy(update={"credentials_secret": SOURCE})
+    return OperatorDefaults(storage=default, namespace=SOURCE_NS)
+
+
+async def test_a_job_on_the_default_store_gets_its_own_copy_of_the_store_secret(world) -> None:
+    """The default store's Secret lives in the operator's namespace, where the job's pods cannot
+    read it: the job gets a copy of the pods' two keys in its namespace, owned by the job, kept
+    equal to the source, and written only when the source changes."""
+    cluster, kubeconfig = world
+    source = await default_store_secret(cluster, MINIO_ROOT_PASSWORD="root")
+    async with running_operator(kubeconfig, (NS,), on_default_store(cluster)) as runtime:
+        await cluster.apply_job(storage=None)
+        copy = await wait_for(lambda: cluster.get(SECRETS, "demo-store-credentials"))
+        assert copy["data"] == {k: source[k] for k in (ACCESS_KEY_VAR, SECRET_KEY_VAR)}
+        assert copy["type"] == "Opaque" and copy["metadata"]["labels"][JOB_LABEL] == "demo"
+        assert copy["metadata"]["annotations"]["rlkd.ai/copied-from"] == f"{SOURCE_NS}/{SOURCE}"
+        [owner] = copy["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["name"], owner["controller"]) == ("RLKDJob", "demo", True)
+        store = await wait_for(lambda: condition(cluster, "StoreReady"))
+        assert store["status"] == "True", store
+        await until_learner_on(cluster)
+        spec = cluster.get(PYTORCHJOBS, "demo")["spec"]["pytorchReplicaSpecs"]["Master"]
+        volumes = {v["name"]: v for v in spec["template"]["spec"]["volumes"]}
+        assert volumes["store-credentials"]["secret"]["secretName"] == "demo-store-credentials"
+
+        await cluster.learner("Running")
+        await wait_for(lambda: cluster.phase() == "Training")
+        copies = f"PATCH {SECRETS.path(NS, 'demo-store-credentials')}"
+        await poll_passes(runtime, 3)  # each pass reconciles the training job
+        assert copies not in writes_sent(cluster.emulator)  # an unchanged source: no writes
+        rotated = base64.b64encode(b"rotated").decode()
+        await cluster.call(
+            "PATCH", SECRETS.path(SOURCE_NS, SOURCE), {"data": {SECRET_KEY_VAR: rotated}}
+        )
+        await wait_for(
+            lambda: (
+                cluster.get(SECRETS, "demo-store-credentials")["data"][SECRET_KEY_VAR] == rotated
+            )
+        )
+        assert "MINIO_ROOT_PASSWORD" not in cluster.get(SECRETS, "demo-store-credentials")["data"]
+
+
+async def until_learner_on(cluster: Cluster) -> None:
+    await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-judge"))
+    await cluster.inference_available()
+    await wait_for(lambda: cluster.get(PYTORCHJOBS, "demo"))
+
+
+async def test_a_missing_default_store_secret_is_reported_and_nothing_is_copied(world) -> None:
+    cluster, kubeconfig = world
+    async with running_operator(kubeconfig, (NS,), on_default_store(cluster)):
+        await cluster.apply_job(storage=None)
+        store = await wait_for(lambda: condition(cluster, "StoreReady"))
+        assert (store["status"], store["reason"]) == ("False", "StoreUnavailable")
+        assert f"Secret {SOURCE_NS}/{SOURCE} (the default store's Secret" in store["message"]
+        assert "RLKD_DEFAULT_STORAGE_CREDENTIALS_SECRET" in store["message"]
+        assert cluster.get(SECRETS, "demo-store-credentials") is None
+        await default_store_secret(cluster)
+        await wait_for(lambda: cluster.get(SECRETS, "demo-store-credentials"))
+        await wait_for(lambda: condition(cluster, "StoreReady")["status"] == "True")

@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from rlkd.k8s import OperatorDefaults
+from rlkd.k8s.store_secret import SecretRef
 from rlkd.spec.resource import RLKDJob
 from rlkd.store import Credentials, S3Config
 from rlkd.store.s3 import S3Store
@@ -36,11 +37,11 @@ def stores_for(s3_server: S3Server):
     """Stores(...) that get the test server's keys from any Secret; closed after the test."""
     made: list[Stores] = []
 
-    async def keys(namespace: str, secret: str) -> Credentials:
+    async def keys(secret: SecretRef, what: str) -> Credentials:
         return s3_server.credentials
 
     def make(**options: float) -> Stores:
-        made.append(Stores(keys, **options))
+        made.append(Stores(keys, OperatorDefaults(), **options))
         return made[-1]
 
     yield make

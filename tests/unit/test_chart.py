@@ -23,6 +23,7 @@ from rlkd.cli import build_parser
 from rlkd.k8s.defaults import (
     HUB_ENV,
     NETWORK_ENV,
+    OPERATOR_NAMESPACE_ENV,
     POD_ENV,
     STORAGE_ENV,
     TRAINER_IMAGE_ENV,
@@ -46,6 +47,7 @@ CUSTOM_KINDS = {"ClusterKopfPeering", "KopfPeering", "ServiceMonitor"}
 """Kinds kubernetes-validate has no schema for."""
 HELM_ONLY_LABELS = ("helm.sh/chart", "app.kubernetes.io/managed-by")
 FROM_ENV_NAMES = {
+    OPERATOR_NAMESPACE_ENV,
     VLLM_IMAGE_ENV,
     TRAINER_IMAGE_ENV,
     *STORAGE_ENV.values(),
@@ -53,6 +55,19 @@ FROM_ENV_NAMES = {
     *HUB_ENV.values(),
     *NETWORK_ENV.values(),
 }
+
+
+def env_of(container: dict[str, Any]) -> dict[str, str]:
+    """The container's environment as the kubelet makes it in the release namespace (the only
+    field reference the chart uses is the pod's namespace)."""
+    env = {}
+    for var in container["env"]:
+        if "valueFrom" in var:
+            assert var["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}, var
+            env[var["name"]] = NAMESPACE
+        else:
+            env[var["name"]] = var["value"]
+    return env
 
 
 def values_of(path: Path) -> dict[str, Any]:
@@ -163,7 +178,7 @@ def test_the_env_it_sets_is_what_from_env_reads(ci) -> None:
     _, objects = ci
     [deployment] = [o for o in objects if o["kind"] == "Deployment"]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = env_of(container)
     assert set(env) <= FROM_ENV_NAMES
     OperatorDefaults.from_env(env)  # every value is one the operator accepts
 
@@ -172,7 +187,7 @@ def test_every_default_reaches_the_operator() -> None:
     values = values_of(CHART / "ci" / "external-s3-values.yaml")
     [deployment] = [o for o in render(values) if o["kind"] == "Deployment"]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
-    got = OperatorDefaults.from_env({e["name"]: e["value"] for e in container["env"]})
+    got = OperatorDefaults.from_env(env_of(container))
     assert got.trainer_image == "registry.example.com/ml/rlkd-trainer:0.1.0"
     assert got.vllm_image == VLLM_IMAGE
     assert got.storage is not None
@@ -274,7 +289,7 @@ def test_bundled_minio_is_the_default_store_with_keys_kept_across_upgrades() -> 
     assert "post-upgrade" in job["metadata"]["annotations"]["helm.sh/hook"]
     [deployment] = [o for k, o in objects.items() if k.startswith("Deployment/")]
     [container] = deployment["spec"]["template"]["spec"]["containers"]
-    store = OperatorDefaults.from_env({e["name"]: e["value"] for e in container["env"]}).storage
+    store = OperatorDefaults.from_env(env_of(container)).storage
     assert store is not None
     assert store.endpoint == f"http://{RELEASE}-minio.{NAMESPACE}.svc:9000"
     assert store.credentials_secret == secret["metadata"]["name"]
@@ -341,3 +356,28 @@ def test_the_documented_crd_upgrade_applies_the_chart_crds_as_they_are() -> None
         assert {d["kind"] for d in yaml.safe_load_all(path.read_text())} == {
             "CustomResourceDefinition"
         }
+
+
+def test_namespaced_mode_reads_the_default_store_secret_by_name_alone() -> None:
+    """The operator copies the default store's Secret into job namespaces: in namespaced mode it
+    may read that one Secret in its own namespace, and nothing else there."""
+    store = {"endpoint": "https://s3.example.com", "bucket": "b", "credentialsSecret": "s3-keys"}
+    objects = render({"watchNamespaces": ["team-a"], "storage": store})
+    roles = {o["metadata"]["namespace"]: o for o in objects if o["kind"] == "Role"}
+    assert set(roles) == {"team-a", NAMESPACE}
+    assert roles[NAMESPACE]["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "verbs": ["get"],
+            "resourceNames": ["s3-keys"],
+        }
+    ]
+    [binding] = [
+        o for o in objects if o["kind"] == "RoleBinding" and o["metadata"]["namespace"] == NAMESPACE
+    ]
+    assert binding["roleRef"]["name"] == roles[NAMESPACE]["metadata"]["name"]
+    assert rules_of(objects, "Role")["team-a"] >= {
+        ("", "secrets", "create"),
+        ("", "secrets", "patch"),
+    }

@@ -39,6 +39,7 @@ def test_vllm_image_is_pinned_upstream() -> None:
                 "RLKD_DEFAULT_STORAGE_PREFIX": "team/runs",
                 "RLKD_DEFAULT_STORAGE_REGION": "eu-1",
                 "RLKD_DEFAULT_STORAGE_CREDENTIALS_SECRET": "s3-keys",
+                "RLKD_OPERATOR_NAMESPACE": "rlkd-system",
             },
             OperatorDefaults(
                 storage=StorageSpec(
@@ -47,7 +48,8 @@ def test_vllm_image_is_pinned_upstream() -> None:
                     prefix="team/runs",
                     region="eu-1",
                     credentials_secret="s3-keys",
-                )
+                ),
+                namespace="rlkd-system",
             ),
         ),
     ],
@@ -87,6 +89,21 @@ def test_from_env(env: dict[str, str], expected: OperatorDefaults) -> None:
         (
             {**STORE_ENV, "RLKD_DEFAULT_STORAGE_BUCKET": "a..b"},
             ["RLKD_DEFAULT_STORAGE_*: bucket: must not contain two adjacent dots"],
+        ),
+        (
+            {**STORE_ENV, "RLKD_DEFAULT_STORAGE_CREDENTIALS_SECRET": "s3-keys"},
+            [
+                "RLKD_OPERATOR_NAMESPACE: is required when RLKD_DEFAULT_STORAGE_CREDENTIALS_SECRET"
+                " is set: name the namespace that holds that Secret (the chart sets it to the"
+                " operator's own)"
+            ],
+        ),
+        (
+            {"RLKD_OPERATOR_NAMESPACE": "RLKD"},
+            [
+                "RLKD_OPERATOR_NAMESPACE: must be a DNS-1123 label: at most 63 lowercase letters,"
+                " digits and '-', starting and ending with a letter or digit"
+            ],
         ),
     ],
 )

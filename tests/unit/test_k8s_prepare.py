@@ -88,7 +88,8 @@ def test_the_prepare_job_runs_rlkd_prepare_from_the_env_contract_on_cpu() -> Non
     assert mounts == {"/etc/rlkd", STORE_SECRET_DIR, HOME_DIR}  # HOME: the restricted default
     volumes = {v["name"]: v for v in spec["volumes"]}
     assert volumes["config"]["configMap"]["name"] == "demo-config"
-    assert volumes["store-credentials"]["secret"]["secretName"] == "rlkd-s3-credentials"
+    # The job's copy of the default store's Secret (rlkd.k8s.store_secret).
+    assert volumes["store-credentials"]["secret"]["secretName"] == "demo-store-credentials"
 
 
 def test_a_model_loaded_in_process_gets_the_learners_gpus_and_placement() -> None:

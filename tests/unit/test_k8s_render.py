@@ -40,6 +40,7 @@ STORE_ENV = {
     "RLKD_DEFAULT_STORAGE_ENDPOINT": DEFAULTS.storage.endpoint,
     "RLKD_DEFAULT_STORAGE_BUCKET": DEFAULTS.storage.bucket,
     "RLKD_DEFAULT_STORAGE_CREDENTIALS_SECRET": DEFAULTS.storage.credentials_secret,
+    "RLKD_OPERATOR_NAMESPACE": DEFAULTS.namespace,
     "RLKD_TRAINER_IMAGE": DEFAULTS.trainer_image,
     "RLKD_VLLM_IMAGE": DEFAULTS.vllm_image,
 }
@@ -102,7 +103,10 @@ def test_configmap_holds_the_resolved_job(path: Path) -> None:
     resolved_pods = PodSettings(image_pull_secrets=[], security="restricted")
     assert resolved.spec == job.spec.model_copy(
         update={
-            "storage": job.spec.storage or DEFAULTS.storage,
+            "storage": job.spec.storage
+            or DEFAULTS.storage.model_copy(
+                update={"credentials_secret": f"{job.metadata.name}-store-credentials"}
+            ),
             "pods": resolved_pods,
             "hub": HubSpec(),
             "network": NetworkSpec(),

@@ -14,6 +14,7 @@ from kubernetes import client
 
 from rlkd.errors import StoreError
 from rlkd.k8s import OperatorDefaults
+from rlkd.k8s.store_secret import SecretRef
 from rlkd.spec.job import StorageSpec
 from rlkd.spec.resource import RLKDJob
 from rlkd.store import Credentials
@@ -138,7 +139,7 @@ async def test_a_store_without_credentials_secret_is_not_ready(defaults: Operato
     """The job's pods get keys only from spec.storage.credentialsSecret: without one they have
     none, whatever keys the operator holds, so the check must not pass."""
 
-    async def secret_keys(namespace: str, secret: str) -> Credentials:
+    async def secret_keys(secret: SecretRef, what: str) -> Credentials:
         raise AssertionError("asked for a Secret")
 
     body = job_body(storage=None)
@@ -150,7 +151,7 @@ async def test_a_store_without_credentials_secret_is_not_ready(defaults: Operato
         )
     job = resolve(body, defaults)
     assert isinstance(job, RLKDJob)
-    stores = Stores(secret_keys, timeout=1.0, retry_after=1.0)
+    stores = Stores(secret_keys, defaults, timeout=1.0, retry_after=1.0)
     check = (await stores.observe(job, Needs(True, False))).check
     assert check is not None and (check.ready, check.reason) == (False, "NoCredentials")
     assert "credentialsSecret" in check.message and "workload identity" in check.message
