@@ -67,8 +67,19 @@ def _job(path: str | None) -> RLKDJob:
     return load_job(path)
 
 
+def _cache_dir(job: RLKDJob) -> Path:
+    """Where a command keeps its local copies of the job's models (`rlkd train`'s default
+    workdir)."""
+    import tempfile
+
+    from rlkd.spec.resource import namespace_of
+
+    return Path(tempfile.gettempdir(), "rlkd", namespace_of(job), job.metadata.name)
+
+
 def cmd_prepare(args: argparse.Namespace) -> int:
     """Sample (teacher.source model) and decompose the teacher side before training."""
+    from rlkd.models import model_loader
     from rlkd.prepare import prepare
     from rlkd.store.job import job_stores
 
@@ -76,7 +87,29 @@ def cmd_prepare(args: argparse.Namespace) -> int:
     name = args.file or job.metadata.name
     stores = job_stores(job, store_dir=args.store_dir)
     summary = prepare(
-        job, stores, batch_size=args.batch_size, say=lambda line: print(f"{name}: {line}")
+        job,
+        stores,
+        batch_size=args.batch_size,
+        say=lambda line: print(f"{name}: {line}"),
+        local=model_loader(stores, _cache_dir(job)),
+    )
+    return 1 if summary.failures else 0
+
+
+def cmd_annotate(args: argparse.Namespace) -> int:
+    """Decompose the teacher's paths with the annotator into the GSRM build's SFT records."""
+    from rlkd.build.annotate import SHARD_SIZE, annotate
+    from rlkd.store.job import job_stores
+
+    job = _job(args.file)
+    stores = job_stores(job, store_dir=args.store_dir)
+    summary = annotate(
+        job,
+        stores,
+        cache_dir=_cache_dir(job),
+        concurrency=args.concurrency,
+        shard_size=args.shard_size or SHARD_SIZE,
+        bars=True,
     )
     return 1 if summary.failures else 0
 
@@ -88,16 +121,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     topo = topology(os.environ)
     if topo.world_size > 1 and not is_rank(os.environ):
         return launch(topo, ["train", *args.argv])
-    import tempfile
-
-    from rlkd.spec.resource import namespace_of
     from rlkd.store.job import job_stores
     from rlkd.train.recipe import train
 
     job = _job(args.job)
     stores = job_stores(job, store_dir=args.store_dir)
-    default = Path(tempfile.gettempdir(), "rlkd", namespace_of(job), job.metadata.name)
-    train(job, stores, workdir=Path(args.workdir) if args.workdir else default)
+    train(job, stores, workdir=Path(args.workdir) if args.workdir else _cache_dir(job))
     return 0
 
 
@@ -107,7 +136,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from rlkd.data import evaluation_records
     from rlkd.eval import save_evaluation
-    from rlkd.models import local_model, run_model
+    from rlkd.models import local_model, model_loader, run_model
     from rlkd.prepare import with_teacher_paths
     from rlkd.spec.job import EvaluationSpec
     from rlkd.store.job import job_stores
@@ -128,7 +157,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         stores.run,
         evaluation_records(job.spec, stores, job.spec.evaluation or EvaluationSpec()),
     )
-    evaluation = run_evaluation(job, stores, records, model_dir, ref, bars=True, label=name)
+    local = model_loader(stores, cache)
+    evaluation = run_evaluation(
+        job, stores, records, model_dir, ref, bars=True, label=name, local=local
+    )
     print(f"{ref}: {describe(evaluation)}")
     if name != "model":
         print(f"written to {save_evaluation(stores.run, name, evaluation)} ({name})")
@@ -255,6 +287,36 @@ def build_parser() -> argparse.ArgumentParser:
         "a local directory as the store; default: the pod's $RLKD_STORE_* or spec.storage, with "
         "keys from the mounted storage Secret or $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY"
     )
+    annotate = sub.add_parser(
+        "annotate",
+        help="decompose the teacher's paths with the annotator (a GSRM build's SFT records)",
+        description="For the GSRM build of the RLKDJob in FILE (spec.gsrm.build), send the "
+        "teacher reasoning of the training examples (spec.dataset and its selection, at most "
+        "gsrm.build.limit) to the annotator with the domain's decomposition prompt, and keep "
+        "each well-formed decomposition as an SFT record in the run's gsrm-build/annotations/ "
+        "(malformed ones, after one retry with a reminder, in gsrm-build/rejected/ with the "
+        "reason); a summary goes to gsrm-build/annotate.json. A rerun skips the paths already "
+        "accepted or rejected. The annotator's API key is read from $RLKD_ANNOTATOR_API_KEY; a "
+        "vllm annotator is reached at $RLKD_ANNOTATOR_URL. Exit 1 when some paths failed (the "
+        "annotator did not answer): they are tried again next time.",
+    )
+    annotate.add_argument("file", metavar="FILE", nargs="?", help="default: $RLKD_JOB_FILE")
+    annotate.add_argument("--store-dir", metavar="DIR", help=store_dir_help)
+    annotate.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        metavar="N",
+        help="paths in flight at once (default: the annotator's request.maxConcurrency)",
+    )
+    annotate.add_argument(
+        "--shard-size",
+        type=_positive_int,
+        metavar="N",
+        help="records per shard written to the store (default 100): a killed run loses at "
+        "most the records of its unwritten shard",
+    )
+    annotate.set_defaults(func=cmd_annotate)
+
     train = sub.add_parser(
         "train",
         help="the learner: GRPO with the RLKD rewards (the PyTorchJob's command)",

@@ -7,11 +7,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rlkd.errors import ModelError
 from rlkd.spec.refs import S3_SCHEME, STORE_SCHEME, TOY_SCHEME
 from rlkd.store.base import Store
 from rlkd.store.job import JobStores
+
+if TYPE_CHECKING:
+    from rlkd.gsrm.backends import LocalModel
 
 WEIGHT_FILES = ("config.json",)
 """What a folder must hold to be a model (transformers' save_pretrained writes it)."""
@@ -45,6 +49,16 @@ def local_model(ref: str, stores: JobStores, cache_dir: Path, *, field: str) -> 
     return ref  # a hub id: from_pretrained downloads it (where the hub can be reached)
 
 
+def model_loader(stores: JobStores, cache_dir: Path) -> LocalModel:
+    """How the in-process (transformers) backends of one job load a model kept in its store: a
+    copy downloaded once into `cache_dir` (local_model)."""
+
+    def load(ref: str, field: str) -> str:
+        return local_model(ref, stores, cache_dir, field=field)
+
+    return load
+
+
 def _download(store: Store, key: str, ref: str, cache_dir: Path, field: str) -> Path:
     prefix = key.strip("/") + "/"
     target = cache_dir / "models" / prefix.strip("/").replace("/", "--")
@@ -52,8 +66,9 @@ def _download(store: Store, key: str, ref: str, cache_dir: Path, field: str) -> 
         return target
     keys = store.list(prefix)
     if not any(k.removeprefix(prefix) == WEIGHT_FILES[0] for k in keys):
+        where = store.uri_for(prefix.rstrip("/"))  # a key has no trailing slash
         raise ModelError(
-            f"{field}: no model at {ref} ({WEIGHT_FILES[0]} missing in {store.uri_for(prefix)}); "
+            f"{field}: no model at {ref} ({WEIGHT_FILES[0]} missing in {where}); "
             "upload a save_pretrained folder there or fix the reference"
         )
     target.parent.mkdir(parents=True, exist_ok=True)

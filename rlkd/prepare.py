@@ -20,7 +20,7 @@ from typing import Any
 
 from rlkd.data import Record, evaluation_records, examples, prompt_messages, training_records
 from rlkd.errors import ObjectNotFoundError, SpecError
-from rlkd.gsrm.backends import build_decomposer, chat_model
+from rlkd.gsrm.backends import LocalModel, build_decomposer, chat_model
 from rlkd.gsrm.backends.chat import ChatModel, Reply
 from rlkd.gsrm.engine import TeacherCache, precompute_teachers
 from rlkd.gsrm.loop import run_sync
@@ -192,10 +192,12 @@ def prepare(
     env: Mapping[str, str] = os.environ,
     batch_size: int = 64,
     say: Callable[[str], None] = print,
+    local: LocalModel | None = None,
 ) -> PrepareSummary:
     """The whole prepare phase, as `rlkd prepare` and the learner run it: teacher paths (source
     model), then their decompositions. Its summary goes to `prepare.json` in the run's store,
-    where the operator and the learner read it."""
+    where the operator and the learner read it. `local` loads a transformers teacher or GSRM
+    kept in the store (rlkd.models.model_loader)."""
     spec = job.spec
     if (reason := nothing_to_prepare(spec)) is not None:
         say(f"prepare: nothing to prepare: {reason}")
@@ -205,7 +207,7 @@ def prepare(
     summary = PrepareSummary(finished=True, examples=len(records))
     failed: Counter[str] = Counter()
     if spec.teacher.source == "model" and spec.teacher.model is not None:
-        teacher = chat_model(spec.teacher.model, "teacher", env)
+        teacher = chat_model(spec.teacher.model, "teacher", env, local=local)
         try:
             paths = sample_teacher_paths(job, stores, records, teacher, batch_size=batch_size)
         finally:
@@ -222,7 +224,7 @@ def prepare(
             }
         )
     if needs_decompositions(spec) and spec.gsrm is not None:
-        decomposer = build_decomposer(spec.gsrm, "gsrm", env)
+        decomposer = build_decomposer(spec.gsrm, "gsrm", env, local=local)
         try:
             done = prepare_teachers(job, stores, records, decomposer, batch_size=batch_size)
         finally:

@@ -65,6 +65,8 @@ class OpenAIStub:
         self.respond = respond
         self.latency = latency
         self.requests: list[dict] = []
+        self.authorizations: list[str | None] = []
+        """Each chat request's Authorization header (None when it sent none)."""
         self.generated_tokens = 0
         self.tokens_by_model: Counter[str] = Counter()
         """Generated tokens by the requests' model name."""
@@ -79,6 +81,7 @@ class OpenAIStub:
 
     def reset_counts(self) -> None:
         self.requests.clear()
+        self.authorizations.clear()
         self.tokens_by_model.clear()
         self.generated_tokens = self.max_in_flight = self.aborted = 0
 
@@ -112,6 +115,7 @@ class OpenAIStub:
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        self.authorizations.append(request.headers.get("Authorization"))
         prompt = "\n".join(m["content"] for m in body["messages"])
         if body.get("stream"):
             return await self._stream(request, body, prompt)

@@ -38,7 +38,7 @@ ANNOTATIONS_PREFIX = "annotations/"
 """`rlkd annotate`'s accepted SFT records, JSON Lines shards (`annotations/shard-<n>.jsonl`);
 each line is `rlkd.gsrm.prompts.sft_record` plus its example id (`id`)."""
 ANNOTATE_KEY = "annotate.json"
-"""What `rlkd annotate` did: accepted / rejected / failed counts with reasons."""
+"""What `rlkd annotate` did: accepted / rejected / failed counts with reasons (AnnotateSummary)."""
 GSRM_EVALUATION_KEY = "evaluation.json"
 """`rlkd eval-gsrm`'s report: parse rate, step-count and per-step agreement, the gate's verdict."""
 
@@ -131,6 +131,47 @@ class PrepareSummary(SpecModel):
         line = ", ".join(f"{k} {v}" for k, v in numbers.items())
         failed = ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items()))
         return line + (f"; failed: {failed}" if failed else "")
+
+
+class AnnotateSummary(SpecModel):
+    """What `rlkd annotate` writes to `gsrm-build/annotate.json`: written with `finished` false
+    when it starts and again when it ends, like PrepareSummary. Accepted and rejected paths are
+    results (kept in the store, skipped by a rerun); failed ones are not, and the next run tries
+    them again."""
+
+    finished: bool = False
+    """The annotation ran to its end (with or without failures)."""
+    paths: Annotated[int, Field(ge=0)] = 0
+    """Distinct teacher paths selected (spec.dataset's selection, at most gsrm.build.limit)."""
+    skipped: Annotated[int, Field(ge=0)] = 0
+    """Paths accepted or rejected by an earlier run."""
+    accepted: Annotated[int, Field(ge=0)] = 0
+    """Paths this run decomposed into well-formed steps (SFT records in annotations/)."""
+    rejected: Annotated[int, Field(ge=0)] = 0
+    """Paths whose decomposition stayed malformed after the reminder (in rejected/, with why)."""
+    reminded: Annotated[int, Field(ge=0)] = 0
+    """Paths whose first reply was malformed and that were asked again with a reminder."""
+    rejections: dict[str, int] = Field(default_factory=dict)
+    """Rejected paths by reason (no_steps, missing_parts, token_limit, empty_path)."""
+    failures: dict[str, int] = Field(default_factory=dict)
+    """Paths the annotator did not answer, by reason (timeout, rate_limited, ...): not stored,
+    tried again next time."""
+
+    @property
+    def complete(self) -> bool:
+        """Finished with every selected path accepted or rejected."""
+        return self.finished and not self.failures
+
+    def counts(self) -> str:
+        """The counts in one line, for a status message or a log."""
+        line = (
+            f"{self.paths} paths: accepted {self.accepted}, rejected {self.rejected}, "
+            f"failed {sum(self.failures.values())}, done before {self.skipped}"
+        )
+        for label, reasons in (("rejected", self.rejections), ("failed", self.failures)):
+            if reasons:
+                line += f"; {label}: " + ", ".join(f"{k} {v}" for k, v in sorted(reasons.items()))
+        return line
 
 
 class Heartbeat(SpecModel):

@@ -20,8 +20,9 @@ from typing import Any
 from rlkd.data import evaluation_records, training_records
 from rlkd.errors import RLKDError
 from rlkd.eval import Evaluation, evaluate, save_evaluation
+from rlkd.gsrm.backends import LocalModel
 from rlkd.job_rewards import Rewards, build_rewards, build_structure_engine
-from rlkd.models import local_model
+from rlkd.models import local_model, model_loader
 from rlkd.prepare import already_prepared, prepare, with_teacher_paths
 from rlkd.spec.deepspeed import deepspeed_config
 from rlkd.spec.progress import MODEL_PREFIX, TENSORBOARD_PREFIX, EvaluationName
@@ -61,7 +62,8 @@ def train(
     one line per phase (rank 0 only); `bars` shows progress bars for long work."""
     spec = job.spec
     workdir.mkdir(parents=True, exist_ok=True)
-    rewards = build_rewards(spec, stores.run, env)
+    local = model_loader(stores, workdir)  # a transformers GSRM, judge or teacher in the store
+    rewards = build_rewards(spec, stores.run, env, local=local)
     config = grpo_config(spec, _placement(job, workdir, env), reward_weights=rewards.weights)
 
     from accelerate import PartialState
@@ -76,13 +78,15 @@ def train(
             say(f"already finished: the model is at {progress.doc.model}")
             return progress.doc.model
         if main:
-            _prepare(job, stores, progress, say)
+            _prepare(job, stores, progress, say, local)
         state.wait_for_everyone()
         with state.main_process_first():
             student = local_model(spec.student.model, stores, workdir, field="spec.student.model")
         resume = _resume_point(stores.run, workdir, state)
         if main and spec.evaluation and spec.evaluation.baseline:
-            _evaluate_once(job, stores, progress, "before", student, spec.student.model, say, bars)
+            _evaluate_once(
+                job, stores, progress, "before", student, spec.student.model, say, bars, local
+            )
         state.wait_for_everyone()
 
         model_dir = _grpo(job, stores, rewards, config, student, resume, progress, say, bars)
@@ -92,7 +96,9 @@ def train(
             say(f"uploading the final model to {model_uri}")
             _upload_folder(stores.run, model_dir, MODEL_PREFIX)
             if spec.evaluation:
-                _evaluate_once(job, stores, progress, "after", str(model_dir), model_uri, say, bars)
+                _evaluate_once(
+                    job, stores, progress, "after", str(model_dir), model_uri, say, bars, local
+                )
             progress.finished(model_uri)
             say(f"finished: the distilled model is at {model_uri}")
         # The other ranks are done: they need not wait (in a collective, under its timeout) for
@@ -137,14 +143,16 @@ def _placement(job: RLKDJob, workdir: Path, env: Mapping[str, str]) -> Placement
     )
 
 
-def _prepare(job: RLKDJob, stores: JobStores, progress: ProgressReporter, say: Say) -> None:
+def _prepare(
+    job: RLKDJob, stores: JobStores, progress: ProgressReporter, say: Say, local: LocalModel
+) -> None:
     """The teacher side cached before training; skipped when `rlkd prepare` (the operator's
     prepare Job) finished with nothing left to compute, so the learner needs no teacher server
     (the operator scales it to zero)."""
     if already_prepared(job, stores):
         return
     progress.stage("preparing")
-    prepare(job, stores, say=say)
+    prepare(job, stores, say=say, local=local)
 
 
 def _resume_point(store: Store, workdir: Path, state: Any) -> str | None:
@@ -242,6 +250,7 @@ def _evaluate_once(
     model_ref: str,
     say: Say,
     bars: bool,
+    local: LocalModel,
 ) -> None:
     """One greedy evaluation, skipped when the progress document has it already."""
     spec = job.spec
@@ -249,7 +258,9 @@ def _evaluate_once(
         return
     progress.stage("evaluating", name)
     records = with_teacher_paths(job, stores.run, evaluation_records(spec, stores, spec.evaluation))
-    evaluation = run_evaluation(job, stores, records, model_dir, model_ref, bars=bars, label=name)
+    evaluation = run_evaluation(
+        job, stores, records, model_dir, model_ref, bars=bars, label=name, local=local
+    )
     save_evaluation(stores.run, name, evaluation)
     progress.evaluation(name, evaluation.summary)
     say(f"evaluate {name}: {describe(evaluation)}")
@@ -265,9 +276,10 @@ def run_evaluation(
     bars: bool = False,
     label: str = "evaluate",
     env: Mapping[str, str] = os.environ,
+    local: LocalModel | None = None,
 ) -> Evaluation:
     """Greedy answers of the model in `model_dir`, scored (shared by the learner and `rlkd
-    eval`)."""
+    eval`); `local` loads a transformers GSRM or judge kept in the store."""
     from rlkd.gsrm.backends.transformers import TransformersChat
 
     spec = job.spec
@@ -275,7 +287,7 @@ def run_evaluation(
     # Alignment is measured whenever the job names a GSRM and a judge, whatever the rewards'
     # weights: an accuracy-only run is compared on the same two numbers.
     measured = spec.gsrm is not None and spec.judge is not None
-    engine = build_structure_engine(spec, stores.run, env) if measured else None
+    engine = build_structure_engine(spec, stores.run, env, local=local) if measured else None
 
     async def run() -> Evaluation:
         bar = _bar(len(records), label) if bars else None

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from rlkd.errors import BackendError
-from rlkd.gsrm.backends import build_decomposer, build_judge
+from rlkd.gsrm.backends import build_decomposer, build_judge, chat_model
 from rlkd.gsrm.backends.chat import ChatDecomposer, ChatJudge
 from rlkd.gsrm.backends.openai import OpenAIChat
 from rlkd.gsrm.backends.rule import RuleDecomposer, RuleJudge
@@ -75,10 +75,46 @@ def test_rule_backend_needs_no_model() -> None:
     assert isinstance(build_judge(spec, env={}), RuleJudge)
 
 
-@pytest.mark.parametrize("model", ["s3://models/gsrm", "store://models/gsrm"])
-def test_transformers_backend_asks_for_a_local_model(model: str) -> None:
+@pytest.mark.parametrize("model", ["s3://models/gsrm", "store://models/gsrm", "toy://gsrm"])
+def test_transformers_backend_without_the_jobs_store_asks_for_a_local_model(model: str) -> None:
     with pytest.raises(BackendError, match="local directory or a hub id"):
         build_decomposer(InferenceSpec(model=model, backend="transformers"), env={})
+
+
+@pytest.mark.parametrize(
+    ("spec", "role", "env", "authorization"),
+    [
+        (
+            InferenceSpec(model="gpt-x", backend="openai", url="https://api.example/v1"),
+            "annotator",
+            {"RLKD_ANNOTATOR_API_KEY": "sk-1"},
+            "Bearer sk-1",
+        ),
+        (
+            InferenceSpec(model="org/annotator"),
+            "annotator",
+            {"RLKD_ANNOTATOR_URL": "http://a:8000/v1", "RLKD_ANNOTATOR_API_KEY": "sk-1"},
+            "Bearer sk-1",
+        ),
+        (
+            InferenceSpec(model="gpt-x", backend="openai", url="https://api.example/v1"),
+            "annotator",
+            {"RLKD_ANNOTATOR_API_KEY": ""},
+            None,
+        ),
+        (  # the annotator's key is the annotator's alone
+            InferenceSpec(model="org/gsrm", backend="openai", url="http://g:8000/v1"),
+            "gsrm",
+            {"RLKD_ANNOTATOR_API_KEY": "sk-1"},
+            None,
+        ),
+    ],
+)
+def test_only_the_annotator_sends_its_api_key(spec, role, env, authorization) -> None:
+    model = chat_model(spec, role, env)
+    assert isinstance(model, OpenAIChat)
+    assert model._headers == ({"Authorization": authorization} if authorization else {})
+    assert "sk-1" not in repr(model)
 
 
 def test_choosing_a_backend_loads_no_http_client_or_ml_stack_until_one_is_built() -> None:

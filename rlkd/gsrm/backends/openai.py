@@ -46,6 +46,9 @@ class OpenAIChat:
 
     The HTTP session and the concurrency gate belong to the event loop that uses them (aiohttp
     binds a session to its loop); a caller that changes loops gets a fresh pair per loop.
+
+    `api_key` (a hosted API) goes in every request's Authorization header and nowhere else: not
+    in the body, not in a `Failure`, not in the object's repr.
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class OpenAIChat:
         backoff_seconds: float = 0.5,
         max_backoff_seconds: float = 30.0,
         extra_body: Mapping[str, Any] | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
@@ -66,6 +70,7 @@ class OpenAIChat:
         `structured_outputs`."""
         self.backoff_seconds = backoff_seconds
         self.max_backoff_seconds = max_backoff_seconds
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
         self._gate: asyncio.Semaphore | None = None
@@ -190,7 +195,9 @@ class OpenAIChat:
             n = self.settings.max_concurrency
             # The per-attempt deadline in _attempt is the timeout; aiohttp's own would cut at 300 s.
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=n), timeout=aiohttp.ClientTimeout(total=None)
+                connector=aiohttp.TCPConnector(limit=n),
+                timeout=aiohttp.ClientTimeout(total=None),
+                headers=self._headers,
             )
             self._gate = asyncio.Semaphore(n)
             self._loop = loop
