@@ -13,12 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import Field, ValidationError
 
 from rlkd import __version__
 from rlkd.errors import SpecError
 from rlkd.k8s.pods import reserved_problems
-from rlkd.spec.job import HubSpec, NetworkSpec, PodSettings, StorageSpec
+from rlkd.spec.base import SpecModel
+from rlkd.spec.job import HubSpec, NetworkSpec, PodSettings, StorageSpec, Toleration
 from rlkd.spec.refs import DNS1123_LABEL, PATTERN_HINTS, S3_BUCKET_PATTERN, s3_bucket_problems
 
 VLLM_IMAGE = "vllm/vllm-openai:v0.30.0"
@@ -54,7 +55,23 @@ POD_ENV = {
     "security": "RLKD_POD_SECURITY",
 }
 HUB_ENV = {"cache_claim": "RLKD_HUB_CACHE_CLAIM", "token_secret": "RLKD_HUB_TOKEN_SECRET"}
+# Where GPU pods run when the job says nothing: a JSON object of node labels, a JSON list of
+# tolerations (the RLKDJob's own form, camelCase).
+GPU_ENV = {"node_selector": "RLKD_GPU_NODE_SELECTOR", "tolerations": "RLKD_GPU_TOLERATIONS"}
+QUEUE_ENV = "RLKD_DEFAULT_QUEUE_NAME"
+"""The Kueue LocalQueue of learners whose job names none (spec.learner.queueName)."""
+_JSON_OBJECTS = ("labels", "annotations", "env", "node_selector")
 NETWORK_ENV = {"monitoring_namespace": "RLKD_MONITORING_NAMESPACE"}
+
+
+class GPUScheduling(SpecModel):
+    """Where GPU pods (the vLLM servers, a learner with GPUs) run when their job sets neither a
+    nodeSelector nor tolerations of its own: the cluster's GPU node labels and taints, once."""
+
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    """Node labels GPU pods require."""
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+    """Taints GPU pods tolerate."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,10 @@ class OperatorDefaults:
     """What `spec.hub` leaves unset: the default Hugging Face cache claim and token Secret."""
     network: NetworkSpec = field(default_factory=NetworkSpec)
     """What `spec.network` leaves unset: the default monitoring namespace."""
+    gpu: GPUScheduling = field(default_factory=GPUScheduling)
+    """nodeSelector and tolerations of GPU pods whose job sets neither."""
+    queue_name: str | None = None
+    """The Kueue LocalQueue of learners whose job names none."""
     namespace: str | None = None
     """The operator's namespace, which holds the default store's Secret (`storage`'s
     credentialsSecret); each job that uses the default store gets a copy in its own namespace.
@@ -82,8 +103,9 @@ class OperatorDefaults:
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> OperatorDefaults:
         """Read RLKD_VLLM_IMAGE, RLKD_TRAINER_IMAGE, RLKD_DEFAULT_STORAGE_{ENDPOINT, BUCKET,
-        PREFIX, REGION, CREDENTIALS_SECRET}, RLKD_POD_*, RLKD_HUB_*, RLKD_MONITORING_NAMESPACE
-        and RLKD_OPERATOR_NAMESPACE; unset or empty variables keep the defaults."""
+        PREFIX, REGION, CREDENTIALS_SECRET}, RLKD_POD_*, RLKD_HUB_*, RLKD_MONITORING_NAMESPACE,
+        RLKD_GPU_*, RLKD_DEFAULT_QUEUE_NAME and RLKD_OPERATOR_NAMESPACE; unset or empty variables
+        keep the defaults."""
         storage = _storage_from_env(env)
         namespace = env.get(OPERATOR_NAMESPACE_ENV) or None
         if storage is not None and storage.credentials_secret and namespace is None:
@@ -94,10 +116,13 @@ class OperatorDefaults:
                     "that Secret (the chart sets it to the operator's own)"
                 ]
             )
-        if namespace is not None and not (
-            len(namespace) <= 63 and re.fullmatch(DNS1123_LABEL, namespace)
-        ):
-            raise SpecError([f"{OPERATOR_NAMESPACE_ENV}: {PATTERN_HINTS[DNS1123_LABEL]}"])
+        labels = {OPERATOR_NAMESPACE_ENV: namespace, QUEUE_ENV: env.get(QUEUE_ENV) or None}
+        if bad := [
+            f"{var}: {PATTERN_HINTS[DNS1123_LABEL]}"
+            for var, value in labels.items()
+            if value is not None and not (len(value) <= 63 and re.fullmatch(DNS1123_LABEL, value))
+        ]:
+            raise SpecError(bad)
         return cls(
             vllm_image=env.get(VLLM_IMAGE_ENV) or VLLM_IMAGE,
             trainer_image=env.get(TRAINER_IMAGE_ENV) or TRAINER_IMAGE,
@@ -106,10 +131,12 @@ class OperatorDefaults:
             pods=_settings_from_env(PodSettings, POD_ENV, env),
             hub=_settings_from_env(HubSpec, HUB_ENV, env),
             network=_settings_from_env(NetworkSpec, NETWORK_ENV, env),
+            gpu=_settings_from_env(GPUScheduling, GPU_ENV, env),
+            queue_name=labels[QUEUE_ENV],
         )
 
 
-_Settings = TypeVar("_Settings", PodSettings, HubSpec, NetworkSpec)
+_Settings = TypeVar("_Settings", PodSettings, HubSpec, NetworkSpec, GPUScheduling)
 
 
 def _settings_from_env(
@@ -124,20 +151,25 @@ def _settings_from_env(
         if name == "image_pull_secrets":
             values[name] = [item.strip() for item in raw.split(",") if item.strip()]
             continue
-        if name not in ("labels", "annotations", "env"):
+        if name not in (*_JSON_OBJECTS, "tolerations"):
             values[name] = raw
             continue
+        kind, example = (
+            ("object", '{"key": "value"}')
+            if name in _JSON_OBJECTS
+            else ("list", '[{"key": "nvidia.com/gpu", "operator": "Exists"}]')
+        )
         try:
             parsed = json.loads(raw)
         except json.JSONDecodeError as exc:
-            problems.append(f"{var}: must be a JSON object: {exc}")
+            problems.append(f"{var}: must be a JSON {kind}: {exc}")
             continue
-        if not isinstance(parsed, dict):
-            problems.append(f'{var}: must be a JSON object, e.g. {{"key": "value"}}')
+        if not isinstance(parsed, dict if kind == "object" else list):
+            problems.append(f"{var}: must be a JSON {kind}, e.g. {example}")
             continue
-        values[name] = (
-            [{"name": k, "value": v} for k, v in parsed.items()] if name == "env" else parsed
-        )
+        if name == "env" and isinstance(parsed, dict):
+            parsed = [{"name": k, "value": v} for k, v in parsed.items()]
+        values[name] = parsed
     if problems:
         raise SpecError(problems)
     try:
@@ -157,6 +189,9 @@ def _settings_problem(error: Any, variables: Mapping[str, str]) -> str:
     message = error["msg"]
     if error["type"] == "string_pattern_mismatch":
         message = PATTERN_HINTS.get(error["ctx"]["pattern"], message)
+    inside = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"][1:])
+    if inside:  # where inside the variable's JSON, e.g. [0].operatr
+        message = f"{inside.lstrip('.')}: {message}"
     return f"{where or ', '.join(variables.values())}: {message}"
 
 

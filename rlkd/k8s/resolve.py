@@ -6,22 +6,32 @@ Builders take a resolved job, so a child never depends on what the document left
 from __future__ import annotations
 
 import re
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from rlkd.errors import SpecError
-from rlkd.k8s.defaults import POD_ENV, STORAGE_ENV, OperatorDefaults
+from rlkd.k8s.defaults import POD_ENV, STORAGE_ENV, GPUScheduling, OperatorDefaults
 from rlkd.k8s.kueue import QUEUE_LABEL
 from rlkd.k8s.naming import store_secret_name
 from rlkd.k8s.pods import reserved_problems
-from rlkd.spec.job import HubSpec, NetworkSpec, PodSettings, StorageSpec
+from rlkd.spec.job import (
+    HubSpec,
+    InferenceSpec,
+    LearnerSpec,
+    NetworkSpec,
+    PodSettings,
+    RLKDJobSpec,
+    StorageSpec,
+    VLLMServer,
+)
 from rlkd.spec.refs import DNS1123_LABEL, PATTERN_HINTS, S3_SCHEME, STORE_SCHEME
 from rlkd.spec.resource import RLKDJob, namespace_of
 
 
 def resolve_job(job: RLKDJob, defaults: OperatorDefaults) -> RLKDJob:
-    """`job` with its namespace, store, Kueue queue, pod settings, hub and network settings
-    filled in (status dropped), or SpecError. A job on the default store reads its keys from
-    its own copy of the default store's Secret (rlkd.k8s.store_secret)."""
+    """`job` with its namespace, store, Kueue queue, pod settings, hub and network settings and
+    the GPU pods' nodeSelector and tolerations filled in (status dropped), or SpecError. A job
+    on the default store reads its keys from its own copy of the default store's Secret
+    (rlkd.k8s.store_secret)."""
     storage = job.spec.storage or defaults.storage
     copied = job.spec.storage is None and storage is not None and storage.credentials_secret
     if copied and storage is not None and defaults.namespace:
@@ -42,7 +52,14 @@ def resolve_job(job: RLKDJob, defaults: OperatorDefaults) -> RLKDJob:
             "spec": job.spec.model_copy(
                 update={
                     "storage": storage,
-                    "learner": job.spec.learner.model_copy(update={"queue_name": _queue_name(job)}),
+                    "learner": _on_gpus(
+                        job.spec.learner.model_copy(
+                            update={"queue_name": _queue_name(job) or defaults.queue_name}
+                        ),
+                        defaults.gpu,
+                        gpus=job.spec.learner.gpus_per_replica,
+                    ),
+                    **_servers_on_gpus(job.spec, defaults.gpu),
                     "pods": resolve_pods(job.spec.pods, defaults.pods),
                     "hub": _either(job.spec.hub, defaults.hub),
                     "network": _either(job.spec.network, defaults.network),
@@ -51,6 +68,36 @@ def resolve_job(job: RLKDJob, defaults: OperatorDefaults) -> RLKDJob:
             "status": None,
         }
     )
+
+
+_Placed = TypeVar("_Placed", LearnerSpec, VLLMServer)
+
+
+def _on_gpus(placement: _Placed, gpu: GPUScheduling, *, gpus: int) -> _Placed:
+    """A GPU pod's placement: the operator's GPU nodeSelector and tolerations when the job sets
+    neither (a job that sets one of them has chosen its nodes)."""
+    if not gpus or placement.node_selector or placement.tolerations:
+        return placement
+    return placement.model_copy(
+        update={"node_selector": gpu.node_selector, "tolerations": gpu.tolerations}
+    )
+
+
+def _servers_on_gpus(spec: RLKDJobSpec, gpu: GPUScheduling) -> dict[str, Any]:
+    """The spec sections whose vLLM servers the operator deploys, placed on GPU nodes."""
+    out: dict[str, Any] = {}
+    if spec.rollout.mode == "server":
+        vllm = _on_gpus(spec.rollout.vllm, gpu, gpus=1)
+        out["rollout"] = spec.rollout.model_copy(update={"vllm": vllm})
+    for name in ("gsrm", "judge"):
+        served: InferenceSpec | None = getattr(spec, name)
+        if served is not None and served.backend == "vllm":
+            out[name] = served.model_copy(update={"vllm": _on_gpus(served.vllm, gpu, gpus=1)})
+    teacher = spec.teacher.model
+    if teacher is not None and teacher.backend == "vllm":
+        model = teacher.model_copy(update={"vllm": _on_gpus(teacher.vllm, gpu, gpus=1)})
+        out["teacher"] = spec.teacher.model_copy(update={"model": model})
+    return out
 
 
 def _queue_name(job: RLKDJob) -> str | None:

@@ -8,6 +8,7 @@ manifests/base and manifests/overlays/* are the chart rendered with each directo
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -21,10 +22,12 @@ import yaml
 from rlkd import __version__
 from rlkd.cli import build_parser
 from rlkd.k8s.defaults import (
+    GPU_ENV,
     HUB_ENV,
     NETWORK_ENV,
     OPERATOR_NAMESPACE_ENV,
     POD_ENV,
+    QUEUE_ENV,
     STORAGE_ENV,
     TRAINER_IMAGE_ENV,
     VLLM_IMAGE,
@@ -54,6 +57,8 @@ FROM_ENV_NAMES = {
     *POD_ENV.values(),
     *HUB_ENV.values(),
     *NETWORK_ENV.values(),
+    *GPU_ENV.values(),
+    QUEUE_ENV,
 }
 
 
@@ -206,6 +211,11 @@ def test_every_default_reaches_the_operator() -> None:
     }
     assert (got.hub.cache_claim, got.hub.token_secret) == ("hf-cache", "hf-token")
     assert got.network.monitoring_namespace == "monitoring"
+    assert got.gpu.node_selector == {"nvidia.com/gpu.present": "true"}
+    assert [t.to_dict() for t in got.gpu.tolerations] == [
+        {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}
+    ]
+    assert got.queue_name == "team-a-gpus"
 
 
 def rules_of(objects: list[dict[str, Any]], kind: str) -> dict[str | None, set[tuple[str, ...]]]:
@@ -381,3 +391,17 @@ def test_namespaced_mode_reads_the_default_store_secret_by_name_alone() -> None:
         ("", "secrets", "create"),
         ("", "secrets", "patch"),
     }
+
+
+def test_the_gpu_tolerations_value_is_typed_as_the_rlkdjob_types_them() -> None:
+    """One source: the chart's schema of a toleration must be the CRD's (the typed spec's)."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    chart = schema["properties"]["defaults"]["properties"]["gpu"]["properties"]["tolerations"]
+    crd = yaml.safe_load(crd_yaml())["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    spec = crd["properties"]["spec"]["properties"]["learner"]["properties"]["tolerations"]
+    assert chart["maxItems"] == spec["maxItems"]
+    for name, node in spec["items"]["properties"].items():
+        mine = chart["items"]["properties"][name]
+        assert mine.get("enum") == node.get("enum"), name
+        assert mine.get("maxLength") == node.get("maxLength"), name
+    assert set(chart["items"]["properties"]) == set(spec["items"]["properties"])
