@@ -167,6 +167,45 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train_gsrm(args: argparse.Namespace) -> int:
+    """The GSRM's SFT (spec.gsrm.build): one process per GPU (torchrun) like `rlkd train`."""
+    from rlkd.train.launch import is_rank, launch, topology
+
+    topo = topology(os.environ)
+    if topo.world_size > 1 and not is_rank(os.environ):
+        return launch(topo, ["train-gsrm", *args.argv])
+    import tempfile
+
+    from rlkd.build.sft import train_gsrm
+    from rlkd.spec.progress import GSRM_BUILD_PREFIX
+    from rlkd.spec.resource import namespace_of
+    from rlkd.store.job import job_stores
+
+    job = _job(args.file)
+    stores = job_stores(job, store_dir=args.store_dir)
+    default = Path(
+        tempfile.gettempdir(), "rlkd", namespace_of(job), job.metadata.name, GSRM_BUILD_PREFIX
+    )
+    workdir = Path(args.workdir) if args.workdir else default
+    train_gsrm(job, stores, workdir=workdir, bars=sys.stderr.isatty())
+    return 0
+
+
+def cmd_eval_gsrm(args: argparse.Namespace) -> int:
+    """The built GSRM's quality gate on the held-out annotations."""
+    import tempfile
+
+    from rlkd.build.quality import evaluate_gsrm
+    from rlkd.store.job import job_stores
+
+    job = _job(args.file)
+    stores = job_stores(job, store_dir=args.store_dir)
+    cache = Path(tempfile.gettempdir(), "rlkd-eval-gsrm", job.metadata.name)
+    # A GSRM below the gate raises GateFailed (an RLKDError): exit 1 with its one line.
+    evaluate_gsrm(job, stores, cache_dir=cache, model=args.model, bars=sys.stderr.isatty())
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     """The whole job on this machine, with a report."""
     from rlkd.local import run
@@ -342,6 +381,38 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--model", metavar="REF", help="the model to evaluate")
     evaluate.add_argument("--store-dir", metavar="DIR", help=store_dir_help)
     evaluate.set_defaults(func=cmd_eval)
+
+    train_gsrm = sub.add_parser(
+        "train-gsrm",
+        help="fine-tune the GSRM on the annotator's decompositions (spec.gsrm.build)",
+        description="Supervised fine-tuning (TRL SFT) of spec.gsrm.build.baseModel on the "
+        "decompositions `rlkd annotate` wrote, minus the held-out ones, with the loss on the "
+        "decomposition only (spec.gsrm.build.training); checkpoints and a progress document go to "
+        "the run's gsrm-build/ prefix, the model to spec.gsrm.model. A restart resumes from the "
+        "newest complete checkpoint; a finished build is not done again. In a pod it reads the "
+        "operator's environment ($RLKD_JOB_FILE, $RLKD_STORE_*, $RLKD_DEEPSPEED_FILE) and starts "
+        "one process per GPU from the Training Operator's PET_* variables.",
+    )
+    train_gsrm.add_argument("file", metavar="FILE", nargs="?", help="default: $RLKD_JOB_FILE")
+    train_gsrm.add_argument("--store-dir", metavar="DIR", help=store_dir_help)
+    train_gsrm.add_argument("--workdir", metavar="DIR", help="local working directory")
+    train_gsrm.set_defaults(func=cmd_train_gsrm)
+
+    eval_gsrm = sub.add_parser(
+        "eval-gsrm",
+        help="the built GSRM's quality gate on held-out annotations",
+        description="Decompose the held-out annotations' reasoning with the built GSRM "
+        "(spec.gsrm.model, or --model), greedily, and compare with the annotator's "
+        "decompositions: parse rate, step-count agreement, and per-step agreement by the judge "
+        "(spec.judge; skipped without one). The report, with per-example rows, goes to the run's "
+        "gsrm-build/evaluation.json. Exit 1 when the GSRM misses spec.gsrm.build.gate.",
+    )
+    eval_gsrm.add_argument("file", metavar="FILE", nargs="?", help="default: $RLKD_JOB_FILE")
+    eval_gsrm.add_argument(
+        "--model", metavar="REF", help="the GSRM to check (default: spec.gsrm.model)"
+    )
+    eval_gsrm.add_argument("--store-dir", metavar="DIR", help=store_dir_help)
+    eval_gsrm.set_defaults(func=cmd_eval_gsrm)
 
     run = sub.add_parser(
         "run",

@@ -32,13 +32,9 @@ def local_model(ref: str, stores: JobStores, cache_dir: Path, *, field: str) -> 
         from rlkd.toy import toy_model
 
         return str(toy_model(ref.removeprefix(TOY_SCHEME), stores.shared, cache_dir))
-    if ref.startswith(STORE_SCHEME):
-        return str(_download(stores.shared, ref.removeprefix(STORE_SCHEME), ref, cache_dir, field))
-    if ref.startswith(S3_SCHEME):
-        bucket, _, key = ref.removeprefix(S3_SCHEME).partition("/")
-        if stores.open_bucket is None:
-            raise ModelError(f"{field}: {ref} needs an S3 store (spec.storage)")
-        return str(_download(stores.open_bucket(bucket), key, ref, cache_dir, field))
+    location = model_location(ref, stores, field=field)
+    if location is not None:
+        return str(_download(*location, ref, cache_dir, field))
     if ref.startswith("/"):
         if not Path(ref, WEIGHT_FILES[0]).is_file():
             raise ModelError(
@@ -57,6 +53,34 @@ def model_loader(stores: JobStores, cache_dir: Path) -> LocalModel:
         return local_model(ref, stores, cache_dir, field=field)
 
     return load
+
+
+def model_location(ref: str, stores: JobStores, *, field: str) -> tuple[Store, str] | None:
+    """The store and key prefix of a store:// (the shared store) or s3:// (its own bucket) model
+    reference; None for any other reference."""
+    if ref.startswith(STORE_SCHEME):
+        return stores.shared, ref.removeprefix(STORE_SCHEME)
+    if ref.startswith(S3_SCHEME):
+        bucket, _, key = ref.removeprefix(S3_SCHEME).partition("/")
+        if stores.open_bucket is None:
+            raise ModelError(f"{field}: {ref} needs an S3 store (spec.storage)")
+        return stores.open_bucket(bucket), key
+    return None
+
+
+def publish_model(folder: Path, ref: str, stores: JobStores, *, field: str) -> str:
+    """Upload the save_pretrained `folder` to the store:// or s3:// `ref`; returns its store URI.
+    config.json goes last, so a reader (`local_model`) never takes a half-uploaded model for a
+    model."""
+    location = model_location(ref, stores, field=field)
+    if location is None:
+        raise ModelError(f"{field}: {ref} is not a store:// or s3:// reference to upload to")
+    store, key = location
+    prefix = key.strip("/") + "/"
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    for path in sorted(files, key=lambda p: p.relative_to(folder).as_posix() == WEIGHT_FILES[0]):
+        store.put_file(prefix + path.relative_to(folder).as_posix(), path)
+    return store.uri_for(prefix.rstrip("/"))
 
 
 def _download(store: Store, key: str, ref: str, cache_dir: Path, field: str) -> Path:

@@ -9,12 +9,13 @@ from typing import Any
 from rlkd.spec.job import RLKDJobSpec
 
 AUTO = "auto"
-"""Filled in by the HuggingFace Trainer from its own arguments, so batch sizes and clipping are
-set once, by the GRPO recipe."""
+"""Filled in by the HuggingFace Trainer from its own arguments, so batch sizes, clipping and
+precision are set once, by the recipe that trains (GRPO, or the GSRM's SFT with its own
+precision): one file serves both."""
 
 
 def deepspeed_config(spec: RLKDJobSpec) -> dict[str, Any]:
-    """The DeepSpeed JSON for `spec.learner.deepspeed` at `spec.grpo.precision`."""
+    """The DeepSpeed JSON for `spec.learner.deepspeed` (the trainer's precision fills it in)."""
     settings = spec.learner.deepspeed
     zero: dict[str, Any] = {"stage": settings.stage}
     if settings.stage >= 2:
@@ -31,7 +32,7 @@ def deepspeed_config(spec: RLKDJobSpec) -> dict[str, Any]:
         "train_micro_batch_size_per_gpu": AUTO,
         "gradient_accumulation_steps": AUTO,
         "gradient_clipping": AUTO,
-        "bf16": {"enabled": spec.grpo.precision == "bf16"},
-        "fp16": {"enabled": spec.grpo.precision == "fp16"},
+        "bf16": {"enabled": AUTO},
+        "fp16": {"enabled": AUTO},
         "zero_optimization": zero,
     }

@@ -29,6 +29,7 @@ from rlkd.spec.refs import (
 )
 
 Domain = Literal["math", "code", "science", "puzzle"]
+Precision = Literal["bf16", "fp16", "fp32"]
 DOMAINS: frozenset[str] = frozenset(get_args(Domain))
 
 
@@ -231,7 +232,7 @@ class GSRMTrainingSpec(SpecModel):
     """Checkpoints kept in the store; empty keeps all."""
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 42
     """Seed of the shuffle and the initialisation."""
-    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    precision: Precision = "bf16"
     """Training precision (fp32 on CPU)."""
     gradient_checkpointing: bool = True
     """Recompute activations in the backward pass to save memory."""
@@ -474,7 +475,7 @@ class GRPOSpec(SpecModel):
     """Write metrics and the progress document every this many steps."""
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] = 42
     """Training seed."""
-    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    precision: Precision = "bf16"
     """Training precision (fp32 on CPU)."""
     gradient_checkpointing: bool = True
     """Trade compute for memory."""

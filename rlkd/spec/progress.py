@@ -174,6 +174,47 @@ class AnnotateSummary(SpecModel):
         return line
 
 
+class GSRMEvaluationRow(SpecModel):
+    """One held-out annotation as `rlkd eval-gsrm` graded the built GSRM on it."""
+
+    id: str
+    """The example's id (the annotation record's)."""
+    annotator_steps: Annotated[int, Field(ge=0)]
+    """Steps in the annotator's decomposition."""
+    gsrm_steps: Annotated[int, Field(ge=0)]
+    """Steps the GSRM wrote (0 when its reply has none or failed)."""
+    agreed_steps: Annotated[int, Field(ge=0)] | None = None
+    """Steps whose sub-problem the judge found the same as the annotator's (None: not judged)."""
+    error: str | None = None
+    """Why the GSRM gave no decomposition, or the judge no verdict (a failure reason)."""
+
+
+class GSRMEvaluation(SpecModel):
+    """`rlkd eval-gsrm`'s report (GSRM_EVALUATION_KEY): the built GSRM against the annotator on
+    the held-out annotations, and the verdict of spec.gsrm.build.gate."""
+
+    model: str
+    """The GSRM evaluated (a reference)."""
+    examples: Annotated[int, Field(ge=0)]
+    """Held-out annotations decomposed."""
+    parse_rate: Annotated[float, Field(ge=0, le=1)]
+    """Share whose GSRM reply parses into at least one step."""
+    step_count_agreement: Annotated[float, Field(ge=0, le=1)]
+    """Share whose GSRM step count equals the annotator's."""
+    step_agreement: Annotated[float, Field(ge=0, le=1)] | None
+    """Mean over the judged examples of agreed steps / annotator steps (None without spec.judge,
+    or when the judge answered on none)."""
+    errors: dict[str, int] = Field(default_factory=dict)
+    """GSRM and judge failures by reason (a judge failure leaves its example out of
+    stepAgreement)."""
+    passed: bool
+    """The GSRM meets the gate."""
+    gate_failures: list[str] = Field(default_factory=list)
+    """Each gate it misses, in words (metric, value, threshold, field)."""
+    rows: list[GSRMEvaluationRow] = Field(default_factory=list)
+    """One per held-out annotation."""
+
+
 class Heartbeat(SpecModel):
     """When the learner last finished something, and what it is doing now. Written by rank 0
     only when it writes the document anyway (a step or stage boundary), so it costs nothing

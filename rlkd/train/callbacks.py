@@ -15,6 +15,7 @@ from transformers import TrainerCallback, TrainerControl, TrainerState, Training
 
 from rlkd.errors import RLKDError
 from rlkd.rewards import StructureReward
+from rlkd.spec.progress import Activity
 from rlkd.train.checkpoints import Uploader
 from rlkd.train.progress import ProgressReporter
 
@@ -57,8 +58,11 @@ class LearnerCallback(TrainerCallback):
         structure: StructureReward | None,
         max_failure_fraction: float,
         uploader: Uploader | None,
+        step_activity: Activity = "generating",
     ) -> None:
         self.progress = progress
+        self.step_activity = step_activity
+        """What a step starts with: GRPO generates rollouts, SFT goes straight to updating."""
         self.structure = structure
         self.max_failure_fraction = max_failure_fraction
         self.uploader = uploader
@@ -68,7 +72,7 @@ class LearnerCallback(TrainerCallback):
     def on_step_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
     ) -> None:
-        self.progress.activity("generating")
+        self.progress.activity(self.step_activity)
 
     def on_pre_optimizer_step(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any
@@ -137,7 +141,7 @@ class LearnerCallback(TrainerCallback):
 
 
 class StepBar(TrainerCallback):
-    """A progress bar over optimizer steps with the latest mean reward (`rlkd run`, rank 0)."""
+    """A progress bar over optimizer steps with the latest mean reward and loss (rank 0)."""
 
     def __init__(self) -> None:
         self.bar: Any = None
@@ -163,8 +167,10 @@ class StepBar(TrainerCallback):
         logs: dict[str, float] | None = None,
         **_: Any,
     ) -> None:
-        if self.bar is not None and logs and logs.get("reward") is not None:
-            self.bar.set_postfix(reward=f"{logs['reward']:.2f}")
+        logs = logs or {}
+        shown = {k: f"{logs[k]:.3g}" for k in ("reward", "loss") if logs.get(k) is not None}
+        if self.bar is not None and shown:
+            self.bar.set_postfix(shown)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **_: Any

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import re
 import shutil
 import threading
@@ -18,9 +19,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from rlkd.errors import StoreError
-from rlkd.spec.progress import CHECKPOINTS_PREFIX, COMPLETE_MARKER
+from rlkd.spec.progress import CHECKPOINTS_PREFIX, COMPLETE_MARKER, TENSORBOARD_PREFIX
 from rlkd.store.base import Store
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,39 @@ def download(store: Store, checkpoint: StoredCheckpoint, into: Path) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         store.get_file(key, path)
     return target
+
+
+def resume_point(store: Store, workdir: Path, state: Any) -> str | None:
+    """The newest complete checkpoint, downloaded once per node into `workdir/checkpoints`
+    (`state`: accelerate's PartialState); None on a fresh start."""
+    checkpoint = newest_complete(store)
+    if checkpoint is None:
+        return None
+    local = Path(workdir, "checkpoints", checkpoint.name)
+    if state.is_local_main_process and not (local / "trainer_state.json").is_file():
+        download(store, checkpoint, local.parent)
+    state.wait_for_everyone()
+    return str(local)
+
+
+def upload_folder(store: Store, folder: Path, prefix: str) -> None:
+    """Every file below `folder` to `prefix` (a final model, TensorBoard logs)."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        store.put_file(prefix + path.relative_to(folder).as_posix(), path)
+
+
+def tensorboard_upload(store: Store) -> Callable[[], None] | None:
+    """An Uploader `extra` that copies the TensorBoard logs into `store` with each checkpoint
+    (None when the learner writes none)."""
+    directory = os.environ.get("TENSORBOARD_LOGGING_DIR")
+    if not directory:
+        return None
+
+    def upload() -> None:
+        if Path(directory).is_dir():
+            upload_folder(store, Path(directory), TENSORBOARD_PREFIX)
+
+    return upload
 
 
 def retain(store: Store, limit: int | None) -> list[str]:

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rlkd.spec.job import RLKDJobSpec
+from rlkd.spec.job import Precision, RLKDJobSpec
 from rlkd.train.timeouts import collective_timeout
 
 if TYPE_CHECKING:
@@ -36,13 +36,60 @@ class Placement:
     """Learner processes in the whole run (every node's ranks)."""
 
 
+def trainer_arguments(
+    spec: RLKDJobSpec,
+    placement: Placement,
+    *,
+    precision: Precision,
+    gradient_checkpointing: bool,
+    seed: int,
+    save_steps: int,
+) -> dict[str, Any]:
+    """The TrainingArguments every rlkd trainer shares (GRPO, the GSRM's SFT): where it runs
+    (CPU or GPU, gloo, DeepSpeed), checkpoints saved locally and uploaded by the learner, the
+    watchdog's collective timeout and the spec's trackers."""
+    learner = spec.learner
+    arguments: dict[str, Any] = {
+        "output_dir": placement.output_dir,
+        "seed": seed,
+        "data_seed": seed,
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
+        "activation_checkpointing": gradient_checkpointing,
+        # Checkpoints: saved locally every saveSteps, then uploaded; retention (saveTotalLimit)
+        # is applied in the store, and local copies are removed only once uploaded.
+        "save_strategy": "steps",
+        "save_steps": save_steps,
+        "save_total_limit": None,
+        "report_to": list(learner.report_to),
+        "disable_tqdm": True,
+        "log_level": "warning",
+        "use_cpu": not placement.cuda,
+        "dataloader_pin_memory": placement.cuda,
+        # A hung collective is an error after the watchdog's budget, not a silent wait.
+        "ddp_timeout": collective_timeout(learner),
+    }
+    if not placement.cuda and placement.processes > 1:
+        arguments["ddp_backend"] = "gloo"
+    if learner.deepspeed.stage > 0:
+        arguments["deepspeed"] = placement.deepspeed_file
+    return arguments
+
+
 def grpo_arguments(
     spec: RLKDJobSpec, placement: Placement, *, reward_weights: Sequence[float]
 ) -> dict[str, Any]:
     """GRPOConfig's keyword arguments for `spec` (pure, so it is table-tested field by field)."""
     grpo, rollout, learner = spec.grpo, spec.rollout, spec.learner
     arguments: dict[str, Any] = {
-        "output_dir": placement.output_dir,
+        **trainer_arguments(
+            spec,
+            placement,
+            precision=grpo.precision,
+            gradient_checkpointing=grpo.gradient_checkpointing,
+            seed=grpo.seed,
+            save_steps=grpo.save_steps,
+        ),
         "learning_rate": grpo.learning_rate,
         "lr_scheduler_type": grpo.lr_scheduler_type,
         "warmup_steps": grpo.warmup_ratio,
@@ -57,33 +104,12 @@ def grpo_arguments(
         "num_train_epochs": grpo.num_train_epochs,
         "max_steps": grpo.max_steps if grpo.max_steps is not None else -1,
         "logging_steps": grpo.logging_steps,
-        "seed": grpo.seed,
-        "data_seed": grpo.seed,
-        "bf16": grpo.precision == "bf16",
-        "fp16": grpo.precision == "fp16",
-        "activation_checkpointing": grpo.gradient_checkpointing,
         "reward_weights": list(reward_weights),
-        # Checkpoints: saved locally every saveSteps, then uploaded; retention (saveTotalLimit)
-        # is applied in the store, and local copies are removed only once uploaded.
-        "save_strategy": "steps",
-        "save_steps": grpo.save_steps,
-        "save_total_limit": None,
-        "report_to": list(learner.report_to),
         # Reward functions read dataset columns (problem, answer, teacher side).
         "remove_unused_columns": False,
-        "disable_tqdm": True,
-        "log_level": "warning",
-        "use_cpu": not placement.cuda,
-        "dataloader_pin_memory": placement.cuda,
-        # A hung collective is an error after the watchdog's budget, not a silent wait.
-        "ddp_timeout": collective_timeout(learner),
     }
     if grpo.lr_scheduler_type == "cosine_with_min_lr":
         arguments["lr_scheduler_kwargs"] = {"min_lr_rate": grpo.min_learning_rate_ratio}
-    if not placement.cuda and placement.processes > 1:
-        arguments["ddp_backend"] = "gloo"
-    if learner.deepspeed.stage > 0:
-        arguments["deepspeed"] = placement.deepspeed_file
     if rollout.mode in ("server", "colocate"):
         arguments |= {"use_vllm": True, "vllm_mode": rollout.mode}
     if rollout.mode == "server":

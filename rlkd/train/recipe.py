@@ -24,11 +24,9 @@ from rlkd.gsrm.backends import LocalModel
 from rlkd.job_rewards import Rewards, build_rewards, build_structure_engine
 from rlkd.models import local_model, model_loader
 from rlkd.prepare import already_prepared, prepare, with_teacher_paths
-from rlkd.spec.deepspeed import deepspeed_config
-from rlkd.spec.progress import MODEL_PREFIX, TENSORBOARD_PREFIX, EvaluationName
+from rlkd.spec.progress import MODEL_PREFIX, EvaluationName
 from rlkd.spec.resource import RLKDJob
-from rlkd.spec.runtime import DEEPSPEED_FILE_ENV, endpoint_env
-from rlkd.store.base import Store
+from rlkd.spec.runtime import endpoint_env
 from rlkd.store.job import JobStores
 from rlkd.train.callbacks import (
     LearnerCallback,
@@ -37,10 +35,11 @@ from rlkd.train.callbacks import (
     report_weight_sync,
     scoring,
 )
-from rlkd.train.checkpoints import Uploader, download, newest_complete
+from rlkd.train.checkpoints import Uploader, resume_point, tensorboard_upload, upload_folder
 from rlkd.train.config import Placement, grpo_config
 from rlkd.train.data import chat_token_counter, prompt_rows
-from rlkd.train.launch import is_rank, topology
+from rlkd.train.launch import topology
+from rlkd.train.placement import placement
 from rlkd.train.progress import ProgressReporter
 from rlkd.train.timeouts import arm_http_timeout
 
@@ -82,7 +81,7 @@ def train(
         state.wait_for_everyone()
         with state.main_process_first():
             student = local_model(spec.student.model, stores, workdir, field="spec.student.model")
-        resume = _resume_point(stores.run, workdir, state)
+        resume = resume_point(stores.run, workdir, state)
         if main and spec.evaluation and spec.evaluation.baseline:
             _evaluate_once(
                 job, stores, progress, "before", student, spec.student.model, say, bars, local
@@ -94,7 +93,7 @@ def train(
         model_uri = stores.run.uri_for(MODEL_PREFIX.rstrip("/"))
         if main:
             say(f"uploading the final model to {model_uri}")
-            _upload_folder(stores.run, model_dir, MODEL_PREFIX)
+            upload_folder(stores.run, model_dir, MODEL_PREFIX)
             if spec.evaluation:
                 _evaluate_once(
                     job, stores, progress, "after", str(model_dir), model_uri, say, bars, local
@@ -114,17 +113,7 @@ def train(
 
 
 def _placement(job: RLKDJob, workdir: Path, env: Mapping[str, str]) -> Placement:
-    import torch
-
     spec = job.spec
-    deepspeed_file = env.get(DEEPSPEED_FILE_ENV)
-    if spec.learner.deepspeed.stage > 0 and not deepspeed_file:
-        # One machine: the same configuration the operator puts in the ConfigMap.
-        import json
-
-        path = workdir / "deepspeed.json"
-        path.write_text(json.dumps(deepspeed_config(spec)))
-        deepspeed_file = str(path)
     rollout_url = env.get(endpoint_env("rollout"))
     if spec.rollout.mode == "server" and not rollout_url:
         raise RLKDError(
@@ -132,15 +121,7 @@ def _placement(job: RLKDJob, workdir: Path, env: Mapping[str, str]) -> Placement
             "vLLM server the operator deploys; set it to that server's URL, or use rollout.mode "
             "colocate or transformers"
         )
-    if "tensorboard" in spec.learner.report_to:
-        os.environ.setdefault("TENSORBOARD_LOGGING_DIR", str(workdir / "tensorboard"))
-    return Placement(
-        output_dir=str(workdir / "checkpoints"),
-        cuda=torch.cuda.is_available(),
-        deepspeed_file=deepspeed_file,
-        rollout_url=rollout_url,
-        processes=int(env.get("WORLD_SIZE", "1")) if is_rank(env) else 1,
-    )
+    return placement(spec, workdir, env, rollout_url=rollout_url)
 
 
 def _prepare(
@@ -153,18 +134,6 @@ def _prepare(
         return
     progress.stage("preparing")
     prepare(job, stores, say=say, local=local)
-
-
-def _resume_point(store: Store, workdir: Path, state: Any) -> str | None:
-    """The newest complete checkpoint, downloaded once per node; None on a fresh start."""
-    checkpoint = newest_complete(store)
-    if checkpoint is None:
-        return None
-    local = Path(workdir, "checkpoints", checkpoint.name)
-    if state.is_local_main_process and not (local / "trainer_state.json").is_file():
-        download(store, checkpoint, local.parent)
-    state.wait_for_everyone()
-    return str(local)
 
 
 def _grpo(
@@ -199,7 +168,7 @@ def _grpo(
             node_rank=topo.node_rank,
             nodes=topo.nnodes,
             keep=spec.grpo.save_total_limit,
-            extra=_tensorboard_upload(stores.run) if state.is_main_process else None,
+            extra=tensorboard_upload(stores.run) if state.is_main_process else None,
         )
         if state.is_main_process:
             uploader.on_complete = progress.checkpoint
@@ -311,23 +280,6 @@ def describe(evaluation: Evaluation) -> str:
     if summary.errors:
         text += " (" + ", ".join(f"{k} {v}" for k, v in summary.errors.items()) + ")"
     return text
-
-
-def _upload_folder(store: Store, folder: Path, prefix: str) -> None:
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        store.put_file(prefix + path.relative_to(folder).as_posix(), path)
-
-
-def _tensorboard_upload(store: Store) -> Callable[[], None] | None:
-    directory = os.environ.get("TENSORBOARD_LOGGING_DIR")
-    if not directory:
-        return None
-
-    def upload() -> None:
-        if Path(directory).is_dir():
-            _upload_folder(store, Path(directory), TENSORBOARD_PREFIX)
-
-    return upload
 
 
 def _silent(_: str) -> None:

@@ -1,4 +1,4 @@
-"""The learner's DeepSpeed config follows spec.learner.deepspeed and spec.grpo.precision."""
+"""The learner's DeepSpeed config follows spec.learner.deepspeed; the trainer sets precision."""
 
 from __future__ import annotations
 
@@ -42,16 +42,10 @@ def test_zero_settings(deepspeed: dict[str, Any], zero: dict[str, Any]) -> None:
     assert config["zero_optimization"] == zero
 
 
-@pytest.mark.parametrize(
-    ("precision", "bf16", "fp16"),
-    [("bf16", True, False), ("fp16", False, True), ("fp32", False, False)],
-)
-def test_precision(precision: str, bf16: bool, fp16: bool) -> None:
-    config = deepspeed_config(make_job({"grpo": {"precision": precision}}).spec)
-    assert (config["bf16"], config["fp16"]) == ({"enabled": bf16}, {"enabled": fp16})
-
-
-def test_batch_sizes_and_clipping_are_left_to_the_trainer() -> None:
-    config = deepspeed_config(make_job().spec)
+def test_batch_sizes_clipping_and_precision_are_left_to_the_trainer() -> None:
+    """One file serves GRPO (grpo.precision) and the GSRM's SFT (gsrm.build.training.precision):
+    each trainer fills in its own."""
+    config = deepspeed_config(make_job({"grpo": {"precision": "fp16"}}).spec)
     keys = ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps")
     assert {config[k] for k in (*keys, "gradient_clipping")} == {"auto"}
+    assert (config["bf16"], config["fp16"]) == ({"enabled": "auto"}, {"enabled": "auto"})
