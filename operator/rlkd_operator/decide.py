@@ -212,12 +212,12 @@ def needs(body: Body, children: Mapping[ChildKey, Body], *, broken: bool = False
     stale = store is None or store.status != "True" or store.observed_generation != generation
     pytorchjob = children.get(("PyTorchJob", body["metadata"]["name"]))  # named as the job
     learner = pytorchjob is not None
-    prepare = job_state(_batch_job(children, "prepare"))
+    prepare = job_state(_step_child(children, "prepare"))
     # The GSRM build is read until it is known built (a build is immutable, so that stays true):
     # a restarted operator has it in status, a recreated job finds it in the store.
     building = _builds(body) and not learner and not _holds(status, "GSRMBuilt")
-    build = learner_state(_batch_job(children, "build", kind="PyTorchJob"))
-    annotate = job_state(_batch_job(children, "annotate"))
+    build = learner_state(_step_child(children, "build", kind="PyTorchJob"))
+    annotate = job_state(_step_child(children, "annotate"))
     step_failed = (annotate is not None and annotate.failed) or (
         build is not None and build.condition == PyTorchJobCondition.FAILED
     )
@@ -491,7 +491,7 @@ def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefau
             observed,
             scale_to_zero=True,
             learner=state is not None,
-            build=_batch_job(observed.children, "build", kind="PyTorchJob") is not None,
+            build=_step_child(observed.children, "build", kind="PyTorchJob") is not None,
             withhold=unbuilt,
         )
         plan.patch = _suspend_jobs(observed.children, True)
@@ -602,7 +602,7 @@ def _outcome(
 def _prepare_outcome(state: LearnerState | None, observed: Observed) -> Outcome | None:
     """Failed when the prepare Job failed (before any learner exists): the Job's reason and
     message, with the counts of prepare.json when it was read."""
-    prepare = job_state(_batch_job(observed.children, "prepare"))
+    prepare = job_state(_step_child(observed.children, "prepare"))
     if state is not None or prepare is None or not prepare.failed:
         return None
     message = f"the prepare Job failed: {prepare.message or prepare.reason}"
@@ -622,7 +622,7 @@ def _unbuilt(
         return ()
     if (done := plan.conditions.get("GSRMBuilt")) is not None and done.status == "True":
         return ()
-    build = learner_state(_batch_job(observed.children, "build", kind="PyTorchJob"))
+    build = learner_state(_step_child(observed.children, "build", kind="PyTorchJob"))
     seen = observed.gsrm_build
     if seen is not None and seen.built and (build is None or _succeeded(build)):
         plan.set("GSRMBuilt", True, "Built", f"the GSRM is built at {_built_uri(job)}")
@@ -634,8 +634,8 @@ def _build_outcome(plan: _Plan, job: RLKDJob, observed: Observed) -> Outcome | N
     """Failed when a step of the GSRM build failed: the annotate Job (quoting annotate.json), the
     build's PyTorchJob (quoting evaluation.json, the gate's report, else the build's own failure),
     or a build that succeeded without its GSRM reaching the store within ARTIFACTS_GRACE."""
-    annotate = job_state(_batch_job(observed.children, "annotate"))
-    child = _batch_job(observed.children, "build", kind="PyTorchJob")
+    annotate = job_state(_step_child(observed.children, "annotate"))
+    child = _step_child(observed.children, "build", kind="PyTorchJob")
     build = learner_state(child)
     seen = observed.gsrm_build or GSRMBuildSeen()
     if build is None and annotate is not None and annotate.failed:
@@ -670,8 +670,8 @@ def _build_gsrm(plan: _Plan, job: RLKDJob, observed: Observed, defaults: Operato
     if not _store_ready(plan):
         return
     children = observed.children
-    annotate = job_state(_batch_job(children, "annotate"))
-    child = _batch_job(children, "build", kind="PyTorchJob")
+    annotate = job_state(_step_child(children, "annotate"))
+    child = _step_child(children, "build", kind="PyTorchJob")
     build = learner_state(child)
     if observed.gsrm_build is None and annotate is None and build is None:
         # Not read (the store did not answer): whether it is built is unknown, so start nothing.
@@ -795,7 +795,7 @@ def _provision_or_train(
     if state is None and not _store_ready(plan):
         return
     queue = _queue_of(job, learner)
-    prepare = job_state(_batch_job(observed.children, "prepare"))
+    prepare = job_state(_step_child(observed.children, "prepare"))
     preparing = needs_prepare(job.spec) and state is None and not (prepare and prepare.succeeded)
     # Only the servers the next step calls run: prepare's (teacher, gsrm) while it runs, then the
     # learner's (gsrm, judge, rollout); the teacher's paths are cached by then. A queued learner
@@ -1015,9 +1015,11 @@ def _stop_learner(learner: Body, workload: Body | None) -> list[dict[str, Any]]:
     return [head | {"spec": {"runPolicy": {"suspend": True}}}]
 
 
-def _batch_job(children: Mapping[ChildKey, Body], component: str, kind: str = "Job") -> Body | None:
-    """The child of `kind` that runs one step, by its component label: the prepare or the
-    annotate Job (batch/v1), the GSRM build's PyTorchJob (component build)."""
+def _step_child(
+    children: Mapping[ChildKey, Body], component: str, kind: str = "Job"
+) -> Body | None:
+    """The child of `kind` that runs one step before the learner, by its component label: the
+    prepare or the annotate Job (batch/v1), the GSRM build's PyTorchJob (component build)."""
     return next(
         (
             child
