@@ -17,12 +17,17 @@ from pydantic import ValidationError
 
 from rlkd.errors import SpecError
 from rlkd.k8s import OperatorDefaults, build_children, inference_name, inference_roles, learner_name
+from rlkd.k8s.annotate import annotate_servers, gsrm_build
+from rlkd.k8s.gsrm_build import build_servers
 from rlkd.k8s.kueue import QUEUE_LABEL, queue_name, queued, without_kueue_fields
 from rlkd.k8s.learner import PyTorchJobCondition
+from rlkd.k8s.naming import COMPONENT_LABEL
 from rlkd.k8s.prepare import learner_servers, prepare_servers
 from rlkd.k8s.quantity import same_quantity
-from rlkd.k8s.resolve import resolve_job, storage_of
+from rlkd.k8s.resolve import model_uri, resolve_job, storage_of
 from rlkd.spec.progress import (
+    ANNOTATE_KEY,
+    GSRM_EVALUATION_KEY,
     PROGRESS_KEY,
     PrepareSummary,
     ProgressDocument,
@@ -34,6 +39,7 @@ from rlkd.spec.runtime import InferenceRole
 from rlkd.spec.status import Artifacts, Condition, Phase, Progress, RLKDJobStatus
 from rlkd.spec.validate import parse_job
 from rlkd_operator import built, kueue, stall
+from rlkd_operator.gsrm_build import GSRMBuildSeen, quote
 
 Body = Mapping[str, Any]
 ChildKey = tuple[str, str]
@@ -43,11 +49,13 @@ Resolved = RLKDJob | SpecError
 defaults filled in, or the problems that keep it from being built."""
 
 ARTIFACTS_GRACE = timedelta(minutes=10)
-"""How long after the PyTorchJob succeeds the final model may take to show up in the store."""
+"""How long after a PyTorchJob (the learner, a GSRM build) succeeds its final model may take to
+show up in the store."""
 FINISHED: frozenset[str] = frozenset({"Succeeded", "Failed"})
 CONDITION_TYPES = (
     "StoreReady",
     "InferenceReady",
+    "GSRMBuilt",
     "Queued",
     "Prepared",
     "LearnerRunning",
@@ -110,8 +118,8 @@ class LearnerState:
 
 
 @dataclass(frozen=True)
-class PrepareState:
-    """Where the prepare Job (batch/v1) is: succeeded or failed by its Complete or Failed
+class JobState:
+    """Where a batch Job (prepare, annotate) is: succeeded or failed by its Complete or Failed
     condition, else still running; with that condition's reason and message."""
 
     succeeded: bool
@@ -150,6 +158,8 @@ class Observed:
     progress_read: bool = False
     """The progress document was read this time: `progress` None then means there is none yet.
     A store that could not be read tells the stall watchdog nothing."""
+    gsrm_build: GSRMBuildSeen | None = None
+    """What the store says of the job's GSRM build (Needs.gsrm_build); None when not read."""
 
 
 @dataclass(frozen=True)
@@ -180,12 +190,15 @@ class Decision:
 @dataclass(frozen=True)
 class Needs:
     """What the handler must read before deciding: a store check, the progress document, the
-    queued learner's Workload, the prepare summary (prepare.json)."""
+    queued learner's Workload, the prepare summary (prepare.json), the GSRM build's progress
+    and model, and its reports (annotate.json, evaluation.json) when a build step failed."""
 
     store_check: bool
     progress: bool
     workload: bool = False
     prepared: bool = False
+    gsrm_build: bool = False
+    build_reports: bool = False
 
 
 def needs(body: Body, children: Mapping[ChildKey, Body], *, broken: bool = False) -> Needs:
@@ -199,7 +212,15 @@ def needs(body: Body, children: Mapping[ChildKey, Body], *, broken: bool = False
     stale = store is None or store.status != "True" or store.observed_generation != generation
     pytorchjob = children.get(("PyTorchJob", body["metadata"]["name"]))  # named as the job
     learner = pytorchjob is not None
-    prepare = prepare_state(_prepare_job(children))
+    prepare = job_state(_step_child(children, "prepare"))
+    # The GSRM build is read until it is known built (a build is immutable, so that stays true):
+    # a restarted operator has it in status, a recreated job finds it in the store.
+    building = _builds(body) and not learner and not _holds(status, "GSRMBuilt")
+    build = learner_state(_step_child(children, "build", kind="PyTorchJob"))
+    annotate = job_state(_step_child(children, "annotate"))
+    step_failed = (annotate is not None and annotate.failed) or (
+        build is not None and build.condition == PyTorchJobCondition.FAILED
+    )
     # The check gates only the start: once the learner runs, the store is its business.
     # A queued learner's Workload says why it waits, and is what suspends it.
     suspend = bool(body.get("spec", {}).get("suspend"))
@@ -209,6 +230,8 @@ def needs(body: Body, children: Mapping[ChildKey, Body], *, broken: bool = False
         progress=learner,
         workload=waits,
         prepared=prepare is not None and prepare.failed and not learner,
+        gsrm_build=building,
+        build_reports=building and step_failed,
     )
 
 
@@ -222,8 +245,11 @@ def needs_poll(body: Body) -> bool:
     # A Workload's changes send the operator no event: a job waiting on Kueue is read again.
     queue = _condition(status, "Queued")
     suspended = _condition(status, "Suspended")
+    # A GSRM build's training progress; a build not read yet (the store did not answer).
+    unread_build = _builds(body) and _condition(status, "GSRMBuilt") is None
     return (
-        status.phase in ("Training", "Evaluating")
+        status.phase in ("Training", "Evaluating", "BuildingGSRM")
+        or unread_build
         or store is None
         or store.status != "True"
         or (queue is not None and queue.status == "True")
@@ -302,18 +328,18 @@ def learner_state(pytorchjob: Body | None) -> LearnerState | None:
     return LearnerState(None, "Pending", "the PyTorchJob has no conditions yet")
 
 
-def prepare_state(job: Body | None) -> PrepareState | None:
-    """The state of the prepare Job from its conditions; None when it is absent."""
+def job_state(job: Body | None) -> JobState | None:
+    """The state of a batch Job from its conditions; None when it is absent."""
     if job is None:
         return None
     true = _true_conditions(job)
     for kind in ("Failed", "Complete"):
         if kind in true:
             reason = true[kind].get("reason") or f"Job{kind}"
-            return PrepareState(
+            return JobState(
                 kind == "Complete", kind == "Failed", reason, true[kind].get("message") or ""
             )
-    return PrepareState(False, False, "Running", "the prepare Job runs")
+    return JobState(False, False, "Running", "the Job runs")
 
 
 def contains(live: Any, desired: Any, key: str = "", parent: str = "") -> bool:
@@ -445,19 +471,30 @@ def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefau
         plan.set("LearnerRunning", state.running, state.reason, state.message)
     if (failed_prepare := _prepare_outcome(state, observed)) is not None:
         plan.set("Prepared", False, failed_prepare.reason, failed_prepare.message)
+    unbuilt = _unbuilt(plan, job, observed, state)
     outcome = _outcome(state, learner, observed, plan.at) or failed_prepare
+    if outcome is None and unbuilt:
+        outcome = _build_outcome(plan, job, observed)
     if outcome is None and learner is not None:
         outcome = _watch(plan, job, observed, learner, state)
     if outcome is not None:
         plan.end(outcome)
-        plan.apply = _manifests(job, defaults, observed, scale_to_zero=True, learner=False)
+        plan.apply = _manifests(
+            job, defaults, observed, scale_to_zero=True, learner=False, withhold=unbuilt
+        )
     elif job.spec.suspend:
         plan.set("Suspended", True, "Suspended", "spec.suspend is true")
         plan.to("Suspended", "suspended: the learner is stopped and inference is scaled to zero")
         plan.apply = _manifests(
-            job, defaults, observed, scale_to_zero=True, learner=state is not None
+            job,
+            defaults,
+            observed,
+            scale_to_zero=True,
+            learner=state is not None,
+            build=_step_child(observed.children, "build", kind="PyTorchJob") is not None,
+            withhold=unbuilt,
         )
-        plan.patch = _suspend_prepare(observed.children, True)
+        plan.patch = _suspend_jobs(observed.children, True)
         if learner is not None and queued(learner):
             _suspend_queued(plan, learner, observed.workload)
     else:
@@ -465,7 +502,10 @@ def _step(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefau
             plan.set("Suspended", False, "Resumed", "spec.suspend is false")
         if queued(learner) and kueue.active(observed.workload) is False:
             plan.patch.append(kueue.activate(observed.workload or {}, True))
-        _provision_or_train(plan, job, observed, defaults, learner, state)
+        if unbuilt:
+            _build_gsrm(plan, job, observed, defaults)
+        else:
+            _provision_or_train(plan, job, observed, defaults, learner, state)
 
 
 def _watch(
@@ -549,8 +589,7 @@ def _outcome(
         metrics = ", ".join(f"{k}={v:g}" for k, v in sorted(numbers.items()))
         message = f"succeeded: model at {doc.model}" + (f"; {metrics}" if metrics else "")
         return Outcome("Succeeded", "Succeeded", message)
-    done = _parse_time((learner or {}).get("status", {}).get("completionTime"))
-    if done is not None and now - done > ARTIFACTS_GRACE:
+    if _overdue(learner, now):
         return Outcome(
             "Failed",
             "ArtifactsMissing",
@@ -563,13 +602,181 @@ def _outcome(
 def _prepare_outcome(state: LearnerState | None, observed: Observed) -> Outcome | None:
     """Failed when the prepare Job failed (before any learner exists): the Job's reason and
     message, with the counts of prepare.json when it was read."""
-    prepare = prepare_state(_prepare_job(observed.children))
+    prepare = job_state(_step_child(observed.children, "prepare"))
     if state is not None or prepare is None or not prepare.failed:
         return None
     message = f"the prepare Job failed: {prepare.message or prepare.reason}"
     if observed.prepared is not None:
         message += f"; prepare.json: {observed.prepared.counts()}"
     return Outcome("Failed", prepare.reason, message)
+
+
+def _unbuilt(
+    plan: _Plan, job: RLKDJob, observed: Observed, state: LearnerState | None
+) -> tuple[InferenceRole, ...]:
+    """The roles whose servers wait for the job's GSRM build: the GSRM's own while it is not
+    built (its model is not there yet), else none. The build counts as done once GSRMBuilt holds
+    (set here when the store shows the built GSRM and the build's PyTorchJob, if any, succeeded:
+    its Master gates after training), or once a learner exists."""
+    if gsrm_build(job.spec) is None or state is not None:
+        return ()
+    if (done := plan.conditions.get("GSRMBuilt")) is not None and done.status == "True":
+        return ()
+    build = learner_state(_step_child(observed.children, "build", kind="PyTorchJob"))
+    seen = observed.gsrm_build
+    if seen is not None and seen.built and (build is None or _succeeded(build)):
+        plan.set("GSRMBuilt", True, "Built", f"the GSRM is built at {_built_uri(job)}")
+        return ()
+    return ("gsrm",)
+
+
+def _build_outcome(plan: _Plan, job: RLKDJob, observed: Observed) -> Outcome | None:
+    """Failed when a step of the GSRM build failed: the annotate Job (quoting annotate.json), the
+    build's PyTorchJob (quoting evaluation.json, the gate's report, else the build's own failure),
+    or a build that succeeded without its GSRM reaching the store within ARTIFACTS_GRACE."""
+    annotate = job_state(_step_child(observed.children, "annotate"))
+    child = _step_child(observed.children, "build", kind="PyTorchJob")
+    build = learner_state(child)
+    seen = observed.gsrm_build or GSRMBuildSeen()
+    if build is None and annotate is not None and annotate.failed:
+        message = f"the annotate Job failed: {annotate.message or annotate.reason}"
+        outcome = Outcome(
+            "Failed", annotate.reason, _joined(message, quote(ANNOTATE_KEY, seen.annotate))
+        )
+    elif build is not None and build.condition == PyTorchJobCondition.FAILED:
+        message = f"the GSRM build failed: {build.message or build.reason}"
+        report = quote(GSRM_EVALUATION_KEY, seen.evaluation)
+        own = seen.progress.failure if seen.progress is not None else None
+        outcome = Outcome("Failed", build.reason, _joined(message, report or own or ""))
+    elif build is not None and _succeeded(build) and _overdue(child, plan.at):
+        outcome = Outcome(
+            "Failed",
+            "GSRMMissing",
+            f"the GSRM build succeeded but {_built_uri(job)} holds no model, or the build's "
+            f"progress document does not say finished, {ARTIFACTS_GRACE} later; check the "
+            "build's logs and the store",
+        )
+    else:
+        return None
+    plan.set("GSRMBuilt", False, outcome.reason, outcome.message)
+    return outcome
+
+
+def _build_gsrm(plan: _Plan, job: RLKDJob, observed: Observed, defaults: OperatorDefaults) -> None:
+    """A job whose GSRM is not built yet: the store first, as for every job; then the servers
+    `rlkd annotate` calls (the annotator, when served) and the annotate Job (Annotating); then the
+    servers the build calls and its PyTorchJob (BuildingGSRM). Every other server stays at zero
+    replicas, the annotator too once annotation is done, and the GSRM's own is not created."""
+    if not _store_ready(plan):
+        return
+    children = observed.children
+    annotate = job_state(_step_child(children, "annotate"))
+    child = _step_child(children, "build", kind="PyTorchJob")
+    build = learner_state(child)
+    if observed.gsrm_build is None and annotate is None and build is None:
+        # Not read (the store did not answer): whether it is built is unknown, so start nothing.
+        plan.to("Provisioning", "reading the GSRM build's progress from the store")
+        return
+    annotating = build is None and not (annotate is not None and annotate.succeeded)
+    wanted = annotate_servers(job.spec) if annotating else build_servers(job.spec)
+    idle = [role for role in inference_roles(job.spec) if role not in wanted]
+    starting = _starting(job, observed, wanted)
+    _inference_ready(plan, starting)
+    if annotating:
+        plan.apply = _manifests(
+            job,
+            defaults,
+            observed,
+            scale_to_zero=False,
+            learner=False,
+            idle=idle,
+            withhold=("gsrm",),
+            create_job=None if starting else "annotate",
+        )
+        plan.patch = _suspend_jobs(children, bool(starting))
+        if annotate is None and starting:
+            message = "waiting for the annotator server to start"
+            plan.set("GSRMBuilt", False, "Provisioning", message)
+            plan.to("Provisioning", message)
+            return
+        plan.set("GSRMBuilt", False, "Annotating", "the annotate Job runs rlkd annotate")
+        plan.to("Annotating", "annotating: the annotator decomposes the teacher's paths")
+        return
+    plan.apply = _manifests(
+        job,
+        defaults,
+        observed,
+        scale_to_zero=False,
+        learner=False,
+        build=build is not None or not starting,
+        hold_build=bool(starting) and _suspended(child),
+        idle=idle,
+        withhold=("gsrm",),
+    )
+    if build is None and starting:
+        message = "waiting for the inference servers the GSRM build calls to start"
+        plan.set("GSRMBuilt", False, "Provisioning", message)
+        plan.to("Provisioning", message)
+        return
+    if build is not None and _succeeded(build):
+        message = "the GSRM build succeeded; waiting for the built GSRM in the store"
+    elif build is not None and build.running:
+        progress = observed.gsrm_build.step() if observed.gsrm_build else "running"
+        message = f"building the GSRM: {progress}"
+    else:
+        message = "building the GSRM: waiting for its PyTorchJob to start"
+    plan.set("GSRMBuilt", False, "Building", message)
+    plan.to("BuildingGSRM", message)
+
+
+def _store_ready(plan: _Plan) -> bool:
+    """Whether the store check passed; else the job waits for it (Pending until it ran, then
+    Provisioning with the check's message)."""
+    store = plan.conditions.get("StoreReady")
+    if store is None:
+        plan.to("Pending", "checking the store")
+        return False
+    if store.status != "True":
+        plan.to("Provisioning", store.message)
+        return False
+    return True
+
+
+def _starting(job: RLKDJob, observed: Observed, roles: list[InferenceRole]) -> list[str]:
+    """The Deployments of `roles` that are not available yet."""
+    return [
+        name
+        for name in (inference_name(job, role) for role in roles)
+        if not _available(observed.children.get(("Deployment", name)))
+    ]
+
+
+def _inference_ready(plan: _Plan, starting: list[str]) -> None:
+    if starting:
+        plan.set(
+            "InferenceReady", False, "Starting", f"waiting for Deployment {', '.join(starting)}"
+        )
+    else:
+        plan.set("InferenceReady", True, "Available", "every inference server needed is Available")
+
+
+def _built_uri(job: RLKDJob) -> str:
+    """Where the built GSRM goes: spec.gsrm.model as the servers load it."""
+    return model_uri((job.spec.gsrm.model if job.spec.gsrm else None) or "", storage_of(job))
+
+
+def _succeeded(state: LearnerState) -> bool:
+    return state.condition == PyTorchJobCondition.SUCCEEDED
+
+
+def _overdue(pytorchjob: Body | None, now: datetime) -> bool:
+    """A finished PyTorchJob whose artifacts had ARTIFACTS_GRACE to reach the store."""
+    done = _parse_time((pytorchjob or {}).get("status", {}).get("completionTime"))
+    return done is not None and now - done > ARTIFACTS_GRACE
+
+
+def _joined(message: str, detail: str) -> str:
+    return f"{message}; {detail}" if detail else message
 
 
 def _provision_or_train(
@@ -585,15 +792,10 @@ def _provision_or_train(
     available (_available); a suspended learner stays suspended until then (a resume), so it
     never runs against servers that are not up. Training (or Evaluating) while it runs. A
     queued learner (Kueue) comes first, and its servers only once Kueue has admitted it."""
-    store = plan.conditions.get("StoreReady")
-    if store is None and state is None:
-        plan.to("Pending", "checking the store")
-        return
-    if store is not None and store.status != "True" and state is None:
-        plan.to("Provisioning", store.message)
+    if state is None and not _store_ready(plan):
         return
     queue = _queue_of(job, learner)
-    prepare = prepare_state(_prepare_job(observed.children))
+    prepare = job_state(_step_child(observed.children, "prepare"))
     preparing = needs_prepare(job.spec) and state is None and not (prepare and prepare.succeeded)
     # Only the servers the next step calls run: prepare's (teacher, gsrm) while it runs, then the
     # learner's (gsrm, judge, rollout); the teacher's paths are cached by then. A queued learner
@@ -603,19 +805,11 @@ def _provision_or_train(
     wanted = prepare_servers(job.spec) if preparing else learner_servers(job.spec)
     idle = [r for r in roles if r not in wanted]
     admitted = queue is None or (learner is not None and not _suspended(learner))
-    starting = [
-        name
-        for name in (inference_name(job, role) for role in wanted)
-        if not _available(observed.children.get(("Deployment", name)))
-    ]
+    starting = _starting(job, observed, wanted)
     if not preparing and not admitted:
         plan.set("InferenceReady", False, "Queued", "the servers start once Kueue admits the job")
-    elif starting:
-        plan.set(
-            "InferenceReady", False, "Starting", f"waiting for Deployment {', '.join(starting)}"
-        )
     else:
-        plan.set("InferenceReady", True, "Available", "every inference server needed is Available")
+        _inference_ready(plan, starting)
     if preparing:
         plan.apply = _manifests(
             job,
@@ -624,9 +818,9 @@ def _provision_or_train(
             scale_to_zero=False,
             learner=False,
             idle=idle,
-            create_prepare=not starting,
+            create_job=None if starting else "prepare",
         )
-        plan.patch = _suspend_prepare(observed.children, bool(starting))
+        plan.patch = _suspend_jobs(observed.children, bool(starting))
         if prepare is None and starting:
             plan.to("Provisioning", "waiting for the inference servers prepare calls to start")
             return
@@ -736,35 +930,49 @@ def _manifests(
     hold_learner: bool = False,
     create: bool = True,
     idle: tuple[InferenceRole, ...] | list[InferenceRole] = (),
-    create_prepare: bool = False,
+    create_job: Literal["prepare", "annotate"] | None = None,
+    build: bool = False,
+    hold_build: bool = False,
+    withhold: tuple[InferenceRole, ...] = (),
 ) -> list[dict[str, Any]]:
     """The children to apply: those missing (unless not `create`) or whose live object does not
     contain the manifest (edited by hand, e.g. scaled or given another image). `hold_learner`
     keeps the learner suspended whatever the spec says; `idle` roles get zero replicas. Each
     records what it was built from (rlkd_operator.built): a child built at this generation by
     other builders (an operator upgrade) keeps its build. A queued learner, once it exists, is
-    never sent what Kueue owns. The prepare Job is only ever created (when `create_prepare`),
-    never patched: its pod template is immutable, and it is kept as it is
-    once it ran."""
+    never sent what Kueue owns. The batch Jobs (prepare, annotate) are only ever created (the
+    one named by `create_job`), never patched: their pod templates are immutable, and they are
+    kept as they are once they ran. The GSRM build's PyTorchJob is applied like the learner when
+    `build` (held suspended by `hold_build`). The servers of the `withhold` roles are not
+    created (a GSRM not built yet), and kept at zero replicas if they exist."""
     children = build_children(job, defaults, inference_replicas=0 if scale_to_zero else None)
     if hold_learner:
         children.learner["spec"]["runPolicy"]["suspend"] = True
-    for role in idle:
+    if hold_build and children.build is not None:
+        children.build["spec"]["runPolicy"]["suspend"] = True
+    for role in (r for r in (*idle, *withhold) if r in children.inference):
         children.inference[role].deployment["spec"]["replicas"] = 0
+    withheld = [
+        m
+        for role in withhold
+        if (c := children.inference.get(role)) is not None
+        for m in (c.deployment, c.service)
+    ]
+    jobs = {"prepare": children.prepare, "annotate": children.annotate}
     out = []
     for manifest in children.all():
         is_learner = manifest is children.learner
-        if is_learner and not learner:
+        if (is_learner and not learner) or (manifest is children.build and not build):
             continue
         built.recorded(manifest, job.metadata.generation)
-        if manifest is children.prepare:
-            key = (manifest["kind"], manifest["metadata"]["name"])
-            if create_prepare and key not in observed.children:
+        key = (manifest["kind"], manifest["metadata"]["name"])
+        if any(manifest is m for m in jobs.values()):
+            if create_job and manifest is jobs[create_job] and key not in observed.children:
                 out.append(manifest)
             continue
-        seen = observed.children.get((manifest["kind"], manifest["metadata"]["name"]))
+        seen = observed.children.get(key)
         if seen is None:
-            if create:
+            if create and not any(manifest is m for m in withheld):
                 out.append(manifest)
             continue
         want = built.desired(seen, manifest)
@@ -788,7 +996,7 @@ def _release(children: Mapping[ChildKey, Body], workload: Body | None) -> list[d
             meta = {"name": name, "namespace": child["metadata"]["namespace"]}
             head = {"apiVersion": child["apiVersion"], "kind": kind, "metadata": meta}
             patches.append(head | {"spec": {"replicas": 0}})
-    return patches + _suspend_prepare(children, True)
+    return patches + _suspend_jobs(children, True)
 
 
 def _stop_learner(learner: Body, workload: Body | None) -> list[dict[str, Any]]:
@@ -807,29 +1015,42 @@ def _stop_learner(learner: Body, workload: Body | None) -> list[dict[str, Any]]:
     return [head | {"spec": {"runPolicy": {"suspend": True}}}]
 
 
-def _prepare_job(children: Mapping[ChildKey, Body]) -> Body | None:
-    """The prepare Job: the one batch Job among a job's children (rlkd.k8s.prepare)."""
-    return next((child for (kind, _), child in children.items() if kind == "Job"), None)
+def _step_child(
+    children: Mapping[ChildKey, Body], component: str, kind: str = "Job"
+) -> Body | None:
+    """The child of `kind` that runs one step before the learner, by its component label: the
+    prepare or the annotate Job (batch/v1), the GSRM build's PyTorchJob (component build)."""
+    return next(
+        (
+            child
+            for (k, _), child in children.items()
+            if k == kind and _labels(child).get(COMPONENT_LABEL) == component
+        ),
+        None,
+    )
 
 
-def _suspend_prepare(children: Mapping[ChildKey, Body], suspend: bool) -> list[dict[str, Any]]:
-    """A merge patch that suspends (or resumes) a prepare Job that has not finished, when its
-    `spec.suspend` is not `suspend` yet: its pods stop while the servers it calls are down."""
-    child = _prepare_job(children)
-    prepare = prepare_state(child)
-    if child is None or prepare is None or not prepare.running:
-        return []
-    if bool(child.get("spec", {}).get("suspend")) == suspend:
-        return []
-    meta = {"name": child["metadata"]["name"], "namespace": child["metadata"]["namespace"]}
-    return [
-        {
-            "apiVersion": child["apiVersion"],
-            "kind": "Job",
-            "metadata": meta,
-            "spec": {"suspend": suspend},
-        }
-    ]
+def _labels(child: Body) -> Mapping[str, str]:
+    return child.get("metadata", {}).get("labels") or {}
+
+
+def _suspend_jobs(children: Mapping[ChildKey, Body], suspend: bool) -> list[dict[str, Any]]:
+    """Merge patches that suspend (or resume) the batch Jobs (prepare, annotate) that have not
+    finished, whose `spec.suspend` is not `suspend` yet: their pods stop while the servers they
+    call are down. At most one runs at a time: each starts after the one before it ended."""
+    patches = []
+    for (kind, name), child in children.items():
+        state = job_state(child) if kind == "Job" else None
+        if state is None or not state.running:
+            continue
+        if bool(child.get("spec", {}).get("suspend")) == suspend:
+            continue
+        meta = {"name": name, "namespace": child["metadata"]["namespace"]}
+        patches.append(
+            {"apiVersion": child["apiVersion"], "kind": kind, "metadata": meta}
+            | {"spec": {"suspend": suspend}}
+        )
+    return patches
 
 
 def _available(deployment: Body | None) -> bool:
@@ -865,6 +1086,17 @@ def _suspended(pytorchjob: Body | None) -> bool:
 
 def _condition(status: RLKDJobStatus, type_: str) -> Condition | None:
     return next((c for c in status.conditions if c.type == type_), None)
+
+
+def _holds(status: RLKDJobStatus, type_: str) -> bool:
+    condition = _condition(status, type_)
+    return condition is not None and condition.status == "True"
+
+
+def _builds(body: Body) -> bool:
+    """The raw spec asks for a GSRM build (readable even when the spec is not valid)."""
+    gsrm = (body.get("spec") or {}).get("gsrm")
+    return isinstance(gsrm, Mapping) and bool(gsrm.get("build"))
 
 
 def _dump(status: RLKDJobStatus) -> dict[str, Any]:

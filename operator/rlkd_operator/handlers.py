@@ -231,6 +231,8 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
     if isinstance(job, RLKDJob):  # else decide reports the spec's problems
         seen = await memo.stores.observe(job, need)
         prepared = await memo.stores.prepared(job) if need.prepared else None
+        stores = memo.stores
+        build = await stores.gsrm_build(job, need.build_reports) if need.gsrm_build else None
         observed = Observed(
             children,
             seen.check,
@@ -239,6 +241,7 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
             workload=workload,
             prepared=prepared,
             progress_read=seen.progress_read,
+            gsrm_build=build,
         )
     decision = decide(body, job, observed, memo.defaults, datetime.now(UTC))
     if (failure := await _apply(memo, decision, children)) is not None:

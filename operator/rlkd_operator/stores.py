@@ -1,5 +1,6 @@
 """What the operator reads from a job's artifact store: the provisioning check (reachable, bucket,
-dataset) and the learner's progress document. The store is not watchable, so these are reads on
+dataset), the learner's progress document, prepare.json, and a GSRM build's progress, model and
+reports (rlkd_operator.gsrm_build). The store is not watchable, so these are reads on
 demand (rlkd_operator.decide.needs says when); the S3 SDK is synchronous, so they run in threads.
 
 Every read is bounded, so a hung store cannot hold a reconcile for long: each request is a
@@ -28,6 +29,9 @@ from rlkd.k8s.resolve import model_uri, storage_of
 from rlkd.k8s.store_secret import SecretRef, credentials_secret
 from rlkd.spec.job import StorageSpec
 from rlkd.spec.progress import (
+    ANNOTATE_KEY,
+    GSRM_BUILD_PREFIX,
+    GSRM_EVALUATION_KEY,
     MODEL_PREFIX,
     PREPARE_KEY,
     PROGRESS_KEY,
@@ -38,9 +42,11 @@ from rlkd.spec.progress import (
 from rlkd.spec.refs import S3_SCHEME
 from rlkd.spec.resource import RLKDJob, namespace_of
 from rlkd.store import Credentials, S3Config, S3Store
+from rlkd.store.base import StoreBase, SubStore
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
 from rlkd.store.s3 import http_client
 from rlkd_operator.decide import Needs, StoreCheck
+from rlkd_operator.gsrm_build import GSRMBuildSeen
 
 logger = logging.getLogger("rlkd.operator")
 P = ParamSpec("P")
@@ -121,12 +127,24 @@ class Stores:
     async def prepared(self, job: RLKDJob) -> PrepareSummary | None:
         """The job's prepare.json, read as boundedly as the progress document; None when it is
         absent or cannot be read (a failed prepare is then reported without its counts)."""
+        return await self._job_read(job, _prepared)
+
+    async def gsrm_build(self, job: RLKDJob, reports: bool) -> GSRMBuildSeen | None:
+        """The job's GSRM build: its progress document (below gsrm-build/), whether gsrm.model
+        holds the built model (once the progress says finished), and with `reports` the
+        annotate.json and evaluation.json a failure message quotes. None when the store could
+        not be read: the build is then neither taken for done nor started."""
+        return await self._job_read(job, _gsrm_build, job, reports, self._http)
+
+    async def _job_read(self, job: RLKDJob, read: Callable[..., T], *args: Any) -> T | None:
+        """`read(store, *args)` on the job's run store, or None when it cannot be read (logged;
+        the store is opened again next time)."""
         storage = storage_of(job)
         if (secret := credentials_secret(job, self._defaults)) is None:
             return None
         try:
             store = await self._store(job, storage, secret)
-            return await self._read(storage.endpoint, _prepared, store)
+            return await self._read(storage.endpoint, read, store, *args)
         except StoreError as exc:
             logger.warning("store of RLKDJob %s/%s: %s", *_key(job), exc)
             self._open.pop(_key(job), None)
@@ -205,17 +223,8 @@ def _check(store: S3Store, job: RLKDJob, http: urllib3.PoolManager) -> StoreChec
     uri = model_uri(job.spec.dataset.uri, storage_of(job))
     if not uri.startswith(S3_SCHEME):  # a hub id or a path in the image: nothing to check here
         return StoreCheck(True, "Ready", f"store {store.config.uri} is reachable")
-    bucket, _, key = uri.removeprefix(S3_SCHEME).partition("/")
     config = store.config
-    dataset_store = S3Store(
-        S3Config.of(storage_of(job), config.credentials, bucket=bucket, prefix=""),
-        create_bucket=False,
-        http=http,
-    )
-    present = dataset_store.exists(key.rstrip("/")) or bool(
-        dataset_store.list(key.rstrip("/") + "/")
-    )
-    if not present:
+    if not _present(store, job, uri, http):
         return StoreCheck(
             False,
             "DatasetMissing",
@@ -224,19 +233,63 @@ def _check(store: S3Store, job: RLKDJob, http: urllib3.PoolManager) -> StoreChec
     return StoreCheck(True, "Ready", f"store {config.uri} is reachable and the dataset is at {uri}")
 
 
-def _progress(store: S3Store) -> tuple[ProgressDocument | None, bool]:
+def _present(store: S3Store, job: RLKDJob, uri: str, http: urllib3.PoolManager) -> bool:
+    """Whether the s3:// `uri` names an object, or a folder that holds one, in the job's store
+    (with the job's keys; the bucket may be another than the run's)."""
+    bucket, _, key = uri.removeprefix(S3_SCHEME).partition("/")
+    other = S3Store(
+        S3Config.of(storage_of(job), store.config.credentials, bucket=bucket, prefix=""),
+        create_bucket=False,
+        http=http,
+    )
+    return other.exists(key.rstrip("/")) or bool(other.list(key.rstrip("/") + "/"))
+
+
+def _document(store: StoreBase) -> ProgressDocument | None:
+    """The progress document at `store`'s PROGRESS_KEY; None when there is none yet."""
     try:
         raw: Any = store.get_json(PROGRESS_KEY)
     except ObjectNotFoundError:
-        return None, False
+        return None
     try:
-        doc = ProgressDocument.model_validate(raw, by_name=False)
+        return ProgressDocument.model_validate(raw, by_name=False)
     except ValidationError as exc:
         where = store.uri_for(PROGRESS_KEY)
         raise StoreError(
             f"{where} is not a progress document ({exc.error_count()} errors)"
         ) from None
-    return doc, doc.stage == "finished" and bool(store.list(MODEL_PREFIX))
+
+
+def _progress(store: S3Store) -> tuple[ProgressDocument | None, bool]:
+    doc = _document(store)
+    return doc, doc is not None and doc.stage == "finished" and bool(store.list(MODEL_PREFIX))
+
+
+def _gsrm_build(
+    store: S3Store, job: RLKDJob, reports: bool, http: urllib3.PoolManager
+) -> GSRMBuildSeen:
+    build = SubStore(store, GSRM_BUILD_PREFIX)
+    doc = _document(build)
+    model = job.spec.gsrm.model if job.spec.gsrm is not None else None
+    finished = doc is not None and doc.stage == "finished" and model is not None
+    try:
+        present = finished and _present(store, job, model_uri(model or "", storage_of(job)), http)
+    except ObjectNotFoundError:  # gsrm.model names a bucket that does not exist (yet)
+        present = False
+    if not reports:
+        return GSRMBuildSeen(doc, present)
+    return GSRMBuildSeen(
+        doc, present, _report(build, ANNOTATE_KEY), _report(build, GSRM_EVALUATION_KEY)
+    )
+
+
+def _report(store: StoreBase, key: str) -> dict[str, Any] | None:
+    """A build command's JSON report, as written; None when absent or not a JSON object."""
+    try:
+        raw: Any = store.get_json(key)
+    except ObjectNotFoundError:
+        return None
+    return raw if isinstance(raw, dict) else None
 
 
 def _prepared(store: S3Store) -> PrepareSummary | None:

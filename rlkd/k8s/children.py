@@ -7,8 +7,10 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from rlkd.k8s.annotate import build_annotate_job, gsrm_build
 from rlkd.k8s.config import build_config_map
 from rlkd.k8s.defaults import OperatorDefaults
+from rlkd.k8s.gsrm_build import build_gsrm_pytorchjob
 from rlkd.k8s.inference import build_deployment, build_service, inference_roles
 from rlkd.k8s.learner import build_pytorchjob
 from rlkd.k8s.network import build_network_policy
@@ -45,14 +47,18 @@ class Children:
     prepare: Manifest | None = None
     """The batch Job running `rlkd prepare`, when the job needs preparing
     (rlkd.spec.progress.needs_prepare)."""
+    annotate: Manifest | None = None
+    """The batch Job running `rlkd annotate`, when the job builds its GSRM (spec.gsrm.build)."""
+    build: Manifest | None = None
+    """The PyTorchJob training and gating the GSRM, when the job builds it (spec.gsrm.build)."""
 
     def all(self) -> list[Manifest]:
         """Every child in apply order: what pods mount and call exists before the pods start,
-        and the servers are locked before they do."""
+        and the servers are locked before they do; then the steps in the order they run."""
         served = [m for c in self.inference.values() for m in (c.service, c.deployment)]
+        steps = [self.annotate, self.build, self.prepare]
         locked = [self.network_policy] if self.network_policy is not None else []
-        prepare = [self.prepare] if self.prepare is not None else []
-        return [self.config, *locked, *served, *prepare, self.learner]
+        return [self.config, *locked, *served, *(m for m in steps if m is not None), self.learner]
 
 
 def _plain(manifest: Manifest) -> Manifest:
@@ -76,6 +82,7 @@ def build_children(
         raise ValueError(f"inference_replicas must be >= 0, not {inference_replicas}")
     job = resolve_job(job, defaults)
     replicas = 0 if job.spec.suspend else inference_replicas
+    builds = gsrm_build(job.spec) is not None
     return Children(
         config=_plain(build_config_map(job)),
         inference={
@@ -89,4 +96,6 @@ def build_children(
         learner=_plain(build_pytorchjob(job, defaults)),
         network_policy=_plain(policy) if (policy := build_network_policy(job)) else None,
         prepare=_plain(build_prepare_job(job, defaults)) if needs_prepare(job.spec) else None,
+        annotate=_plain(build_annotate_job(job, defaults)) if builds else None,
+        build=_plain(build_gsrm_pytorchjob(job, defaults)) if builds else None,
     )

@@ -3,7 +3,7 @@
 Every role runs the upstream vLLM OpenAI server (`vllm serve`). The rollout server is the same
 server with the flags TRL's `trl vllm-serve` adds (TRL 1.16 deprecated that command: it only
 execs `vllm serve` with them): the NCCL weight-transfer engine the learner pushes new weights
-through, and logprobs as TRL reads them. So one builder serves all four roles.
+through, and logprobs as TRL reads them. So one builder serves every role.
 """
 
 from __future__ import annotations
@@ -74,17 +74,25 @@ ROLE_FIELDS: dict[InferenceRole, str] = {
     "gsrm": "spec.gsrm",
     "judge": "spec.judge",
     "teacher": "spec.teacher.model",
+    "annotator": "spec.gsrm.build.annotator",
 }
 """Where each served role's InferenceSpec is in the spec (rollout serves spec.student)."""
 
 
 def _inference_specs(spec: RLKDJobSpec) -> dict[InferenceRole, InferenceSpec | None]:
-    return {"gsrm": spec.gsrm, "judge": spec.judge, "teacher": spec.teacher.model}
+    build = spec.gsrm.build if spec.gsrm is not None else None
+    return {
+        "gsrm": spec.gsrm,
+        "judge": spec.judge,
+        "teacher": spec.teacher.model,
+        "annotator": build.annotator if build is not None else None,
+    }
 
 
 def inference_roles(spec: RLKDJobSpec) -> list[InferenceRole]:
-    """The roles that need a vLLM server, in a fixed order: gsrm, judge and teacher when their
-    backend is vllm (openai, transformers and rule need no child), rollout in server mode."""
+    """The roles that need a vLLM server, in a fixed order: gsrm, judge, teacher and a GSRM
+    build's annotator when their backend is vllm (openai, transformers and rule need no child),
+    rollout in server mode."""
     served = _inference_specs(spec)
     return [
         role

@@ -1,4 +1,5 @@
-"""The learner: a Kubeflow PyTorchJob (`kubeflow.org/v1`) whose pods run `rlkd train`.
+"""The learner: a Kubeflow PyTorchJob (`kubeflow.org/v1`) whose pods run `rlkd train`; a GSRM
+build's PyTorchJob (rlkd.k8s.gsrm_build) is made by the same parts, on the same placement.
 
 Built with kubeflow-training's model classes and serialised by the Kubernetes client, imported
 inside the builder: they are the only Kubernetes libraries `rlkd render` loads (never kopf).
@@ -6,6 +7,7 @@ inside the builder: they are the only Kubernetes libraries `rlkd render` loads (
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import Any
 
@@ -13,7 +15,14 @@ from rlkd.k8s.config import DEEPSPEED_KEY, MOUNT_DIR
 from rlkd.k8s.contract import job_file_env, job_volumes, store_env
 from rlkd.k8s.defaults import OperatorDefaults
 from rlkd.k8s.kueue import queue_labels, queue_name
-from rlkd.k8s.naming import child_metadata, labels, learner_name, server_root, service_url
+from rlkd.k8s.naming import (
+    Component,
+    child_metadata,
+    labels,
+    learner_name,
+    server_root,
+    service_url,
+)
 from rlkd.k8s.pods import (
     SHM_MOUNT,
     SHM_VOLUME,
@@ -25,7 +34,7 @@ from rlkd.k8s.pods import (
 )
 from rlkd.k8s.prepare import learner_servers
 from rlkd.spec.resource import RLKDJob
-from rlkd.spec.runtime import DEEPSPEED_FILE_ENV, endpoint_env
+from rlkd.spec.runtime import DEEPSPEED_FILE_ENV, InferenceRole, endpoint_env
 
 API_VERSION = "kubeflow.org/v1"
 KIND = "PyTorchJob"
@@ -72,15 +81,18 @@ class PyTorchJobCondition(StrEnum):
 def learner_env(job: RLKDJob) -> list[dict[str, Any]]:
     """The environment contract of `rlkd train` (rlkd.spec.runtime): files, store, the servers
     it calls (not the teacher's: its paths are cached before the learner starts)."""
+    return pytorch_env(job, learner_servers(job.spec))
+
+
+def pytorch_env(job: RLKDJob, roles: list[InferenceRole]) -> list[dict[str, Any]]:
+    """What a PyTorchJob's `rlkd` command reads (rlkd.spec.runtime): the resolved job, its
+    DeepSpeed config, the store, and the base URL of each of `roles`' servers."""
     variables = [
         job_file_env(),
         env(DEEPSPEED_FILE_ENV, f"{MOUNT_DIR}/{DEEPSPEED_KEY}"),
         *store_env(job),
     ]
-    variables += [
-        env(endpoint_env(role), service_url(job, role)) for role in learner_servers(job.spec)
-    ]
-    return variables
+    return variables + [env(endpoint_env(role), service_url(job, role)) for role in roles]
 
 
 def _servers_called(job: RLKDJob) -> list[str]:
@@ -100,17 +112,27 @@ def _wait_container(image: str, urls: list[str], pieces: PodPieces) -> dict[str,
     }
 
 
-def _pod_template(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
+def pod_template(
+    job: RLKDJob,
+    defaults: OperatorDefaults,
+    component: Component,
+    command: list[str],
+    variables: list[dict[str, Any]],
+    wait_for: Sequence[str] = (),
+) -> dict[str, Any]:
+    """A pod template on the learner's placement (spec.learner: image, GPUs, resources,
+    scheduling, tracker keys) whose container runs `command` with `variables`; with an init
+    container that waits for the health URLs `wait_for` first."""
     learner = job.spec.learner
-    pieces = pod_pieces(job, labels(job, "learner"))
+    pieces = pod_pieces(job, labels(job, component))
     mounts, volumes = job_volumes(job)
     mounts = [SHM_MOUNT, *mounts, *pieces.mounts]
     volumes = [SHM_VOLUME, *volumes, *pieces.volumes]
     container: dict[str, Any] = {
         "name": CONTAINER_NAME,
         "image": learner.image or defaults.trainer_image,
-        "command": ["rlkd", "train"],
-        "env": learner_env(job) + pieces.env,
+        "command": command,
+        "env": variables + pieces.env,
         "volumeMounts": mounts,
         **pieces.container,
     }
@@ -120,14 +142,13 @@ def _pod_template(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
         container["envFrom"] = [{"secretRef": {"name": learner.tracking_secret}}]
     if amounts := resources(learner, learner.gpus_per_replica):
         container["resources"] = amounts
-    servers = _servers_called(job) if queue_name(job) else []
     return {
         "metadata": pieces.metadata,
         "spec": {
             "enableServiceLinks": False,
             **(
-                {"initContainers": [_wait_container(container["image"], servers, pieces)]}
-                if servers
+                {"initContainers": [_wait_container(container["image"], list(wait_for), pieces)]}
+                if wait_for
                 else {}
             ),
             "containers": [container],
@@ -138,10 +159,17 @@ def _pod_template(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
     }
 
 
-def build_pytorchjob(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
-    """The PyTorchJob of a resolved job: one Master, `replicas - 1` Workers, one process per GPU
-    (one per pod on CPU), suspended while the spec says so. A queued job (queueName) is created
-    suspended in its LocalQueue, for Kueue to admit."""
+def pytorchjob(
+    job: RLKDJob,
+    metadata: dict[str, Any],
+    master: dict[str, Any],
+    worker: dict[str, Any],
+    *,
+    suspend: bool,
+) -> dict[str, Any]:
+    """A PyTorchJob on the learner's placement: one Master (pod template `master`),
+    `replicas - 1` Workers (`worker`), one process per GPU (one per pod on CPU), the learner's
+    restart and backoff rules."""
     from kubeflow.training.models import (
         KubeflowOrgV1PyTorchJob,
         KubeflowOrgV1PyTorchJobSpec,
@@ -151,11 +179,8 @@ def build_pytorchjob(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]
     from kubernetes.client import ApiClient
 
     learner = job.spec.learner
-    template = _pod_template(job, defaults)
-    replicas = {"Master": 1, "Worker": learner.replicas - 1}
-    metadata = child_metadata(job, learner_name(job), "learner")
-    metadata["labels"].update(queue_labels(job))
-    pytorchjob = KubeflowOrgV1PyTorchJob(
+    replicas = {"Master": (1, master), "Worker": (learner.replicas - 1, worker)}
+    manifest = KubeflowOrgV1PyTorchJob(
         api_version=API_VERSION,
         kind=KIND,
         metadata=metadata,
@@ -165,15 +190,27 @@ def build_pytorchjob(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]
                 kind: KubeflowOrgV1ReplicaSpec(
                     replicas=count, restart_policy=RESTART_POLICY, template=template
                 )
-                for kind, count in replicas.items()
+                for kind, (count, template) in replicas.items()
                 if count > 0
             },
             run_policy=KubeflowOrgV1RunPolicy(
                 backoff_limit=learner.backoff_limit,
                 clean_pod_policy=CLEAN_POD_POLICY,
-                suspend=job.spec.suspend or queue_name(job) is not None,
+                suspend=suspend,
             ),
         ),
     )
-    manifest: dict[str, Any] = ApiClient().sanitize_for_serialization(pytorchjob)
-    return manifest
+    out: dict[str, Any] = ApiClient().sanitize_for_serialization(manifest)
+    return out
+
+
+def build_pytorchjob(job: RLKDJob, defaults: OperatorDefaults) -> dict[str, Any]:
+    """The learner's PyTorchJob of a resolved job: every pod runs `rlkd train`, suspended while
+    the spec says so. A queued job (queueName) is created suspended in its LocalQueue, for Kueue
+    to admit, and its pods wait for the servers they call (WAIT_CONTAINER)."""
+    queued = queue_name(job) is not None
+    servers = _servers_called(job) if queued else []
+    template = pod_template(job, defaults, "learner", ["rlkd", "train"], learner_env(job), servers)
+    metadata = child_metadata(job, learner_name(job), "learner")
+    metadata["labels"].update(queue_labels(job))
+    return pytorchjob(job, metadata, template, template, suspend=job.spec.suspend or queued)

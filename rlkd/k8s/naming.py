@@ -14,7 +14,9 @@ from rlkd.spec.runtime import INFERENCE_PORT, InferenceRole
 
 JOB_LABEL = "rlkd.ai/job"
 ROLE_LABEL = "rlkd.ai/role"
-Component = Literal["config", "inference", "prepare", "learner", "store"]
+COMPONENT_LABEL = "app.kubernetes.io/component"
+"""What a child is (Component): tells a job's batch Jobs and PyTorchJobs apart."""
+Component = Literal["config", "inference", "prepare", "annotate", "build", "learner", "store"]
 
 
 def learner_name(job: RLKDJob) -> str:
@@ -30,6 +32,16 @@ def config_name(job: RLKDJob) -> str:
 def prepare_name(job: RLKDJob) -> str:
     """The batch Job that runs `rlkd prepare` before the learner starts."""
     return f"{job.metadata.name}-prepare"
+
+
+def annotate_name(job: RLKDJob) -> str:
+    """The batch Job that runs `rlkd annotate` for a GSRM build (spec.gsrm.build)."""
+    return f"{job.metadata.name}-annotate"
+
+
+def build_name(job: RLKDJob) -> str:
+    """The PyTorchJob that trains and gates the GSRM of a build (spec.gsrm.build)."""
+    return f"{job.metadata.name}-build"
 
 
 def inference_name(job: RLKDJob, role: InferenceRole) -> str:
@@ -70,7 +82,7 @@ def labels(job: RLKDJob, component: Component, role: InferenceRole | None = None
     out = {
         "app.kubernetes.io/name": "rlkd",
         "app.kubernetes.io/instance": job.metadata.name,
-        "app.kubernetes.io/component": component,
+        COMPONENT_LABEL: component,
         "app.kubernetes.io/part-of": "rlkd",
         "app.kubernetes.io/managed-by": "rlkd-operator",
         JOB_LABEL: job.metadata.name,

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from rlkd.k8s.inference import PORT_NAME, inference_roles
-from rlkd.k8s.naming import JOB_LABEL, child_metadata, network_policy_name
+from rlkd.k8s.naming import COMPONENT_LABEL, JOB_LABEL, child_metadata, network_policy_name
 from rlkd.spec.resource import RLKDJob
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
@@ -42,9 +42,7 @@ def build_network_policy(job: RLKDJob) -> dict[str, Any] | None:
         "kind": "NetworkPolicy",
         "metadata": child_metadata(job, network_policy_name(job), "inference"),
         "spec": {
-            "podSelector": {
-                "matchLabels": {JOB_LABEL: name, "app.kubernetes.io/component": "inference"}
-            },
+            "podSelector": {"matchLabels": {JOB_LABEL: name, COMPONENT_LABEL: "inference"}},
             "policyTypes": ["Ingress"],
             "ingress": ingress,
         },

@@ -12,6 +12,8 @@ from rlkd.spec.base import SpecModel
 Phase = Literal[
     "Pending",
     "Provisioning",
+    "Annotating",
+    "BuildingGSRM",
     "Preparing",
     "Training",
     "Evaluating",
@@ -86,7 +88,8 @@ class RLKDJobStatus(SpecModel):
     """Observed state of an RLKDJob, written by the operator."""
 
     phase: Phase = "Pending"
-    """Pending, Provisioning, Preparing, Training, Evaluating, Succeeded, Failed or Suspended."""
+    """Pending, Provisioning, Annotating, BuildingGSRM (spec.gsrm.build), Preparing, Training,
+    Evaluating, Succeeded, Failed or Suspended."""
     message: str | None = None
     """A one-line summary of the current phase."""
     observed_generation: Annotated[int, Field(ge=0)] | None = None

@@ -191,6 +191,8 @@ def test_status_has_a_schema_without_defaults() -> None:
     assert status["properties"]["phase"]["enum"] == [
         "Pending",
         "Provisioning",
+        "Annotating",
+        "BuildingGSRM",
         "Preparing",
         "Training",
         "Evaluating",

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from rlkd.k8s import build_children
+from rlkd.k8s.batch import BACKOFF_LIMIT
 from rlkd.k8s.pods import HOME_DIR
-from rlkd.k8s.prepare import BACKOFF_LIMIT, prepare_servers
+from rlkd.k8s.prepare import prepare_servers
 from rlkd.spec.progress import needs_prepare, nothing_to_prepare
 from rlkd.spec.runtime import STORE_SECRET_DIR
 from tests.jobs import DEFAULTS, make_job
