@@ -4,7 +4,8 @@ trained on (each record's own prompt), and is compared with the annotator:
 
 - parse rate: its reply parses into at least one step (a reply cut at the token budget does not);
 - step-count agreement: it wrote as many steps as the annotator;
-- step agreement (with spec.judge): for i up to min(n, m), the judge says the i-th sub-problems
+- step agreement (when the gate asks for it: rlkd.spec.progress.gate_judges): for i up to
+  min(n, m), the judge says the i-th sub-problems
   are the same (the reward engine's own question and prompt); per example the agreed share of
   the annotator's n steps, averaged. A judge failure is counted and its example left out.
 
@@ -32,8 +33,11 @@ from rlkd.spec.progress import (
     ANNOTATIONS_PREFIX,
     GSRM_BUILD_PREFIX,
     GSRM_EVALUATION_KEY,
+    PROGRESS_KEY,
     GSRMEvaluation,
     GSRMEvaluationRow,
+    ProgressDocument,
+    gate_judges,
 )
 from rlkd.spec.resource import RLKDJob
 from rlkd.store.base import SubStore
@@ -77,7 +81,7 @@ def evaluate_gsrm(
 
     request = spec.gsrm.request
     chat = TransformersChat(model_dir, batch_size=request.max_concurrency)
-    judge = build_judge(spec.judge, env=env) if spec.judge is not None else None
+    judge = build_judge(spec.judge, env=env) if spec.judge and gate_judges(spec) else None
     say(f"eval-gsrm: {ref} on {len(held_out)} held-out annotations")
 
     async def run() -> GSRMEvaluation:
@@ -96,6 +100,7 @@ def evaluate_gsrm(
 
     evaluation = asyncio.run(run())
     store.put_json(GSRM_EVALUATION_KEY, evaluation.model_dump(mode="json", by_alias=True))
+    _record_verdict(store, evaluation)
     say(table(evaluation, build.gate, judged=judge is not None))
     say(f"written to {store.uri_for(GSRM_EVALUATION_KEY)}")
     if not evaluation.passed:
@@ -269,7 +274,7 @@ def table(report: GSRMEvaluation, gate: GSRMGateSpec, *, judged: bool) -> str:
             "step agreement",
             report.step_agreement,
             gate.min_step_agreement,
-            "" if judged else "not measured: no spec.judge",
+            "" if judged else "not measured: minStepAgreement is 0",
         ),
     ]
     for metric, value, threshold, note in rows:
@@ -280,6 +285,21 @@ def table(report: GSRMEvaluation, gate: GSRMGateSpec, *, judged: bool) -> str:
         lines.append("errors: " + ", ".join(f"{k} {v}" for k, v in report.errors.items()))
     lines.append(f"gate: {'passed' if report.passed else 'FAILED'} on {report.examples} examples")
     return "\n".join(lines)
+
+
+def _record_verdict(store: SubStore, evaluation: GSRMEvaluation) -> None:
+    """The gate's verdict in the build's progress document: a GSRM that misses the gate is not a
+    finished build (the operator, and a job applied again, must not take it for one)."""
+    if not store.exists(PROGRESS_KEY):
+        return
+    doc = ProgressDocument.model_validate(store.get_json(PROGRESS_KEY), by_name=False)
+    failure = (
+        None
+        if evaluation.passed
+        else "the GSRM misses its gate: " + "; ".join(evaluation.gate_failures)
+    )
+    if doc.failure != failure:
+        store.put_json(PROGRESS_KEY, doc.model_copy(update={"failure": failure}).to_dict())
 
 
 def _bar(total: int) -> Any:

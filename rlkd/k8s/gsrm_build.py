@@ -20,6 +20,7 @@ from rlkd.k8s.inference import inference_roles
 from rlkd.k8s.learner import pod_template, pytorch_env, pytorchjob
 from rlkd.k8s.naming import build_name, child_metadata
 from rlkd.spec.job import RLKDJobSpec
+from rlkd.spec.progress import gate_judges
 from rlkd.spec.resource import RLKDJob
 from rlkd.spec.runtime import InferenceRole
 
@@ -32,8 +33,7 @@ def build_servers(spec: RLKDJobSpec) -> list[InferenceRole]:
     """The roles whose vLLM servers the build calls (it is created once they are available): the
     judge, when the operator serves it and the gate asks for step agreement
     (gate.minStepAgreement > 0), which `rlkd eval-gsrm` measures with it."""
-    build = spec.gsrm.build if spec.gsrm is not None else None
-    if build is None or build.gate.min_step_agreement <= 0:
+    if not gate_judges(spec):
         return []
     return [role for role in inference_roles(spec) if role == "judge"]
 

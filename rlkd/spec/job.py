@@ -862,6 +862,18 @@ class RLKDJobSpec(SpecModel):
             "!has(self.gsrm) || !has(self.gsrm.build) || self.teacher.source == 'dataset'",
             lambda s: s.gsrm is None or s.gsrm.build is None or s.teacher.source == "dataset",
         ),
+        Rule(
+            "gsrm.build.gate.minStepAgreement",
+            "needs spec.judge: the judge measures per-step agreement (name one, or set it to 0)",
+            "!has(self.gsrm) || !has(self.gsrm.build) || self.gsrm.build.gate.minStepAgreement"
+            " == 0.0 || has(self.judge)",
+            lambda s: (
+                s.gsrm is None
+                or s.gsrm.build is None
+                or s.gsrm.build.gate.min_step_agreement == 0
+                or s.judge is not None
+            ),
+        ),
         *(_frozen_once_created(field) for field in _frozen_paths()),
         Rule(
             "",

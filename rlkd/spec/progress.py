@@ -79,6 +79,14 @@ def nothing_to_prepare(spec: RLKDJobSpec) -> str | None:
     return "rewards.structure is 0"
 
 
+def gate_judges(spec: RLKDJobSpec) -> bool:
+    """Whether `rlkd eval-gsrm` asks the judge for per-step agreement: the build's gate asks for
+    it (gsrm.build.gate.minStepAgreement > 0) and the spec names a judge. The one rule for
+    eval-gsrm and for the operator, which serves a vllm judge to the build exactly then."""
+    build = spec.gsrm.build if spec.gsrm is not None else None
+    return build is not None and spec.judge is not None and build.gate.min_step_agreement > 0
+
+
 def needs_prepare(spec: RLKDJobSpec) -> bool:
     """Whether `rlkd prepare` has anything to do for this job (see nothing_to_prepare)."""
     return nothing_to_prepare(spec) is None

@@ -99,7 +99,10 @@ def test_a_gsrm_built_in_s3_is_published_loads_and_is_gated(
     report = GSRMEvaluation.model_validate(build.get_json(GSRM_EVALUATION_KEY))
     assert (report.model, report.examples, report.parse_rate) == ("store://gsrm/s3", 2, 0.0)
     assert report.errors == {"token_limit": 2} and not report.passed
-    assert [r.agreed_steps for r in report.rows] == [0, 0]  # the rule judge: nothing to agree
+    assert [r.agreed_steps for r in report.rows] == [None, None]  # minStepAgreement 0: unasked
+    # A build that misses its gate is no finished build: its progress document says why.
+    failure = build.get_json(PROGRESS_KEY)["failure"]
+    assert failure.startswith("the GSRM misses its gate: parse rate 0.000")
 
 
 def test_a_killed_build_resumes_from_its_newest_complete_checkpoint(

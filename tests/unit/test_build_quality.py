@@ -70,7 +70,7 @@ def test_without_a_judge_step_agreement_is_not_measured_nor_gated() -> None:
     assert (report.parse_rate, report.step_count_agreement, report.step_agreement) == (1, 1, None)
     assert report.passed and report.gate_failures == []
     assert all(r.agreed_steps is None for r in report.rows)
-    assert "not measured: no spec.judge" in table(report, GATE, judged=False)
+    assert "not measured: minStepAgreement is 0" in table(report, GATE, judged=False)
 
 
 def test_a_judge_that_fails_is_counted_and_fails_a_step_agreement_gate() -> None:

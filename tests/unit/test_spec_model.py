@@ -176,6 +176,18 @@ BUILD = {
             "spec.gsrm.build: needs teacher.source dataset: the annotator decomposes the "
             "teacher's paths in dataset.columns.teacherReasoning",
         ),
+        (
+            {
+                "rewards": {"structure": 0},
+                "judge": None,
+                "gsrm": {
+                    "model": "store://g",
+                    "build": {**BUILD, "gate": {"minStepAgreement": 0.5}},
+                },
+            },
+            "spec.gsrm.build.gate.minStepAgreement: needs spec.judge: the judge measures per-step "
+            "agreement (name one, or set it to 0)",
+        ),
         ({"learner": {"deepspeed": {"stage": 2, "offloadOptimizer": True}}}, None),
         (
             {"learner": {"deepspeed": {"stage": 1, "offloadOptimizer": True}}},
