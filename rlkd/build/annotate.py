@@ -29,16 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from rlkd.build.config import gsrm_build
 from rlkd.build.records import REJECTED_PREFIX, Record, done_ids, next_shard, shard_key, write_shard
 from rlkd.data import examples, training_records
-from rlkd.errors import RLKDError, SpecError
+from rlkd.errors import RLKDError
 from rlkd.gsrm.backends import chat_model
 from rlkd.gsrm.backends.chat import ChatModel, Messages
 from rlkd.gsrm.prompts import decompose_messages, sft_record
 from rlkd.gsrm.steps import format_steps, parse_steps, thinking
 from rlkd.gsrm.types import PARTS, DecomposeRequest, Failure, Kind, Step
 from rlkd.models import model_loader
-from rlkd.spec.job import GSRMBuildSpec
 from rlkd.spec.progress import ANNOTATE_KEY, ANNOTATIONS_PREFIX, GSRM_BUILD_PREFIX, AnnotateSummary
 from rlkd.spec.resource import RLKDJob
 from rlkd.spec.runtime import ANNOTATOR_KEY_ENV
@@ -89,19 +89,6 @@ def path_id(request: DecomposeRequest) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def build_spec(job: RLKDJob) -> GSRMBuildSpec:
-    """The job's GSRM build, or an error that says how to declare one."""
-    gsrm = job.spec.gsrm
-    if gsrm is None or gsrm.build is None:
-        raise SpecError(
-            [
-                "spec.gsrm.build: is empty: `rlkd annotate` annotates the teacher paths of a GSRM "
-                "build; declare one (docs/build-a-gsrm.md)"
-            ]
-        )
-    return gsrm.build
-
-
 def teacher_paths(job: RLKDJob, stores: JobStores) -> list[TeacherPath]:
     """The distinct teacher paths of the job's training examples (spec.dataset and its
     selection), in the selection's order, at most gsrm.build.limit of them."""
@@ -112,7 +99,7 @@ def teacher_paths(job: RLKDJob, stores: JobStores) -> list[TeacherPath]:
     ]
     distinct = {path_id(r): r for r in requests}
     paths = [TeacherPath(i, r) for i, r in distinct.items()]
-    return paths[: build_spec(job).limit]
+    return paths[: gsrm_build(job.spec).limit]
 
 
 def malformed(steps: Sequence[Step]) -> str | None:
@@ -288,7 +275,7 @@ def annotate(
     not accepted or rejected yet goes to the annotator, `concurrency` at a time (default: the
     annotator's request.maxConcurrency). The summary goes to `gsrm-build/annotate.json`.
     `cache_dir` holds a local copy of a transformers annotator kept in the store."""
-    build = build_spec(job)
+    build = gsrm_build(job.spec)
     store = SubStore(stores.run, GSRM_BUILD_PREFIX)
     _save(store, AnnotateSummary())
     paths = teacher_paths(job, stores)

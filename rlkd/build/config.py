@@ -19,12 +19,12 @@ if TYPE_CHECKING:
 
 
 def gsrm_build(spec: RLKDJobSpec) -> GSRMBuildSpec:
-    """spec.gsrm.build, which `train-gsrm` and `eval-gsrm` need."""
+    """spec.gsrm.build, which `annotate`, `train-gsrm` and `eval-gsrm` need."""
     if spec.gsrm is None or spec.gsrm.build is None:
         raise SpecError(
             [
-                "spec.gsrm.build: is not set: train-gsrm and eval-gsrm build the GSRM that "
-                "spec.gsrm.model names; add spec.gsrm.build (docs/build-a-gsrm.md)"
+                "spec.gsrm.build: is not set: annotate, train-gsrm and eval-gsrm build the GSRM "
+                "that spec.gsrm.model names; add spec.gsrm.build (docs/build-a-gsrm.md)"
             ]
         )
     return spec.gsrm.build
