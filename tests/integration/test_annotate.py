@@ -214,7 +214,7 @@ def test_a_job_without_a_gsrm_build_says_how_to_declare_one(tmp_path: Path, caps
     document["spec"]["gsrm"] = {"backend": "rule"}
     job_file.write_text(yaml.safe_dump(document))
     assert main(["annotate", str(job_file), "--store-dir", str(root)]) == 1
-    assert "rlkd annotate: spec.gsrm.build: is empty" in capsys.readouterr().err
+    assert "rlkd annotate: spec.gsrm.build: is not set" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
