@@ -26,8 +26,6 @@ from rlkd.k8s.prepare import learner_servers, prepare_servers
 from rlkd.k8s.quantity import same_quantity
 from rlkd.k8s.resolve import model_uri, resolve_job, storage_of
 from rlkd.spec.progress import (
-    ANNOTATE_KEY,
-    GSRM_EVALUATION_KEY,
     PROGRESS_KEY,
     PrepareSummary,
     ProgressDocument,
@@ -39,7 +37,7 @@ from rlkd.spec.runtime import InferenceRole
 from rlkd.spec.status import Artifacts, Condition, Phase, Progress, RLKDJobStatus
 from rlkd.spec.validate import parse_job
 from rlkd_operator import built, kueue, stall
-from rlkd_operator.gsrm_build import GSRMBuildSeen, quote
+from rlkd_operator.gsrm_build import GSRMBuildSeen
 
 Body = Mapping[str, Any]
 ChildKey = tuple[str, str]
@@ -640,12 +638,10 @@ def _build_outcome(plan: _Plan, job: RLKDJob, observed: Observed) -> Outcome | N
     seen = observed.gsrm_build or GSRMBuildSeen()
     if build is None and annotate is not None and annotate.failed:
         message = f"the annotate Job failed: {annotate.message or annotate.reason}"
-        outcome = Outcome(
-            "Failed", annotate.reason, _joined(message, quote(ANNOTATE_KEY, seen.annotate))
-        )
+        outcome = Outcome("Failed", annotate.reason, _joined(message, seen.annotate_line()))
     elif build is not None and build.condition == PyTorchJobCondition.FAILED:
         message = f"the GSRM build failed: {build.message or build.reason}"
-        report = quote(GSRM_EVALUATION_KEY, seen.evaluation)
+        report = seen.evaluation_line()
         own = seen.progress.failure if seen.progress is not None else None
         outcome = Outcome("Failed", build.reason, _joined(message, report or own or ""))
     elif build is not None and _succeeded(build) and _overdue(child, plan.at):

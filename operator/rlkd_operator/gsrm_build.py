@@ -1,23 +1,21 @@
 """A GSRM build (spec.gsrm.build) as the operator reads it from the store: the build's own
 progress document, whether the built model is at gsrm.model, and the reports of `rlkd annotate`
-(annotate.json) and `rlkd eval-gsrm` (evaluation.json) that a failure message quotes. Pure, like
-decide; rlkd_operator.stores reads what it holds.
-
-The reports are the build commands' own documents: the operator quotes their top-level numbers
-and words (counts, rates, the gate's verdict) without holding a schema of them, so a report that
-gains a field needs no operator change, and one it cannot read costs only the quote.
+(annotate.json) and `rlkd eval-gsrm` (evaluation.json) that a failure message quotes, typed as
+the commands write them (rlkd.spec.progress). Pure, like decide; rlkd_operator.stores reads what
+it holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
-from rlkd.spec.progress import ProgressDocument
-
-QUOTE_LIMIT = 600
-"""Characters of one report quoted in a status message (its per-path rows never are)."""
+from rlkd.spec.progress import (
+    ANNOTATE_KEY,
+    GSRM_EVALUATION_KEY,
+    AnnotateSummary,
+    GSRMEvaluation,
+    ProgressDocument,
+)
 
 
 @dataclass(frozen=True)
@@ -29,8 +27,8 @@ class GSRMBuildSeen:
     progress: ProgressDocument | None = None
     model_present: bool = False
     """gsrm.model holds files (looked at only once the progress says finished)."""
-    annotate: Mapping[str, Any] | None = None
-    evaluation: Mapping[str, Any] | None = None
+    annotate: AnnotateSummary | None = None
+    evaluation: GSRMEvaluation | None = None
 
     @property
     def built(self) -> bool:
@@ -51,34 +49,10 @@ class GSRMBuildSeen:
         total = f"/{doc.total_steps}" if doc.total_steps else ""
         return f"training, step {doc.step}{total}"
 
+    def annotate_line(self) -> str:
+        """annotate.json's counts for a status message; empty without it."""
+        return f"{ANNOTATE_KEY}: {self.annotate.counts()}" if self.annotate else ""
 
-def quote(name: str, report: Mapping[str, Any] | None) -> str:
-    """`report` in one line for a status message: its top-level numbers, flags and words, and
-    those of its top-level objects (counts by reason), never its lists (per-path rows); bounded
-    by QUOTE_LIMIT. Empty when there is no report."""
-    if report is None:
-        return ""
-    parts = []
-    for key, value in report.items():
-        if isinstance(value, Mapping):
-            inner = [f"{k} {_scalar(v)}" for k, v in value.items() if _scalar(v) is not None]
-            if inner:
-                parts.append(f"{key} {{{', '.join(inner)}}}")
-        elif (text := _scalar(value)) is not None:
-            parts.append(f"{key} {text}")
-    line = ", ".join(parts) or "no counts"
-    if len(line) > QUOTE_LIMIT:
-        line = line[: QUOTE_LIMIT - 3] + "..."
-    return f"{name}: {line}"
-
-
-def _scalar(value: Any) -> str | None:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, str):
-        return value
-    return None
+    def evaluation_line(self) -> str:
+        """evaluation.json's numbers and verdict for a status message; empty without it."""
+        return f"{GSRM_EVALUATION_KEY}: {self.evaluation.verdict()}" if self.evaluation else ""

@@ -35,6 +35,8 @@ from rlkd.spec.progress import (
     MODEL_PREFIX,
     PREPARE_KEY,
     PROGRESS_KEY,
+    AnnotateSummary,
+    GSRMEvaluation,
     PrepareSummary,
     ProgressDocument,
     run_prefix,
@@ -279,17 +281,26 @@ def _gsrm_build(
     if not reports:
         return GSRMBuildSeen(doc, present)
     return GSRMBuildSeen(
-        doc, present, _report(build, ANNOTATE_KEY), _report(build, GSRM_EVALUATION_KEY)
+        doc,
+        present,
+        _report(build, ANNOTATE_KEY, AnnotateSummary),
+        _report(build, GSRM_EVALUATION_KEY, GSRMEvaluation),
     )
 
 
-def _report(store: StoreBase, key: str) -> dict[str, Any] | None:
-    """A build command's JSON report, as written; None when absent or not a JSON object."""
+Report = TypeVar("Report", AnnotateSummary, GSRMEvaluation)
+
+
+def _report(store: StoreBase, key: str, model: type[Report]) -> Report | None:
+    """A build command's report; None when absent or not one (the failure is then reported
+    without its numbers, and the reason is logged)."""
     try:
-        raw: Any = store.get_json(key)
+        return model.model_validate(store.get_json(key), by_name=False)
     except ObjectNotFoundError:
         return None
-    return raw if isinstance(raw, dict) else None
+    except (StoreError, ValidationError) as exc:
+        logger.warning("%s is not a %s report: %s", store.uri_for(key), model.__name__, exc)
+        return None
 
 
 def _prepared(store: S3Store) -> PrepareSummary | None:

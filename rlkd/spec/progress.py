@@ -209,7 +209,7 @@ class GSRMEvaluation(SpecModel):
     """Share whose GSRM reply parses into at least one step."""
     step_count_agreement: Annotated[float, Field(ge=0, le=1)]
     """Share whose GSRM step count equals the annotator's."""
-    step_agreement: Annotated[float, Field(ge=0, le=1)] | None
+    step_agreement: Annotated[float, Field(ge=0, le=1)] | None = None
     """Mean over the judged examples of agreed steps / annotator steps (None without spec.judge,
     or when the judge answered on none)."""
     errors: dict[str, int] = Field(default_factory=dict)
@@ -221,6 +221,19 @@ class GSRMEvaluation(SpecModel):
     """Each gate it misses, in words (metric, value, threshold, field)."""
     rows: list[GSRMEvaluationRow] = Field(default_factory=list)
     """One per held-out annotation."""
+
+    def verdict(self) -> str:
+        """The numbers and the gate's verdict in one line, for a status message or a log."""
+        agreement = "-" if self.step_agreement is None else f"{self.step_agreement:.3f}"
+        line = (
+            f"{self.examples} held out: parse rate {self.parse_rate:.3f}, step-count agreement "
+            f"{self.step_count_agreement:.3f}, step agreement {agreement}"
+        )
+        return line + (
+            "; gate passed"
+            if self.passed
+            else "; misses its gate: " + "; ".join(self.gate_failures)
+        )
 
 
 class Heartbeat(SpecModel):

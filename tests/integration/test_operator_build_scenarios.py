@@ -14,6 +14,8 @@ from rlkd.spec.progress import (
     GSRM_EVALUATION_KEY,
     PREPARE_KEY,
     PROGRESS_KEY,
+    AnnotateSummary,
+    GSRMEvaluation,
     PrepareSummary,
 )
 from rlkd.store.base import SubStore
@@ -78,7 +80,8 @@ async def until_building(cluster: Cluster) -> None:
     await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-annotator"))
     await servers_available(cluster, "annotator")
     await wait_for(lambda: cluster.phase() == "Annotating")
-    build_store(cluster).put_json(ANNOTATE_KEY, {"accepted": 64, "rejected": 0, "failed": 0})
+    done = AnnotateSummary(finished=True, paths=64, accepted=64)
+    build_store(cluster).put_json(ANNOTATE_KEY, done.to_dict())
     await job_ends(cluster, "demo-annotate", "Complete", "CompletionsReached")
     await wait_for(lambda: cluster.phase() == "BuildingGSRM")
 
@@ -146,15 +149,17 @@ async def test_a_failed_annotation_fails_the_job_with_the_counts(world) -> None:
         await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-annotator"))
         await servers_available(cluster, "annotator")
         await wait_for(lambda: cluster.phase() == "Annotating")
-        report = {"accepted": 10, "rejected": 2, "failed": 52, "failures": {"timeout": 52}}
-        build_store(cluster).put_json(ANNOTATE_KEY, report)
+        report = AnnotateSummary(
+            finished=True, paths=64, accepted=10, rejected=2, failures={"timeout": 52}
+        )
+        build_store(cluster).put_json(ANNOTATE_KEY, report.to_dict())
         message = "Job has reached the specified backoff limit"
         await job_ends(cluster, "demo-annotate", "Failed", "BackoffLimitExceeded", message)
         await wait_for(lambda: cluster.phase() == "Failed")
         failed = failed_condition(cluster)
         assert failed["reason"] == "BackoffLimitExceeded" and message in failed["message"]
-        quoted = "annotate.json: accepted 10, failed 52, failures {timeout 52}, rejected 2"
-        assert failed["message"].endswith(quoted)  # as stored: keys sorted
+        quoted = "annotate.json: 64 paths: accepted 10, rejected 2, failed 52, done before 0"
+        assert failed["message"].endswith(quoted + "; failed: timeout 52")
         await wait_for(lambda: replicas(cluster, "annotator") == 0)
         assert cluster.get(PYTORCHJOBS, "demo-build") is None and replicas(cluster, "gsrm") is None
         await wait_for(lambda: cluster.event_reasons()[-1:] == ["Failed"])
@@ -165,14 +170,24 @@ async def test_a_failed_gate_fails_the_job_quoting_the_evaluation(world) -> None
     async with running_operator(kubeconfig, (NS,)):
         await until_building(cluster)
         await build_in(cluster, "Running")
-        report = {"parseRate": 0.42, "passed": False, "verdict": "parse rate 0.42 < 0.9"}
-        build_store(cluster).put_json(GSRM_EVALUATION_KEY, report)
+        report = GSRMEvaluation(
+            model="store://models/gsrm-built",
+            examples=64,
+            parse_rate=0.42,
+            step_count_agreement=0.25,
+            step_agreement=None,
+            passed=False,
+            gate_failures=["parse rate 0.420 is below 0.9 (spec.gsrm.build.gate.minParseRate)"],
+        )
+        build_store(cluster).put_json(GSRM_EVALUATION_KEY, report.to_dict())
         await build_in(cluster, "Failed", "PyTorchJob demo-build is failed")
         await wait_for(lambda: cluster.phase() == "Failed")
         message = failed_condition(cluster)["message"]
         assert message.startswith("the GSRM build failed: PyTorchJob demo-build is failed")
-        assert "evaluation.json: parseRate 0.42, passed false, verdict parse rate 0.42 < 0.9" in (
-            message
+        assert message.endswith(
+            "evaluation.json: 64 held out: parse rate 0.420, step-count agreement 0.250, step "
+            "agreement -; misses its gate: parse rate 0.420 is below 0.9 "
+            "(spec.gsrm.build.gate.minParseRate)"
         )
         assert replicas(cluster, "gsrm") is None and cluster.get(PYTORCHJOBS, "demo") is None
 

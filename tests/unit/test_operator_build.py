@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from rlkd.spec.progress import ProgressDocument
+from rlkd.spec.progress import AnnotateSummary, GSRMEvaluation, ProgressDocument
 from rlkd_operator.decide import Observed, needs, needs_poll
-from rlkd_operator.gsrm_build import GSRMBuildSeen, quote
+from rlkd_operator.gsrm_build import GSRMBuildSeen
 from tests.operator_fixtures import available, job_body, pytorchjob_in
 from tests.unit.test_operator_decide import (
     STORE_OK,
@@ -157,7 +157,9 @@ def test_a_successful_build_waits_for_its_model_then_fails_without_it() -> None:
     assert conditions(body)["Failed"]["reason"] == "GSRMMissing"
 
 
-ANNOTATE_REPORT = {"accepted": 100, "rejected": 3, "failed": 60, "reasons": {"timeout": 60}}
+ANNOTATE_REPORT = AnnotateSummary(
+    finished=True, paths=163, accepted=100, rejected=3, failures={"timeout": 60}
+)
 
 
 def test_a_failed_annotation_fails_the_job_quoting_annotate_json() -> None:
@@ -170,8 +172,8 @@ def test_a_failed_annotation_fails_the_job_quoting_annotate_json() -> None:
     failed = conditions(body)["Failed"]
     assert body["status"]["phase"] == "Failed" and failed["reason"] == "BackoffLimitExceeded"
     assert failed["message"] == (
-        f"the annotate Job failed: {message}; annotate.json: accepted 100, rejected 3, "
-        "failed 60, reasons {timeout 60}"
+        f"the annotate Job failed: {message}; annotate.json: 163 paths: accepted 100, "
+        "rejected 3, failed 60, done before 0; failed: timeout 60"
     )
     assert conditions(body)["GSRMBuilt"]["reason"] == "BackoffLimitExceeded"
     assert set(replicas(decision).values()) == {0}  # the annotator gives its GPUs back
@@ -183,14 +185,23 @@ def test_a_failed_annotation_fails_the_job_quoting_annotate_json() -> None:
 def test_a_failed_gate_fails_the_job_quoting_evaluation_json() -> None:
     body, children = building()
     children[BUILDER] = pytorchjob_in(children[BUILDER], "Failed", "pod exited with 1")
-    report = {"parseRate": 0.42, "passed": False, "verdict": "parse rate 0.42 < 0.9", "rows": []}
+    report = GSRMEvaluation(
+        model="store://models/gsrm-built",
+        examples=64,
+        parse_rate=0.42,
+        step_count_agreement=0.25,
+        step_agreement=None,
+        passed=False,
+        gate_failures=["parse rate 0.420 is below 0.9 (spec.gsrm.build.gate.minParseRate)"],
+    )
     reports = GSRMBuildSeen(ProgressDocument(stage="finished"), True, ANNOTATE_REPORT, report)
     body, decision = step(body, Observed(children=children, gsrm_build=reports))
     failed = conditions(body)["Failed"]
     assert failed["reason"] == "PyTorchJobFailed"
     assert failed["message"] == (
-        "the GSRM build failed: pod exited with 1; evaluation.json: parseRate 0.42, "
-        "passed false, verdict parse rate 0.42 < 0.9"
+        "the GSRM build failed: pod exited with 1; evaluation.json: 64 held out: parse rate "
+        "0.420, step-count agreement 0.250, step agreement -; misses its gate: parse rate 0.420 "
+        "is below 0.9 (spec.gsrm.build.gate.minParseRate)"
     )
     assert GSRM not in applied(decision)
 
@@ -260,17 +271,3 @@ def test_an_invalid_spec_stops_the_build() -> None:
     _, decision = step(broken, Observed(children=children))
     patched = {p["metadata"]["name"]: p["spec"] for p in decision.patch}
     assert patched["demo-build"] == {"runPolicy": {"suspend": True}}
-
-
-@pytest.mark.parametrize(
-    ("report", "line"),
-    [
-        (None, ""),
-        ({}, "annotate.json: no counts"),
-        ({"accepted": 2, "rows": [1, 2]}, "annotate.json: accepted 2"),
-        ({"rate": 0.123456, "ok": True}, "annotate.json: rate 0.1235, ok true"),
-        ({"x": "y" * 700}, "annotate.json: x " + "y" * 595 + "..."),
-    ],
-)
-def test_quote_keeps_numbers_and_words_and_bounds_them(report: Any, line: str) -> None:
-    assert quote("annotate.json", report) == line
