@@ -114,13 +114,21 @@ def cmd_annotate(args: argparse.Namespace) -> int:
     return 1 if summary.failures else 0
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    """The learner: one process per GPU (torchrun) when the pod has several, else in place."""
+def _ranks(command: str, argv: Sequence[str]) -> int | None:
+    """In a pod with several GPUs, run `rlkd COMMAND` once per GPU (torchrun) and return its exit
+    status; None in a rank, or where one process is all there is: run the command in place."""
     from rlkd.train.launch import is_rank, launch, topology
 
     topo = topology(os.environ)
     if topo.world_size > 1 and not is_rank(os.environ):
-        return launch(topo, ["train", *args.argv])
+        return launch(topo, [command, *argv])
+    return None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """The learner: one process per GPU (torchrun) when the pod has several, else in place."""
+    if (status := _ranks("train", args.argv)) is not None:
+        return status
     from rlkd.store.job import job_stores
     from rlkd.train.recipe import train
 
@@ -169,24 +177,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_train_gsrm(args: argparse.Namespace) -> int:
     """The GSRM's SFT (spec.gsrm.build): one process per GPU (torchrun) like `rlkd train`."""
-    from rlkd.train.launch import is_rank, launch, topology
-
-    topo = topology(os.environ)
-    if topo.world_size > 1 and not is_rank(os.environ):
-        return launch(topo, ["train-gsrm", *args.argv])
-    import tempfile
-
+    if (status := _ranks("train-gsrm", args.argv)) is not None:
+        return status
     from rlkd.build.sft import train_gsrm
     from rlkd.spec.progress import GSRM_BUILD_PREFIX
-    from rlkd.spec.resource import namespace_of
     from rlkd.store.job import job_stores
 
     job = _job(args.file)
     stores = job_stores(job, store_dir=args.store_dir)
-    default = Path(
-        tempfile.gettempdir(), "rlkd", namespace_of(job), job.metadata.name, GSRM_BUILD_PREFIX
-    )
-    workdir = Path(args.workdir) if args.workdir else default
+    workdir = Path(args.workdir) if args.workdir else _cache_dir(job) / GSRM_BUILD_PREFIX
     train_gsrm(job, stores, workdir=workdir, bars=sys.stderr.isatty())
     return 0
 
