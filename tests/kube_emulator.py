@@ -1,8 +1,9 @@
 """The real kopf operator against kmock's Kubernetes emulator, in the caller's event loop.
 
 The emulator is an in-memory API server (no scheduler, no controllers, no garbage collector):
-tests play the controllers by patching children's status themselves. What it lacks and the
-operator relies on is added here: resourceVersion, uid, creationTimestamp and generation; and,
+tests play the controllers by patching children's status themselves (or run tests/podrunner).
+What it lacks and the operator relies on is added here: resourceVersion, uid,
+creationTimestamp, generation and the namespace of an object created without one; and,
 as the real server does, resource quantities stored in canonical form (`1` -> `"1"`, `0.5` ->
 `"500m"`), so a child compared naively with its live copy shows up as a write storm here too.
 """
@@ -29,6 +30,7 @@ from rlkd.k8s.quantity import QuantityError, canonical
 from rlkd_operator.main import build_runtime
 from rlkd_operator.resources import ALL, RLKDJOBS, APIResource
 from rlkd_operator.settings import Options
+from tests.podrunner.kubeapi import USER_AGENT as PODRUNNER_AGENT
 
 
 @attrs.define(kw_only=True)
@@ -85,6 +87,8 @@ class Emulator(kmock.KubernetesEmulator):
             given = request.data.get("metadata", {})
             if "name" not in given and "generateName" in given:  # kopf's Events
                 meta["name"] = f"{given['generateName']}{version}"
+            if request.namespace and "namespace" not in given:  # the path's, as the server does
+                meta["namespace"] = request.namespace
             return {**request.data, "metadata": {**given, **meta}}
         if isinstance(request.data, list):  # a JSON patch (kopf's finalizers)
             return [
@@ -262,14 +266,22 @@ async def wait_for(check: Callable[[], Any], timeout: float = 30.0) -> Any:
 
 
 WRITES = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+NOT_THE_OPERATOR = ("kmock", PODRUNNER_AGENT)
+"""User-Agents of requests the test makes: its own (kmock's client) and the pod runner's."""
+
+
+def by_operator(request: kmock.Request) -> bool:
+    """Whether the operator sent `request` (not the test, not the pod runner)."""
+    agent = request.headers.get("User-Agent", "")
+    return not any(other in agent for other in NOT_THE_OPERATOR)
 
 
 def writes_sent(emulator: Emulator) -> list[str]:
-    """'METHOD path' of every write the operator sent (the test's own carry kmock's agent)."""
+    """'METHOD path' of every write the operator sent."""
     return [
         f"{r.method.name} {r.url.path}"
         for r in emulator._requests
-        if r.method.name in WRITES and "kmock" not in r.headers.get("User-Agent", "")
+        if r.method.name in WRITES and by_operator(r)
     ]
 
 
@@ -282,16 +294,12 @@ async def poll_passes(runtime: Any, passes: int) -> None:
 
 def requests_outside(emulator: Emulator) -> list[str]:
     """Requests to resources or with verbs outside rlkd_operator.resources (the ClusterRole),
-    as 'verb resource' lines; discovery and the test's own writes are not the operator's."""
+    as 'verb resource' lines; discovery, the test's and the pod runner's are not the operator's."""
     verbs = {"GET": "get", "POST": "create", "PATCH": "patch", "DELETE": "delete", "PUT": "update"}
     allowed = {(verb, api.group, api.plural) for api in ALL for verb in api.verbs}
     out = []
     for request in emulator._requests:
-        if (
-            request.resource is None
-            or request.resource.plural is None
-            or "kmock" in request.headers.get("User-Agent", "")
-        ):
+        if request.resource is None or request.resource.plural is None or not by_operator(request):
             continue
         verb = {"LIST": "list", "WATCH": "watch"}.get(
             request.action.name, verbs[request.method.name]

@@ -27,6 +27,9 @@ ANNOTATOR_KEY_ENV = "RLKD_ANNOTATOR_API_KEY"
 """The annotator's API key (spec.gsrm.build.annotatorKeySecret holds it under this key too)."""
 STORE_SECRET_DIR = "/var/run/secrets/rlkd/store"
 """Where the storage Secret is mounted (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY files)."""
+STORE_SECRET_DIR_ENV = "RLKD_STORE_SECRET_DIR"
+"""Another place for the storage Secret's files than STORE_SECRET_DIR: where a pod's volumes are
+not mounted at their paths (the tests' local pod runner lays them out under a temp root)."""
 
 
 def endpoint_env(role: InferenceRole) -> str:

@@ -18,6 +18,7 @@ from rlkd.spec.runtime import (
     STORE_PREFIX_ENV,
     STORE_REGION_ENV,
     STORE_SECRET_DIR,
+    STORE_SECRET_DIR_ENV,
 )
 from rlkd.store.base import Store
 from rlkd.store.config import Credentials, S3Config
@@ -52,8 +53,8 @@ def local_stores(job: RLKDJob, root: str | Path) -> JobStores:
 def s3_stores(job: RLKDJob, env: Mapping[str, str] = os.environ) -> JobStores:
     """The job's S3 store. Endpoint, bucket and the run's prefix come from the learner pod's
     environment contract when it is set (the operator resolved the store, default store
-    included), else from `spec.storage`; the key pair from the mounted storage Secret (in a pod)
-    or the environment."""
+    included), else from `spec.storage`; the key pair from the mounted storage Secret (in a pod:
+    at STORE_SECRET_DIR, or where RLKD_STORE_SECRET_DIR says) or the environment."""
     storage = job.spec.storage
     if env.get(STORE_ENDPOINT_ENV):
         # The pod's contract wins; what it leaves out comes from spec.storage when there is one.
@@ -81,7 +82,7 @@ def s3_stores(job: RLKDJob, env: Mapping[str, str] = os.environ) -> JobStores:
                 "spec.storage, or use a local one (--store-dir DIR)"
             ]
         )
-    credentials = Credentials.from_env(env, STORE_SECRET_DIR)
+    credentials = store_credentials(env)
 
     def config(bucket: str, prefix: str) -> S3Config:
         return S3Config(
@@ -99,6 +100,12 @@ def s3_stores(job: RLKDJob, env: Mapping[str, str] = os.environ) -> JobStores:
         run=S3Store(config(bucket, run)),
         open_bucket=lambda other: S3Store(config(other, ""), create_bucket=False),
     )
+
+
+def store_credentials(env: Mapping[str, str] = os.environ) -> Credentials:
+    """The store's key pair as a pod reads it: from the storage Secret's files at
+    STORE_SECRET_DIR (or RLKD_STORE_SECRET_DIR) when they are mounted, else the environment."""
+    return Credentials.from_env(env, env.get(STORE_SECRET_DIR_ENV) or STORE_SECRET_DIR)
 
 
 def job_stores(
