@@ -416,9 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="run an RLKDJob on this machine, end to end, with a report",
-        description="The same RLKDJob file, no cluster: prepare, evaluate before, train, evaluate "
-        "after, report. The store is spec.storage when the spec names one, else DIR/store; "
-        "inference runs in-process. A rerun with the same DIR resumes.",
+        description="The same RLKDJob file, no cluster: (with spec.gsrm.build: annotate, "
+        "train-gsrm, eval-gsrm) prepare, evaluate before, train, evaluate after, report. The "
+        "store is spec.storage when the spec names one, else DIR/store; inference runs "
+        "in-process. A rerun with the same DIR resumes.",
     )
     run.add_argument("file", metavar="FILE")
     run.add_argument(

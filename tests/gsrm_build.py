@@ -1,19 +1,22 @@
 """GSRM builds for tests: annotation shards written the way `rlkd annotate` writes them (the toy
-domain's teacher reasoning, decomposed by the rule backend as an annotator would), and an
-RLKDJob whose spec.gsrm.build fine-tunes a tiny model for a few steps on the CPU."""
+domain's teacher reasoning, decomposed by the rule backend as an annotator would), an RLKDJob
+whose spec.gsrm.build fine-tunes a tiny model for a few steps on the CPU, and a tiny base model
+whose tokenizer knows the decomposition prompt (for builds that must learn the format)."""
 
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 from rlkd.build.records import write_shard
-from rlkd.gsrm.prompts import sft_record
+from rlkd.gsrm.prompts import decompose_messages, sft_record
 from rlkd.gsrm.steps import format_steps, parse_steps
 from rlkd.gsrm.types import DecomposeRequest
 from rlkd.spec.progress import ANNOTATIONS_PREFIX
 from rlkd.store.base import Store
 from rlkd.toy import arithmetic
+from rlkd.toy.model import CORPUS, build_model, train_tokenizer
 
 
 def annotation(index: int, problem: arithmetic.Problem) -> dict[str, Any]:
@@ -27,6 +30,25 @@ def annotation(index: int, problem: arithmetic.Problem) -> dict[str, Any]:
         "domain": "math",
         "steps": [vars(step) for step in steps],
     }
+
+
+def toy_decomposition(problem_text: str) -> str:
+    """What an exact annotator answers for the scripted teacher's path of a toy problem: its
+    steps in the canonical format."""
+    problem = arithmetic.parse_problem(problem_text)
+    return format_steps(parse_steps(arithmetic.reasoning(problem, problem.teacher_order)))
+
+
+def build_base_model(path: Path) -> Path:
+    """A tiny random Qwen2 (rlkd.toy.model) whose tokenizer has also learnt the toy domain's
+    decomposition prompts: a prompt is then about 600 tokens instead of about 1000, which keeps
+    an SFT step that learns the format short on a CPU."""
+    texts = list(CORPUS)
+    for problem in arithmetic.problems("train", 20, seed=1):
+        reasoning = arithmetic.reasoning(problem, problem.teacher_order)
+        request = DecomposeRequest(reasoning, problem.text, "math")
+        texts += [m["content"] for m in decompose_messages(request)]
+    return build_model(path, tokenizer=train_tokenizer(texts), checks=texts)
 
 
 def write_annotations(store: Store, count: int) -> list[dict[str, Any]]:

@@ -293,6 +293,13 @@ class ProgressDocument(Progress):
     """Why the learner stopped, when it stopped on an error of its own (one line)."""
 
 
+def gsrm_built(doc: ProgressDocument | None) -> bool:
+    """Whether a GSRM build's progress document (gsrm-build/progress.json) says the build is done:
+    trained, uploaded, and not failed (a GSRM that misses its gate records a failure). The model
+    at gsrm.model must be there too; the reader checks that in its store."""
+    return doc is not None and doc.stage == "finished" and not doc.failure
+
+
 # --- the stall watchdog's rules: one for the operator and for `rlkd run` ----------------------
 
 

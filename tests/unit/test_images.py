@@ -111,10 +111,16 @@ def test_every_builder_command_is_one_the_images_have() -> None:
                     assert image == TRAINER_IMAGE
                     if command[0] == "python":  # the venv's interpreter, first on PATH
                         continue
-                    assert command[0] == "rlkd"
-                    parser.parse_args(command[1:] + container.get("args", []))
-                    seen.add(command[1])
-    assert {"train", "prepare"} <= seen
+                    if command[:2] == ["sh", "-c"]:  # a GSRM build's Master: train, then gate
+                        lines = [part.split() for part in command[2].split("&&")]
+                        commands = [w[1:] if w[0] == "exec" else w for w in lines]
+                    else:
+                        commands = [command + container.get("args", [])]
+                    for words in commands:
+                        assert words[0] == "rlkd"
+                        parser.parse_args(words[1:])
+                        seen.add(words[1])
+    assert {"train", "prepare", "annotate", "train-gsrm", "eval-gsrm"} <= seen
 
 
 def _pod_specs(child: dict) -> list[dict]:

@@ -83,12 +83,15 @@ def test_built_in_children_pass_kubernetes_validate_strict(path: Path) -> None:
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_pytorchjob_matches_the_kubeflow_crd(path: Path) -> None:
-    [learner] = [c for c in children_of(path) if c["kind"] == "PyTorchJob"]
-    assert crd_errors(learner, PYTORCHJOB_CRD) == []
+    """Every PyTorchJob: the learner's, and a GSRM build's."""
+    pytorchjobs = [c for c in children_of(path) if c["kind"] == "PyTorchJob"]
+    assert pytorchjobs
+    for pytorchjob in pytorchjobs:
+        assert crd_errors(pytorchjob, PYTORCHJOB_CRD) == []
 
 
 def test_crd_check_rejects_a_misspelt_pytorchjob_field() -> None:
-    [learner] = [c for c in children_of(EXAMPLES[0]) if c["kind"] == "PyTorchJob"]
+    learner = next(c for c in children_of(EXAMPLES[0]) if c["kind"] == "PyTorchJob")
     learner["spec"]["runPolicy"]["suspended"] = True
     assert [e.path for e in crd_errors(learner, PYTORCHJOB_CRD)] == ["spec.runPolicy"]
 

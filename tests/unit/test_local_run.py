@@ -10,6 +10,7 @@ from rlkd.local import RunError, claim_output, one_machine
 from rlkd.spec.validate import load_job, parse_job
 
 PAPER = "manifests/examples/paper-qwen2.5-math-7b.yaml"
+BUILD = "manifests/examples/gsrm-build.yaml"
 
 
 def test_vllm_roles_run_in_process_unless_a_server_url_is_given() -> None:
@@ -22,6 +23,37 @@ def test_vllm_roles_run_in_process_unless_a_server_url_is_given() -> None:
     assert local.spec.learner.deepspeed.stage == 0
     assert any("RLKD_JUDGE_URL" in n for n in notes)
     assert any("loaded in-process with transformers" in n for n in notes)
+
+
+@pytest.mark.parametrize(
+    ("env", "annotator", "noted"),
+    [
+        ({}, "transformers", "annotator: Qwen/Qwen2.5-7B-Instruct loaded in-process"),
+        (
+            {"RLKD_ANNOTATOR_URL": "http://127.0.0.1:9/v1"},
+            "vllm",
+            "annotator: the vLLM server at $RLKD_ANNOTATOR_URL",
+        ),
+    ],
+)
+def test_a_gsrm_build_runs_here_like_the_other_roles(
+    env: dict[str, str], annotator: str, noted: str
+) -> None:
+    body = load_job(BUILD).to_dict()
+    body["spec"]["gsrm"]["build"]["annotator"] = {
+        "backend": "vllm",
+        "model": "Qwen/Qwen2.5-7B-Instruct",
+    }
+    local, notes = one_machine(parse_job(body), env, cuda=False)
+    build = local.spec.gsrm.build
+    assert build.annotator.backend == annotator
+    assert build.training.precision == "fp32"
+    assert local.spec.gsrm.backend == "transformers"
+    assert any(n.startswith(noted) for n in notes), notes
+    assert "gsrm build: precision bf16 needs a GPU, training in fp32" in notes
+    gpu, _ = one_machine(load_job(BUILD), {}, cuda=True)
+    assert gpu.spec.gsrm.build.training == load_job(BUILD).spec.gsrm.build.training
+    assert gpu.spec.gsrm.build.annotator.backend == "openai"
 
 
 def test_a_gpu_machine_keeps_the_recipe() -> None:
