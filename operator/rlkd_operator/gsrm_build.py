@@ -15,6 +15,7 @@ from rlkd.spec.progress import (
     AnnotateSummary,
     GSRMEvaluation,
     ProgressDocument,
+    gsrm_built,
 )
 
 
@@ -34,10 +35,7 @@ class GSRMBuildSeen:
     def built(self) -> bool:
         """The build finished without a failure of its own, and the model is where gsrm.model
         says: the run can start on it, and no build runs again."""
-        doc = self.progress
-        return (
-            doc is not None and doc.stage == "finished" and not doc.failure and self.model_present
-        )
+        return gsrm_built(self.progress) and self.model_present
 
     def step(self) -> str:
         """Where the build's training is, in words, for the phase message."""
