@@ -109,14 +109,11 @@ def _sft(
     say: Say,
     bars: bool,
 ) -> Path:
-    """SFT with TRL; returns the local folder of the fine-tuned model."""
+    """SFT with TRL, checkpoints uploaded and progress reported; returns the local folder of
+    the fine-tuned model."""
     from accelerate import PartialState
-    from datasets import Dataset
-    from transformers import AutoTokenizer, PrinterCallback
-    from trl import SFTTrainer
 
     state = PartialState()
-    tokenizer = AutoTokenizer.from_pretrained(base)
     topo = topology(os.environ)
     uploader = None
     if state.is_local_main_process:
@@ -136,14 +133,39 @@ def _sft(
         uploader=uploader,
         step_activity="updating",
     )
-    callbacks: list[Any] = [callback]
-    if bars and state.is_main_process:
+    trainer = sft_trainer(base, records, config, callbacks=[callback], say=say, bars=bars)
+    progress.stage("training")
+    trainer.train(resume_from_checkpoint=resume)
+    progress.activity("saving")
+    return save_trained(trainer, config)
+
+
+def sft_trainer(
+    base: str,
+    records: Sequence[Record],
+    config: Any,
+    *,
+    callbacks: Sequence[Any] = (),
+    say: Say = print,
+    bars: bool = False,
+) -> Any:
+    """TRL's SFTTrainer of `base` (a local folder or hub id) on prompt-completion `records`
+    under `config` (an SFTConfig, `rlkd.build.config.sft_config`), saying how many records were
+    left out for length; `bars` shows a step bar on the main process instead of log lines. The
+    GSRM build trains with it, and so do the tests' tiny GSRM and judge."""
+    from accelerate import PartialState
+    from datasets import Dataset
+    from transformers import AutoTokenizer, PrinterCallback
+    from trl import SFTTrainer
+
+    callbacks = list(callbacks)
+    if bars and PartialState().is_main_process:
         callbacks.append(StepBar())
     trainer = SFTTrainer(
         model=base,
         args=config,
         train_dataset=Dataset.from_list(sft_rows(records)),
-        processing_class=tokenizer,
+        processing_class=AutoTokenizer.from_pretrained(base),
         callbacks=callbacks,
     )
     if dropped := len(records) - len(trainer.train_dataset):  # type: ignore[arg-type]
@@ -153,13 +175,18 @@ def _sft(
         )
     if bars:
         trainer.remove_callback(PrinterCallback)  # the step bar shows the loss instead
-    progress.stage("training")
-    trainer.train(resume_from_checkpoint=resume)
+    return trainer
+
+
+def save_trained(trainer: Any, config: Any) -> Path:
+    """Save the trained model and its tokenizer to `model/` beside `config.output_dir` (every
+    rank takes part: ZeRO-3 gathers the shards); returns that folder."""
+    from accelerate import PartialState
+
     model_dir = Path(config.output_dir).parent / "model"
-    progress.activity("saving")
-    trainer.save_model(str(model_dir))  # every rank: ZeRO-3 gathers the shards
-    if state.is_main_process:
-        tokenizer.save_pretrained(str(model_dir))
+    trainer.save_model(str(model_dir))
+    if PartialState().is_main_process:
+        trainer.processing_class.save_pretrained(str(model_dir))
     barrier()
     return model_dir
 

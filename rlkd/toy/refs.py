@@ -85,7 +85,28 @@ def toy_model(
             + ", ".join(TOY_SCHEME + n for n in TOY_MODELS)
         )
     recipe = recipe or Recipe()
-    tag = f"{name}-{_version(recipe)}"
+    return cached_model(
+        f"{name}-{_version(recipe)}",
+        store,
+        cache_dir,
+        lambda staging: _BUILDERS[name](staging, recipe),
+        recipe=dataclasses.asdict(recipe),
+    )
+
+
+def cached_model(
+    tag: str,
+    store: Store | None,
+    cache_dir: Path,
+    build: Callable[[Path], object],
+    *,
+    recipe: dict[str, Any],
+) -> Path:
+    """A local directory `cache_dir/toy-<tag>` holding the model `tag`: there already, else
+    downloaded from `store` (`toy/models/<tag>/`), else written by `build` (into a directory
+    that does not exist yet) and uploaded with a manifest naming its files and `recipe`. `tag`
+    must change whenever what `build` makes does (its version and recipe in it). Other tiny
+    models built offline (the test suite's mini GSRM and judge) are cached the same way."""
     target = Path(cache_dir) / f"toy-{tag}"
     if _complete(target):
         return target
@@ -99,7 +120,7 @@ def toy_model(
             if store is not None and store.exists(prefix + MANIFEST):
                 _download(store, prefix, staging)
             else:
-                _build(name, recipe, staging, store, prefix)
+                _build(tag, build, staging, store, prefix, recipe)
             os.rename(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -133,26 +154,25 @@ def _download(store: Store, prefix: str, staging: Path) -> None:
         store.get_file(prefix + file, staging / file)
 
 
-def _build(name: str, recipe: Recipe, staging: Path, store: Store | None, prefix: str) -> None:
+def _build(
+    tag: str,
+    build: Callable[[Path], object],
+    staging: Path,
+    store: Store | None,
+    prefix: str,
+    recipe: dict[str, Any],
+) -> None:
     started = time.monotonic()
-    build = _BUILDERS[name]
     shutil.rmtree(staging)  # the builder writes a fresh directory
-    build(staging, recipe)
+    build(staging)
     files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file())
     where = "not stored (no store)"
     if store is not None:
         for file in files:
             store.put_file(prefix + file, staging / file)
-        store.put_json(prefix + MANIFEST, {"files": files, "recipe": dataclasses.asdict(recipe)})
+        store.put_json(prefix + MANIFEST, {"files": files, "recipe": recipe})
         where = f"stored at {store.uri_for(prefix.rstrip('/'))}"
-    log.info(
-        "built %s%s in %.0f s (SFT warm-up of %d steps); %s",
-        TOY_SCHEME,
-        name,
-        time.monotonic() - started,
-        recipe.sft_steps,
-        where,
-    )
+    log.info("built %s in %.0f s; %s", tag, time.monotonic() - started, where)
 
 
 _BUILDERS: dict[str, Callable[[Path, Recipe], Path]] = {"tiny-student": build_student}
