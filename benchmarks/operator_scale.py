@@ -37,7 +37,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rlkd.k8s.defaults import STORAGE_ENV
+from rlkd.k8s.defaults import OPERATOR_NAMESPACE_ENV, STORAGE_ENV
 from rlkd.spec.progress import MODEL_PREFIX, PROGRESS_KEY, run_prefix
 from rlkd.store import S3Config
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
@@ -57,8 +57,8 @@ from tests.s3server import HOST, free_ports, weed_s3_server
 NAMESPACE = "bench"
 BUCKET = "rlkd-bench"
 SECRET = "rlkd-store"
-"""The default store's credentialsSecret in the benchmark's namespace: what the pods and the
-operator's store check read."""
+"""The default store's credentialsSecret in the benchmark's namespace: the source of each job's
+copy, and what the operator's store check reads."""
 WRITES = {"POST", "PATCH", "PUT", "DELETE"}
 INFERENCE = ("gsrm", "judge")
 
@@ -165,6 +165,8 @@ async def bench(jobs: int, idle_seconds: float, poll_seconds: float, workdir: Pa
                 STORAGE_ENV["endpoint"]: s3.endpoint,
                 STORAGE_ENV["bucket"]: BUCKET,
                 STORAGE_ENV["credentials_secret"]: SECRET,
+                # The operator runs in the jobs' namespace here: each job reads its own copy.
+                OPERATOR_NAMESPACE_ENV: NAMESPACE,
             }
             args = [
                 str(Path(sys.executable).with_name("rlkd")),

@@ -42,6 +42,7 @@ from rlkd.store.base import Store
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
 from rlkd.store.s3 import S3Store
 from rlkd.toy import toy_model
+from rlkd_operator.resources import DEPLOYMENTS
 from tests.kube_emulator import Emulator, kube_emulator
 from tests.minimodels import cache_dir, mini_gsrm, mini_judge
 from tests.podrunner import PodRunner
@@ -340,6 +341,10 @@ async def test_a_tiny_rlkdjob_runs_from_apply_to_a_distilled_model(
                 )
                 assert watch.phase() == "Succeeded", watch.status
                 after = operator_creates(emulator)
+                replicas = {
+                    role: emulator.stored(DEPLOYMENTS, NS, f"{NAME}-{role}")["spec"]["replicas"]
+                    for role in ("gsrm", "judge")
+                }
                 # Inference scales to zero once the run is done: the processes go.
                 for role in ("gsrm", "judge"):
                     gone = f"the {role} server to stop"
@@ -370,6 +375,9 @@ async def test_a_tiny_rlkdjob_runs_from_apply_to_a_distilled_model(
     # The progress document says the learner resumed, with the planned steps and no lost errors.
     progress = run.get_json(PROGRESS_KEY)
     assert progress["stage"] == "finished" and progress["step"] == STEPS
+    # Whatever reward errors occurred are counted in the progress document and in the status.
+    assert watch.status["progress"].get("rewardErrors", {}) == progress.get("rewardErrors", {})
+    assert replicas == {"gsrm": 0, "judge": 0}, replicas
     assert "resuming from checkpoint-" in runner.log(f"{NAME}-master-0").read_text()
     # The reward engine really talked to both servers, and the structure reward scored.
     assert served["gsrm"] > 0 and served["judge"] > 0, served
