@@ -16,6 +16,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON_ENV = "RLKD_VLLM_PYTHON"
@@ -25,6 +27,17 @@ REQUIRE_ENV = "RLKD_REQUIRE_VLLM"
 
 def vllm_python() -> Path:
     return Path(os.environ.get(PYTHON_ENV, ROOT / ".venv-vllm" / "bin" / "python"))
+
+
+def require_vllm() -> Path:
+    """The vLLM interpreter; a test without one is skipped, or failed under `make test`."""
+    python = vllm_python()
+    if not python.exists():
+        message = f"no vLLM interpreter at {python}: run `make vllm-venv`"
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail(message)
+        pytest.skip(message)
+    return python
 
 
 class VLLMServer:

@@ -47,7 +47,7 @@ from tests.kube_emulator import Emulator, kube_emulator
 from tests.minimodels import cache_dir, mini_gsrm, mini_judge
 from tests.podrunner import PodRunner
 from tests.s3server import HOST, S3Server, free_ports
-from tests.vllmserver import REQUIRE_ENV, vllm_python
+from tests.vllmserver import require_vllm
 
 pytestmark = [pytest.mark.s3, pytest.mark.vllm]
 
@@ -248,10 +248,7 @@ async def until(check: Any, runner: PodRunner, watch: Watch, timeout: float, wha
 async def test_a_tiny_rlkdjob_runs_from_apply_to_a_distilled_model(
     tmp_path: Path, s3_server: S3Server
 ) -> None:
-    if not vllm_python().exists():
-        if os.environ.get(REQUIRE_ENV):
-            pytest.fail(f"no vLLM venv at {vllm_python()}: run `make vllm-venv`")
-        pytest.skip("no vLLM venv (make vllm-venv)")
+    require_vllm()
     logs = Path(os.environ.get(LOGS_ENV) or tmp_path / "logs")
     logs.mkdir(parents=True, exist_ok=True)
     bucket = f"mini-{uuid.uuid4().hex[:10]}"

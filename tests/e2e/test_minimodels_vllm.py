@@ -5,7 +5,6 @@ the decompositions parse and the verdicts are read, as through transformers
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
@@ -16,7 +15,7 @@ from rlkd.gsrm.backends import build_decomposer, build_judge
 from rlkd.spec.job import InferenceSpec, RequestSettings
 from tests.minimodels import gsrm_quality, judge_accuracy, mini_gsrm, mini_judge
 from tests.s3server import free_ports
-from tests.vllmserver import REQUIRE_ENV, VLLMServer, vllm_python
+from tests.vllmserver import VLLMServer, require_vllm
 
 pytestmark = pytest.mark.vllm
 
@@ -26,12 +25,7 @@ QUESTIONS = 400
 
 @pytest.fixture
 def servers(tmp_path: Path) -> Iterator[tuple[VLLMServer, VLLMServer]]:
-    python = vllm_python()
-    if not python.exists():
-        message = f"no vLLM interpreter at {python}: run `make vllm-venv`"
-        if os.environ.get(REQUIRE_ENV):
-            pytest.fail(message)
-        pytest.skip(message)
+    python = require_vllm()
     ports = free_ports(2)
     models = {"gsrm": mini_gsrm(), "judge": mini_judge()}
     with ExitStack() as stack:

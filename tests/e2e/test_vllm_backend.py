@@ -17,7 +17,6 @@ and the server's counters show the abort and fewer generated tokens.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,7 +33,7 @@ from rlkd.gsrm.types import DecomposeRequest, Draft, Failure, Question, Step
 from rlkd.spec.job import InferenceSpec, RequestSettings
 from rlkd.toy.model import Shape, build_model, train_tokenizer
 from tests.s3server import free_ports
-from tests.vllmserver import REQUIRE_ENV, VLLMServer, vllm_python
+from tests.vllmserver import VLLMServer, require_vllm
 
 pytestmark = pytest.mark.vllm
 
@@ -77,12 +76,7 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def vllm(model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[VLLMServer]:
-    python = vllm_python()
-    if not python.exists():
-        message = f"no vLLM interpreter at {python}: run `make vllm-venv`"
-        if os.environ.get(REQUIRE_ENV):
-            pytest.fail(message)
-        pytest.skip(message)
+    python = require_vllm()
     [port] = free_ports(1)
     log = tmp_path_factory.mktemp("vllm") / "server.log"
     server = VLLMServer(python, model, port, log)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import re
 import signal
 import urllib.request
@@ -37,7 +36,7 @@ from tests.podrunner import PodRunner, UnknownImage
 from tests.podrunner.kubeapi import KINDS
 from tests.podrunner.process import group_members
 from tests.s3server import S3Server
-from tests.vllmserver import REQUIRE_ENV, vllm_python
+from tests.vllmserver import require_vllm
 
 pytestmark = pytest.mark.s3
 NS = "ns1"
@@ -269,12 +268,7 @@ async def test_an_image_without_a_local_stand_in_fails_the_runner_loudly(
 async def test_a_deployment_serves_its_model_from_s3_until_scaled_to_zero(
     cluster: Cluster, tmp_path: Path, s3_server: S3Server, tiny_model: Path
 ) -> None:
-    python = vllm_python()
-    if not python.exists():
-        message = f"no vLLM interpreter at {python}: run `make vllm-venv`"
-        if os.environ.get(REQUIRE_ENV):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_vllm()
     bucket = f"pods-{uuid.uuid4().hex[:12]}"
     store = S3Store(
         S3Config(endpoint=s3_server.endpoint, bucket=bucket, credentials=s3_server.credentials)
