@@ -32,7 +32,7 @@ from rlkd_operator.decide import (
     needs_poll,
     resolve,
 )
-from rlkd_operator.kube import ApplyError, Kube, connection_info, merge_patch
+from rlkd_operator.kube import ApplyError, Kube, connection_info, controlled, merge_patch
 from rlkd_operator.metrics import Metrics
 from rlkd_operator.resources import CHILDREN, RLKDJOBS, SECRETS
 from rlkd_operator.stores import Stores
@@ -226,8 +226,9 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
     if need.workload:  # a queued learner: Kueue's Workload, found by the learner's uid
         workload = await memo.kube.workload_of(children[("PyTorchJob", key[1])])
     observed = Observed(children=children, workload=workload)
+    copied = None  # the copy of the default store's Secret, before any pod that reads it
     if isinstance(job, RLKDJob) and current_status(body).phase not in FINISHED:
-        await copy_store_secret(memo, job)  # before any pod that reads it is made
+        copied = await copy_store_secret(memo, job)
     if isinstance(job, RLKDJob):  # else decide reports the spec's problems
         seen = await memo.stores.observe(job, need)
         prepared = await memo.stores.prepared(job) if need.prepared else None
@@ -242,9 +243,11 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
             prepared=prepared,
             progress_read=seen.progress_read,
             gsrm_build=build,
+            failure=copied,
         )
     decision = decide(body, job, observed, memo.defaults, datetime.now(UTC))
-    if (failure := await _apply(memo, decision, children)) is not None:
+    failure = copied
+    if copied is None and (failure := await _apply(memo, decision, children)) is not None:
         # Decide again, knowing: the status says what failed and how to fix it.
         observed = replace(observed, failure=failure)
         decision = decide(body, job, observed, memo.defaults, datetime.now(UTC))
@@ -264,20 +267,29 @@ async def _reconcile(memo: Runtime, key: JobKey, body: dict[str, Any]) -> None:
         raise ApplyError(failure)  # retried with backoff
 
 
-async def copy_store_secret(memo: Runtime, job: RLKDJob) -> None:
+async def copy_store_secret(memo: Runtime, job: RLKDJob) -> ApplyFailure | None:
     """Keep the job's copy of the default store's Secret equal to its source (one read of each;
-    a write only when they differ). A missing source is left to the store check to report."""
+    a write only when they differ); what the API server would not take, for the status. A
+    Secret of that name that this job does not control is never written (NameConflict), and a
+    missing source is left to the store check to report."""
     if (source := copied_secret(job, memo.defaults)) is None:
-        return
+        return None
     data = await memo.kube.get(SECRETS, source.namespace, source.name)
     if data is None:
-        return
+        return None
     manifest = build_store_secret(job, source, data.get("data"))
     meta = manifest["metadata"]
     live = await memo.kube.get(SECRETS, meta["namespace"], meta["name"])
-    if live is None or not contains(live, manifest):
-        await memo.kube.apply(manifest, exists=live is not None)
-        logger.info("RLKDJob %s/%s: copied Secret %s", meta["namespace"], job.metadata.name, source)
+    if live is not None and contains(live, manifest):
+        return None
+    try:
+        # Patched in place only when it is this job's own; anything else goes through create,
+        # whose conflict checks who controls the name.
+        await memo.kube.apply(manifest, exists=live is not None and controlled(live, manifest))
+    except ApplyError as exc:
+        return exc.failure
+    logger.info("RLKDJob %s/%s: copied Secret %s", meta["namespace"], job.metadata.name, source)
+    return None
 
 
 async def _apply(

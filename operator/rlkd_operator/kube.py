@@ -295,13 +295,19 @@ def credentials_from_secret(data: Mapping[str, str], where: str) -> Credentials:
     return Credentials(*values)
 
 
+def controlled(live: Mapping[str, Any], manifest: Mapping[str, Any]) -> bool:
+    """Whether `live` is controlled by the RLKDJob that `manifest` names as its owner."""
+    owner = manifest["metadata"]["ownerReferences"][0]
+    owners = live.get("metadata", {}).get("ownerReferences") or []
+    return any(ref.get("uid") == owner["uid"] and ref.get("controller") for ref in owners)
+
+
 def _check_controlled(live: Mapping[str, Any], manifest: Mapping[str, Any]) -> None:
     """Patch a child that exists only when its controller is this RLKDJob, never an unrelated
     object that happens to have the child's name."""
-    owner = manifest["metadata"]["ownerReferences"][0]
-    owners = live.get("metadata", {}).get("ownerReferences") or []
-    if any(ref.get("uid") == owner["uid"] and ref.get("controller") for ref in owners):
+    if controlled(live, manifest):
         return
+    owner = manifest["metadata"]["ownerReferences"][0]
     meta = manifest["metadata"]
     raise ApplyError(
         ApplyFailure(

@@ -100,7 +100,8 @@ def evaluate_gsrm(
 
     evaluation = asyncio.run(run())
     store.put_json(GSRM_EVALUATION_KEY, evaluation.model_dump(mode="json", by_alias=True))
-    _record_verdict(store, evaluation)
+    if ref == spec.gsrm.model:  # another --model's verdict is not the build's
+        _record_verdict(store, evaluation)
     say(table(evaluation, build.gate, judged=judge is not None))
     say(f"written to {store.uri_for(GSRM_EVALUATION_KEY)}")
     if not evaluation.passed:

@@ -20,7 +20,7 @@ from rlkd.build.records import Record, read_records, split_held_out
 from rlkd.errors import RLKDError
 from rlkd.models import local_model, publish_model
 from rlkd.spec.job import GSRMBuildSpec
-from rlkd.spec.progress import ANNOTATIONS_PREFIX, GSRM_BUILD_PREFIX
+from rlkd.spec.progress import ANNOTATIONS_PREFIX, GSRM_BUILD_PREFIX, UNGATED
 from rlkd.spec.resource import RLKDJob
 from rlkd.store.base import Store, SubStore
 from rlkd.store.job import JobStores
@@ -82,8 +82,9 @@ def train_gsrm(
         if main:
             say(f"uploading the GSRM to {target}")
             uri = publish_model(model_dir, target, stores, field="spec.gsrm.model")
+            progress.failed(UNGATED)  # until eval-gsrm's gate passes
             progress.finished(uri)
-            say(f"finished: the GSRM is at {uri}")
+            say(f"finished: the GSRM is at {uri}; next, its gate: rlkd eval-gsrm")
     except BaseException as error:
         if main and isinstance(error, (RLKDError, OSError)):
             progress.failed(f"{type(error).__name__}: {error}")

@@ -93,6 +93,13 @@ def _servers_on_gpus(spec: RLKDJobSpec, gpu: GPUScheduling) -> dict[str, Any]:
         served: InferenceSpec | None = getattr(spec, name)
         if served is not None and served.backend == "vllm":
             out[name] = served.model_copy(update={"vllm": _on_gpus(served.vllm, gpu, gpus=1)})
+    gsrm = out.get("gsrm", spec.gsrm)
+    if gsrm is not None and gsrm.build is not None and gsrm.build.annotator.backend == "vllm":
+        annotator = gsrm.build.annotator
+        placed = annotator.model_copy(update={"vllm": _on_gpus(annotator.vllm, gpu, gpus=1)})
+        out["gsrm"] = gsrm.model_copy(
+            update={"build": gsrm.build.model_copy(update={"annotator": placed})}
+        )
     teacher = spec.teacher.model
     if teacher is not None and teacher.backend == "vllm":
         model = teacher.model_copy(update={"vllm": _on_gpus(teacher.vllm, gpu, gpus=1)})

@@ -293,6 +293,11 @@ class ProgressDocument(Progress):
     """Why the learner stopped, when it stopped on an error of its own (one line)."""
 
 
+UNGATED = "trained, not gated yet: rlkd eval-gsrm decides whether this GSRM may score a run"
+"""The failure train-gsrm leaves in the build's progress document until eval-gsrm's gate passes,
+so a build whose gate never ran (interrupted, killed) is no finished build either."""
+
+
 def gsrm_built(doc: ProgressDocument | None) -> bool:
     """Whether a GSRM build's progress document (gsrm-build/progress.json) says the build is done:
     trained, uploaded, and not failed (a GSRM that misses its gate records a failure). The model

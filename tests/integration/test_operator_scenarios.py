@@ -779,3 +779,20 @@ async def test_a_missing_default_store_secret_is_reported_and_nothing_is_copied(
         await default_store_secret(cluster)
         await wait_for(lambda: cluster.get(SECRETS, "demo-store-credentials"))
         await wait_for(lambda: condition(cluster, "StoreReady")["status"] == "True")
+
+
+async def test_a_secret_of_the_copys_name_that_is_not_the_jobs_is_never_written(world) -> None:
+    """A Secret that happens to be called <job>-store-credentials is the user's: the operator
+    neither patches nor adopts it, says so in the status, and starts no pod that would read it."""
+    cluster, kubeconfig = world
+    await default_store_secret(cluster)
+    theirs = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "demo-store-credentials"}}
+    theirs["data"] = {"note": base64.b64encode(b"mine").decode()}
+    await cluster.call("POST", SECRETS.path(NS), theirs)
+    async with running_operator(kubeconfig, (NS,), on_default_store(cluster)):
+        await cluster.apply_job(storage=None)
+        failed = await wait_for(lambda: condition(cluster, "ApplyFailed"))
+        assert failed["reason"] == "NameConflict" and "demo-store-credentials" in failed["message"]
+        kept = cluster.get(SECRETS, "demo-store-credentials")
+        assert kept["data"] == theirs["data"] and not kept["metadata"].get("ownerReferences")
+        assert cluster.get(DEPLOYMENTS, "demo-judge") is None

@@ -18,6 +18,7 @@ from rlkd.spec.progress import (
     GSRM_BUILD_PREFIX,
     GSRM_EVALUATION_KEY,
     PROGRESS_KEY,
+    UNGATED,
     GSRMEvaluation,
 )
 from rlkd.spec.validate import parse_job
@@ -70,6 +71,7 @@ def test_a_gsrm_built_in_s3_is_published_loads_and_is_gated(
     progress = build.get_json(PROGRESS_KEY)
     model_uri = shared.uri_for("gsrm/s3")
     assert (progress["stage"], progress["step"], progress["model"]) == ("finished", 4, model_uri)
+    assert progress["failure"] == UNGATED  # trained, but no build until its gate passes
     checkpoint = newest_complete(build)
     assert checkpoint is not None and checkpoint.step == 4
     assert progress["checkpoint"] == build.uri_for(f"checkpoints/{checkpoint.name}")

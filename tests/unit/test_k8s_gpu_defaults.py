@@ -114,3 +114,14 @@ def test_a_bad_gpu_or_queue_setting_names_its_variable(env: dict, problem: str) 
     with pytest.raises(SpecError) as caught:
         OperatorDefaults.from_env(env)
     assert caught.value.problems[0].startswith(problem), caught.value.problems
+
+
+def test_a_served_annotator_goes_to_gpu_nodes_too() -> None:
+    build = {
+        "baseModel": "store://models/base",
+        "annotator": {"model": "store://models/annotator"},
+    }
+    gsrm = {"model": "store://models/gsrm-built", "build": build}
+    pods = pod_specs({"gsrm": gsrm})
+    assert pods["demo-annotator"]["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert pods["demo-annotator"]["tolerations"] == [TOLERATION]
