@@ -403,7 +403,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Decompose the held-out annotations' reasoning with the built GSRM "
         "(spec.gsrm.model, or --model), greedily, and compare with the annotator's "
         "decompositions: parse rate, step-count agreement, and per-step agreement by the judge "
-        "(spec.judge; skipped without one). The report, with per-example rows, goes to the run's "
+        "(spec.judge, asked only when spec.gsrm.build.gate.minStepAgreement > 0). The report, "
+        "with per-example rows, goes to the run's "
         "gsrm-build/evaluation.json. Exit 1 when the GSRM misses spec.gsrm.build.gate.",
     )
     eval_gsrm.add_argument("file", metavar="FILE", nargs="?", help="default: $RLKD_JOB_FILE")
