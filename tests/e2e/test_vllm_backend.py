@@ -51,12 +51,13 @@ QUESTIONS = [
 
 
 STEPS = 30
-"""The streaming tests stop the GSRM after two steps (~90 tokens); the server must not write the
-other ~1,400 before the client's abort reaches it. Here the client's reads lagged the server by
-up to 2.7 s on an idle machine and 8 s on a loaded one; with the tiny model (~300 tokens/s) and
-six steps (~0.5 s left), the server sometimes finished first."""
-SHAPE = Shape(hidden=512, intermediate=1536, layers=8, heads=8, kv_heads=8)
-"""~30M parameters, ~90 tokens/s on one core here: the ~1,400 tokens take ~15 s, not ~5 s."""
+"""The streaming tests stop the GSRM after two steps (~80 tokens); the server must not write the
+other ~1,600 before the client's abort reaches it. The client's reads lag the server: by up to
+2.7 s on an idle machine here, 8 s on a loaded one, and once in CI long enough for a server
+writing ~90 tokens/s to finish the ~1,500 tokens first."""
+SHAPE = Shape(hidden=768, intermediate=2304, layers=12, heads=12, kv_heads=12)
+"""~90M parameters, ~35 tokens/s on one core here: the whole decomposition takes ~48 s, and
+the engine decides in ~2-3 s (at ~80 tokens) on an idle machine."""
 STEP_FORMAT = "".join(
     rf"\[Meta-reasoning {n}\]: [a-z]{{1,8}}( [a-z]{{1,8}}){{2,5}}\n"
     rf"\[Sub-problem {n}\]: [a-z]{{1,8}}( [a-z]{{1,8}}){{1,3}}\?\n"
@@ -199,7 +200,7 @@ def assert_aborted(server: VLLMServer, done: float) -> None:
     nothing running) and never finished it (vLLM counts no abort, only finished requests)."""
     settled(server, "vllm:generation_tokens_total")
     assert server.metric("vllm:num_requests_running") == 0
-    assert requests_done(server) == done
+    assert requests_done(server) == done, "the server finished the request: no abort reached it"
 
 
 @pytest.fixture(scope="module")
