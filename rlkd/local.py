@@ -24,7 +24,7 @@ from typing import Any
 from pydantic.alias_generators import to_camel
 
 from rlkd.errors import RLKDError, StoreError
-from rlkd.models import WEIGHT_FILES, model_location
+from rlkd.models import model_location
 from rlkd.spec.job import WATCHDOG_FIELDS, InferenceSpec, RLKDJobSpec
 from rlkd.spec.progress import (
     EVALUATION_KEY,
@@ -38,6 +38,7 @@ from rlkd.spec.resource import RLKDJob
 from rlkd.spec.runtime import InferenceRole, endpoint_env
 from rlkd.store.base import SubStore
 from rlkd.store.job import JobStores, local_stores, s3_stores
+from rlkd.store.models import model_stored
 
 RUN_FILE = "run.json"
 """Which job and recipe an output directory holds, so a rerun resumes only the same run."""
@@ -234,8 +235,7 @@ def gsrm_present(job: RLKDJob, stores: JobStores) -> bool:
     location = model_location(job.spec.gsrm.model, stores, field="spec.gsrm.model")
     if not gsrm_built(doc) or location is None:
         return False
-    store, key = location
-    return store.exists(f"{key.strip('/')}/{WEIGHT_FILES[0]}")
+    return model_stored(*location)
 
 
 def summary(report: Report) -> str:

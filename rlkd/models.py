@@ -13,12 +13,10 @@ from rlkd.errors import ModelError
 from rlkd.spec.refs import S3_SCHEME, STORE_SCHEME, TOY_SCHEME
 from rlkd.store.base import Store
 from rlkd.store.job import JobStores
+from rlkd.store.models import WEIGHT_FILES, model_stored
 
 if TYPE_CHECKING:
     from rlkd.gsrm.backends import LocalModel
-
-WEIGHT_FILES = ("config.json",)
-"""What a folder must hold to be a model (transformers' save_pretrained writes it)."""
 
 
 def local_model(ref: str, stores: JobStores, cache_dir: Path, *, field: str) -> str:
@@ -112,7 +110,7 @@ def run_model(store: Store, cache_dir: Path) -> tuple[str, Path] | None:
     """The run's final model (its store URI and a local copy), or None before it exists."""
     from rlkd.spec.progress import MODEL_PREFIX
 
-    if not store.exists(MODEL_PREFIX + WEIGHT_FILES[0]):
+    if not model_stored(store, MODEL_PREFIX):
         return None
     uri = store.uri_for(MODEL_PREFIX.rstrip("/"))
     target = cache_dir / "model"

@@ -27,7 +27,8 @@ class GSRMBuildSeen:
 
     progress: ProgressDocument | None = None
     model_present: bool = False
-    """gsrm.model holds files (looked at only once the progress says finished)."""
+    """A whole model is at gsrm.model (rlkd.models.model_stored; looked at only once the progress
+    says finished)."""
     annotate: AnnotateSummary | None = None
     evaluation: GSRMEvaluation | None = None
 

@@ -46,6 +46,7 @@ from rlkd.spec.resource import RLKDJob, namespace_of
 from rlkd.store import Credentials, S3Config, S3Store
 from rlkd.store.base import StoreBase, SubStore
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
+from rlkd.store.models import model_stored
 from rlkd.store.s3 import http_client
 from rlkd_operator.decide import Needs, StoreCheck
 from rlkd_operator.gsrm_build import GSRMBuildSeen
@@ -236,15 +237,23 @@ def _check(store: S3Store, job: RLKDJob, http: urllib3.PoolManager) -> StoreChec
 
 
 def _present(store: S3Store, job: RLKDJob, uri: str, http: urllib3.PoolManager) -> bool:
-    """Whether the s3:// `uri` names an object, or a folder that holds one, in the job's store
-    (with the job's keys; the bucket may be another than the run's)."""
+    """Whether the s3:// `uri` names an object, or a folder that holds one, in the job's store."""
+    other, key = _bucket_of(store, job, uri, http)
+    return other.exists(key.rstrip("/")) or bool(other.list(key.rstrip("/") + "/"))
+
+
+def _bucket_of(
+    store: S3Store, job: RLKDJob, uri: str, http: urllib3.PoolManager
+) -> tuple[S3Store, str]:
+    """The bucket of the s3:// `uri` opened with the job's keys (it may be another than the
+    run's), and the key `uri` names in it."""
     bucket, _, key = uri.removeprefix(S3_SCHEME).partition("/")
     other = S3Store(
         S3Config.of(storage_of(job), store.config.credentials, bucket=bucket, prefix=""),
         create_bucket=False,
         http=http,
     )
-    return other.exists(key.rstrip("/")) or bool(other.list(key.rstrip("/") + "/"))
+    return other, key
 
 
 def _document(store: StoreBase) -> ProgressDocument | None:
@@ -264,7 +273,7 @@ def _document(store: StoreBase) -> ProgressDocument | None:
 
 def _progress(store: S3Store) -> tuple[ProgressDocument | None, bool]:
     doc = _document(store)
-    return doc, doc is not None and doc.stage == "finished" and bool(store.list(MODEL_PREFIX))
+    return doc, doc is not None and doc.stage == "finished" and model_stored(store, MODEL_PREFIX)
 
 
 def _gsrm_build(
@@ -275,7 +284,9 @@ def _gsrm_build(
     model = job.spec.gsrm.model if job.spec.gsrm is not None else None
     finished = doc is not None and doc.stage == "finished" and model is not None
     try:
-        present = finished and _present(store, job, model_uri(model or "", storage_of(job)), http)
+        present = finished and model_stored(
+            *_bucket_of(store, job, model_uri(model or "", storage_of(job)), http)
+        )
     except ObjectNotFoundError:  # gsrm.model names a bucket that does not exist (yet)
         present = False
     if not reports:

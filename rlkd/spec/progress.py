@@ -301,7 +301,7 @@ so a build whose gate never ran (interrupted, killed) is no finished build eithe
 def gsrm_built(doc: ProgressDocument | None) -> bool:
     """Whether a GSRM build's progress document (gsrm-build/progress.json) says the build is done:
     trained, uploaded, and not failed (a GSRM that misses its gate records a failure). The model
-    at gsrm.model must be there too; the reader checks that in its store."""
+    at gsrm.model must be there too (rlkd.models.model_stored, in the reader's store)."""
     return doc is not None and doc.stage == "finished" and not doc.failure
 
 
