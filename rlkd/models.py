@@ -13,7 +13,7 @@ from rlkd.errors import ModelError
 from rlkd.spec.refs import S3_SCHEME, STORE_SCHEME, TOY_SCHEME
 from rlkd.store.base import Store
 from rlkd.store.job import JobStores
-from rlkd.store.models import WEIGHT_FILES, model_stored
+from rlkd.store.models import WEIGHT_FILES, model_stored, upload_model
 
 if TYPE_CHECKING:
     from rlkd.gsrm.backends import LocalModel
@@ -67,18 +67,13 @@ def model_location(ref: str, stores: JobStores, *, field: str) -> tuple[Store, s
 
 
 def publish_model(folder: Path, ref: str, stores: JobStores, *, field: str) -> str:
-    """Upload the save_pretrained `folder` to the store:// or s3:// `ref`; returns its store URI.
-    config.json goes last, so a reader (`local_model`) never takes a half-uploaded model for a
-    model."""
+    """Upload the save_pretrained `folder` to the store:// or s3:// `ref`; returns its store URI."""
     location = model_location(ref, stores, field=field)
     if location is None:
         raise ModelError(f"{field}: {ref} is not a store:// or s3:// reference to upload to")
     store, key = location
-    prefix = key.strip("/") + "/"
-    files = sorted(p for p in folder.rglob("*") if p.is_file())
-    for path in sorted(files, key=lambda p: p.relative_to(folder).as_posix() == WEIGHT_FILES[0]):
-        store.put_file(prefix + path.relative_to(folder).as_posix(), path)
-    return store.uri_for(prefix.rstrip("/"))
+    upload_model(store, folder, key)
+    return store.uri_for(key.strip("/"))
 
 
 def _download(store: Store, key: str, ref: str, cache_dir: Path, field: str) -> Path:

@@ -28,6 +28,7 @@ from rlkd.spec.progress import MODEL_PREFIX, EvaluationName
 from rlkd.spec.resource import RLKDJob
 from rlkd.spec.runtime import endpoint_env
 from rlkd.store.job import JobStores
+from rlkd.store.models import upload_model
 from rlkd.train.callbacks import (
     LearnerCallback,
     StepBar,
@@ -35,7 +36,7 @@ from rlkd.train.callbacks import (
     report_weight_sync,
     scoring,
 )
-from rlkd.train.checkpoints import Uploader, resume_point, tensorboard_upload, upload_folder
+from rlkd.train.checkpoints import Uploader, resume_point, tensorboard_upload
 from rlkd.train.config import Placement, grpo_config
 from rlkd.train.data import chat_token_counter, prompt_rows
 from rlkd.train.launch import topology
@@ -93,7 +94,7 @@ def train(
         model_uri = stores.run.uri_for(MODEL_PREFIX.rstrip("/"))
         if main:
             say(f"uploading the final model to {model_uri}")
-            upload_folder(stores.run, model_dir, MODEL_PREFIX)
+            upload_model(stores.run, model_dir, MODEL_PREFIX)
             if spec.evaluation:
                 _evaluate_once(
                     job, stores, progress, "after", str(model_dir), model_uri, say, bars, local
