@@ -570,15 +570,16 @@ def _suspend_queued(plan: _Plan, learner: Body, workload: Body | None) -> None:
 def _outcome(
     state: LearnerState | None, learner: Body | None, observed: Observed, now: datetime
 ) -> Outcome | None:
-    """How the run ended by its learner: Failed with the learner, Succeeded once the final
-    artifacts are in the store, Failed when they never come; None while the run goes on."""
+    """How the run ended by its learner: Failed with the learner (quoting the reason the learner
+    wrote in its progress document, when it wrote one), Succeeded once the final artifacts are in
+    the store, Failed when they never come; None while the run goes on."""
     if state is None or not state.finished:
         return None
-    if state.condition == PyTorchJobCondition.FAILED:
-        return Outcome(
-            "Failed", state.reason, f"the learner failed: {state.message or state.reason}"
-        )
     doc = observed.progress
+    if state.condition == PyTorchJobCondition.FAILED:
+        message = f"the learner failed: {state.message or state.reason}"
+        own = doc.failure if doc is not None else None
+        return Outcome("Failed", state.reason, _joined(message, own or ""))
     if doc is not None and doc.stage == "finished" and doc.model and observed.model_present:
         after = doc.evaluations.get("after")
         numbers = (

@@ -320,6 +320,17 @@ def test_a_failed_learner_fails_the_job_with_its_reason_and_scales_inference_dow
     assert not needs_poll(body)
 
 
+def test_a_failed_learner_s_own_reason_reaches_the_status() -> None:
+    body, children = provisioned()
+    pj = ("PyTorchJob", "demo")
+    children[pj] = pytorchjob_in(children[pj], "Failed", "1 Master replica(s) failed")
+    own = "structure rewards failed for 60% of completions (limit 50%): gsrm timeout x 12"
+    doc = ProgressDocument(stage="training", step=3, failure=own)
+    body, _ = step(body, Observed(children=children, progress=doc))
+    message = conditions(body)["Failed"]["message"]
+    assert message == f"the learner failed: 1 Master replica(s) failed; {own}"
+
+
 def test_suspend_stops_the_learner_and_scales_inference_to_zero_and_resume_undoes_it() -> None:
     body, children = training()
     body["spec"] = {**body["spec"], "suspend": True}
