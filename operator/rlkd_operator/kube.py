@@ -108,7 +108,7 @@ class Kube:
                     if exc.status != 404:
                         raise
             try:
-                return await self._call("POST", resource.path(namespace), manifest)
+                return await self._call("POST", resource.path(namespace), without_nulls(manifest))
             except client.ApiException as exc:
                 if exc.status != 409:
                     raise
@@ -347,6 +347,16 @@ def failure_of(
     reason = str(answer.get("reason") or exc.reason or "Error").replace(" ", "")
     message = f"the API server {verb} {what} ({exc.status} {reason}): {said}"
     return ApplyFailure(reason, message[:1024], permanent)
+
+
+def without_nulls(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """`manifest` without the nulls of a merge patch (rlkd_operator.built: keys a rebuild
+    dropped), for a POST."""
+    return {
+        key: without_nulls(value) if isinstance(value, Mapping) else value
+        for key, value in manifest.items()
+        if value is not None
+    }
 
 
 def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -305,6 +305,30 @@ async def test_a_steady_job_with_gpu_children_makes_no_writes(world) -> None:
         assert writes_sent(cluster.emulator)[len(before) :] == []
 
 
+async def test_a_spec_edit_removes_what_it_dropped_from_the_children(world) -> None:
+    """A merge patch leaves a key its body lacks: a nodeSelector entry removed from the spec
+    leaves the Deployment because the operator sends null for it (rlkd_operator.built), while a
+    key another writer added stays."""
+    cluster, kubeconfig = world
+    gsrm = {"model": "store://models/gsrm", "vllm": {"nodeSelector": {"pool": "a", "zone": "z1"}}}
+    pods = DEPLOYMENTS.path(NS, "demo-gsrm")
+    async with running_operator(kubeconfig, (NS,)):
+        await cluster.apply_job(gsrm=gsrm)
+        await wait_for(lambda: cluster.get(DEPLOYMENTS, "demo-gsrm"))
+        added = {"spec": {"template": {"spec": {"nodeSelector": {"other": "writer"}}}}}
+        await cluster.call("PATCH", pods, added)
+
+        # As `kubectl apply` sends the edit: null for the entry the file no longer has.
+        await cluster.patch_spec(
+            "demo", gsrm={"vllm": {"nodeSelector": {"pool": "b", "zone": None}}}
+        )
+
+        def selector() -> dict[str, str]:
+            return cluster.get(DEPLOYMENTS, "demo-gsrm")["spec"]["template"]["spec"]["nodeSelector"]
+
+        await wait_for(lambda: selector() == {"pool": "b", "other": "writer"})
+
+
 async def test_a_resync_drops_what_a_relisted_watch_missed(world) -> None:
     """A watch that is relisted can miss DELETED events. The periodic resync (a LIST of jobs
     and children) drops them from the operator's world, and a missing child is created again."""

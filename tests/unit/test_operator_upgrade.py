@@ -1,16 +1,19 @@
 """An operator upgrade whose builders make other manifests leaves a running job's children as they
-were built, until the job's own spec changes (rlkd_operator.built)."""
+were built, until the job's own spec changes; a spec change removes what it dropped
+(rlkd_operator.built)."""
 
 from __future__ import annotations
 
 import copy
+import json
 from typing import Any
 
 import pytest
 
 from rlkd.k8s import OperatorDefaults, inference
-from rlkd_operator.built import GENERATION_ANNOTATION, HASH_ANNOTATION, build_hash
+from rlkd_operator.built import BUILD_ANNOTATION, GENERATION_ANNOTATION, build_record
 from rlkd_operator.decide import Observed
+from rlkd_operator.kube import without_nulls
 from tests.unit.test_operator_decide import INFERENCE, applied, progress, step, training
 
 NEW = OperatorDefaults(vllm_image="vllm/vllm-openai:v9.9.9", trainer_image="rlkd-trainer:next")
@@ -23,16 +26,16 @@ def test_children_record_the_generation_and_the_build() -> None:
         said = child["metadata"]["annotations"]
         built = {k: v for k, v in child.items() if k != "status"}  # as the builders made it
         assert said[GENERATION_ANNOTATION] == "1"
-        assert said[HASH_ANNOTATION] == build_hash(built)
+        assert said[BUILD_ANNOTATION] == build_record(built)
 
 
-def test_the_hash_leaves_out_the_state_fields() -> None:
+def test_the_record_leaves_out_the_state_fields() -> None:
     _, children = training()
     deployment = copy.deepcopy(children[INFERENCE[0]])
     deployment["spec"]["replicas"] = 0
-    assert build_hash(deployment) == build_hash(children[INFERENCE[0]])
+    assert build_record(deployment) == build_record(children[INFERENCE[0]])
     deployment["spec"]["template"]["spec"]["containers"][0]["image"] = "other"
-    assert build_hash(deployment) != build_hash(children[INFERENCE[0]])
+    assert build_record(deployment) != build_record(children[INFERENCE[0]])
 
 
 def test_new_operator_defaults_do_not_touch_a_running_jobs_children() -> None:
@@ -91,3 +94,58 @@ def test_children_made_before_builds_were_recorded_are_kept() -> None:
         del child["metadata"]["annotations"]
     _, decision = step(body, Observed(children=children), defaults=NEW)
     assert decision.apply == ()
+
+
+def respec(body: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    """`body` after an edit of its spec: the API server's next generation."""
+    generation = body["metadata"]["generation"] + 1
+    return {**body, "metadata": {**body["metadata"], "generation": generation}, "spec": spec}
+
+
+def test_a_spec_change_removes_what_it_dropped_and_keeps_what_others_added() -> None:
+    pinned = {"vllm": {"resources": {"cpu": "1"}, "nodeSelector": {"pool": "a", "zone": "z1"}}}
+    body, children = training(gsrm={"model": "store://models/gsrm", **pinned})
+    gsrm = ("Deployment", "demo-gsrm")
+    live = copy.deepcopy(children[gsrm])
+    live["spec"]["template"]["spec"]["nodeSelector"]["kueue"] = "flavor"  # another writer's key
+    live["spec"]["progressDeadlineSeconds"] = 600  # the API server's default
+    children[gsrm] = live
+
+    unpinned = {"vllm": {"resources": {"cpu": "1"}, "nodeSelector": {"pool": "b"}}}
+    body = respec(body, **{**body["spec"], "gsrm": {"model": "store://models/gsrm", **unpinned}})
+    _, decision = step(body, Observed(children=children))
+
+    patch = applied(decision)[gsrm]
+    assert patch["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "b", "zone": None}
+    assert "progressDeadlineSeconds" not in patch["spec"]
+    assert "zone" not in without_nulls(patch)["spec"]["template"]["spec"]["nodeSelector"]
+
+
+def test_a_dropped_key_is_removed_once() -> None:
+    pinned = {"vllm": {"resources": {"cpu": "1"}, "nodeSelector": {"pool": "a"}}}
+    body, children = training(gsrm={"model": "store://models/gsrm", **pinned})
+    gsrm = ("Deployment", "demo-gsrm")
+    body = respec(body, **{**body["spec"], "gsrm": {"model": "store://models/gsrm"}})
+    _, decision = step(body, Observed(children=children))
+    assert applied(decision)[gsrm]["spec"]["template"]["spec"]["nodeSelector"] == {"pool": None}
+
+    # The API server applied the patch: nothing is left to send.
+    children.update(applied(decision))
+    del children[gsrm]["spec"]["template"]["spec"]["nodeSelector"]
+    _, decision = step(body, Observed(children=children))
+    assert gsrm not in applied(decision)
+
+
+def test_a_dropped_structure_is_removed_whole() -> None:
+    body, children = training(gsrm={"model": "store://models/gsrm", "vllm": {"resources": {}}})
+    gsrm = ("Deployment", "demo-gsrm")
+    live = copy.deepcopy(children[gsrm])
+    before = json.loads(live["metadata"]["annotations"][BUILD_ANNOTATION])
+    before["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": {"x": {}}}
+    live["metadata"]["annotations"][BUILD_ANNOTATION] = json.dumps(before)  # an older build's
+    live["spec"]["template"]["spec"]["affinity"] = {"nodeAffinity": {"x": {}}}
+    children[gsrm] = live
+
+    _, decision = step(respec(body, **body["spec"]), Observed(children=children))
+
+    assert applied(decision)[gsrm]["spec"]["template"]["spec"]["affinity"] is None
