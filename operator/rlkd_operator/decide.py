@@ -203,12 +203,12 @@ def needs(body: Body, children: Mapping[ChildKey, Body], *, broken: bool = False
     """Store reads only where they can change the decision, so a quiet job costs no requests.
     `broken`: the spec cannot be built (a queued learner is then stopped through Kueue)."""
     status = current_status(body)
-    if status.phase in FINISHED:
-        return Needs(store_check=False, progress=False)
+    pytorchjob = children.get(("PyTorchJob", body["metadata"]["name"]))  # named as the job
+    if status.phase in FINISHED:  # a queued learner still running is stopped through Kueue
+        return Needs(store_check=False, progress=False, workload=_running_queued(pytorchjob))
     store = _condition(status, "StoreReady")
     generation = body.get("metadata", {}).get("generation")
     stale = store is None or store.status != "True" or store.observed_generation != generation
-    pytorchjob = children.get(("PyTorchJob", body["metadata"]["name"]))  # named as the job
     learner = pytorchjob is not None
     prepare = job_state(_step_child(children, "prepare"))
     # The GSRM build is read until it is known built (a build is immutable, so that stays true):
@@ -262,13 +262,17 @@ def decide(
     old = current_status(body)
     plan = _Plan(old, body.get("metadata", {}).get("generation"), now)
     if old.phase in FINISHED and not _retry_invalid(old, plan.generation):
-        # Finished, whatever the spec says now: the status stays, inference stays at zero.
+        # Finished, whatever the spec says now: the status stays, inference stays at zero, a
+        # learner that has not finished is stopped (e.g. a queued one whose Workload was not
+        # read when the job failed).
         if isinstance(job, SpecError):
             plan.patch = _release(observed.children, observed.workload)
         else:
             plan.apply = _manifests(
                 job, defaults, observed, scale_to_zero=True, learner=False, create=False
             )
+            learner = observed.children.get(("PyTorchJob", body["metadata"]["name"]))
+            plan.patch = _stop_learner(learner, observed.workload) if learner else []
     elif isinstance(job, SpecError):
         plan.fail("InvalidSpec", "the spec cannot be built: " + "; ".join(job.problems))
         plan.patch = _release(observed.children, observed.workload)
@@ -1075,6 +1079,18 @@ def _queue_of(job: RLKDJob, learner: Body | None) -> str | None:
     if learner is None:
         return queue_name(job)
     return (learner.get("metadata", {}).get("labels") or {}).get(QUEUE_LABEL)
+
+
+def _running_queued(pytorchjob: Body | None) -> bool:
+    """A queued learner that has not finished and that Kueue has not suspended: its Workload
+    must be read to stop it."""
+    state = learner_state(pytorchjob)
+    return (
+        queued(pytorchjob)
+        and state is not None
+        and not state.finished
+        and not _suspended(pytorchjob)
+    )
 
 
 def _suspended(pytorchjob: Body | None) -> bool:

@@ -227,6 +227,22 @@ def test_a_spec_broken_while_queued_and_running_deactivates_the_workload() -> No
     }
 
 
+def test_a_queued_learner_still_running_when_the_job_fails_is_stopped_through_kueue() -> None:
+    """A job can end in a reconcile that did not read the Workload (a running queued learner
+    needs none), e.g. stalled past spec.learner.maxStallRestarts: the next one reads it and
+    deactivates it, so the hung learner's pods go; once Kueue suspends it, nothing is read."""
+    body, children = created()
+    children[PJ] = pytorchjob_in(admit(children[PJ]), "Running")
+    body["status"] = {**body["status"], "phase": "Failed"}
+    assert needs(body, children).workload
+    body, decision = step(body, Observed(children=children, workload=workload(ADMITTED)))
+    assert [(p["kind"], p["spec"]) for p in decision.patch] == [("Workload", {"active": False})]
+    children[PJ]["spec"]["runPolicy"]["suspend"] = True  # Kueue stopped it
+    assert not needs(body, children).workload
+    _, decision = step(body, Observed(children=children))
+    assert decision.patch == ()
+
+
 def test_a_queued_job_that_needs_preparing_prepares_first_then_queues_its_learner() -> None:
     body = queued_job(teacher=TEACHER)
     body, decision = step(body, Observed(store=STORE_OK))
