@@ -62,21 +62,25 @@ def train(
     one line per phase (rank 0 only); `bars` shows progress bars for long work."""
     spec = job.spec
     workdir.mkdir(parents=True, exist_ok=True)
-    local = model_loader(stores, workdir)  # a transformers GSRM, judge or teacher in the store
-    rewards = build_rewards(spec, stores.run, env, local=local)
-    config = grpo_config(spec, _placement(job, workdir, env), reward_weights=rewards.weights)
-
-    from accelerate import PartialState
-
-    state = PartialState()  # initialised by the config: ranks, devices, the process group
-    main = state.is_main_process
+    # The global rank as torchrun (or a one-process pod) sets it, known before the process group:
+    # a learner that fails while it sets up says why in its progress document too.
+    main = env.get("RANK", "0") == "0"
     progress = ProgressReporter(stores.run, enabled=main)
     if not main:
         say = _silent
+    if progress.doc.stage == "finished" and progress.doc.model:
+        say(f"already finished: the model is at {progress.doc.model}")
+        progress.close()
+        return progress.doc.model
+    rewards = None
     try:
-        if progress.doc.stage == "finished" and progress.doc.model:
-            say(f"already finished: the model is at {progress.doc.model}")
-            return progress.doc.model
+        local = model_loader(stores, workdir)  # a transformers GSRM, judge or teacher in the store
+        rewards = build_rewards(spec, stores.run, env, local=local)
+        config = grpo_config(spec, _placement(job, workdir, env), reward_weights=rewards.weights)
+
+        from accelerate import PartialState
+
+        state = PartialState()  # initialised by the config: ranks, devices, the process group
         if main:
             _prepare(job, stores, progress, say, local)
         state.wait_for_everyone()
@@ -109,7 +113,8 @@ def train(
             progress.failed(f"{type(error).__name__}: {error}")
         raise
     finally:
-        rewards.close()
+        if rewards is not None:
+            rewards.close()
         progress.close()
 
 

@@ -152,6 +152,26 @@ def test_a_killed_learner_resumes_from_its_newest_complete_checkpoint(
     assert run.exists(f"checkpoints/checkpoint-12/{COMPLETE_MARKER}")
 
 
+def test_a_learner_that_fails_while_it_sets_up_says_why_in_its_progress_document(
+    tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    """The operator quotes the progress document's failure in the job's status: a learner that
+    cannot even start (here: the operator-served GSRM's URL missing) writes one too."""
+    monkeypatch.delenv("RLKD_GSRM_URL", raising=False)
+    document = with_spec(
+        job_document("no-url", str(tiny_model), str(write_rows(tmp_path / "sums.jsonl"))),
+        gsrm={"backend": "vllm", "model": "gsrm"},
+    )
+    job = tmp_path / "job.yaml"
+    job.write_text(dump_all([document]))
+    args = ["train", "--job", str(job), "--store-dir", str(tmp_path / "store")]
+    assert main([*args, "--workdir", str(tmp_path / "work")]) == 1
+    err = capsys.readouterr().err
+    progress = LocalStore(tmp_path / "store" / "lab" / "no-url").get_json(PROGRESS_KEY)
+    assert progress["failure"].startswith("BackendError: RLKD_GSRM_URL is not set")
+    assert progress["failure"].removeprefix("BackendError: ") in err
+
+
 def test_structure_rewards_that_mostly_fail_stop_the_run(
     tmp_path: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
