@@ -715,7 +715,7 @@ def _build_gsrm(plan: _Plan, job: RLKDJob, observed: Observed, defaults: Operato
         withhold=("gsrm",),
     )
     if build is None and starting:
-        message = "waiting for the inference servers the GSRM build calls to start"
+        message = "waiting for the GSRM build's inference servers to start"
         plan.set("GSRMBuilt", False, "Provisioning", message)
         plan.to("Provisioning", message)
         return
@@ -823,7 +823,9 @@ def _provision_or_train(
         )
         plan.patch = _suspend_jobs(observed.children, bool(starting))
         if prepare is None and starting:
-            plan.to("Provisioning", "waiting for the inference servers prepare calls to start")
+            plan.to(
+                "Provisioning", "waiting for the inference servers of the prepare step to start"
+            )
             return
         plan.set("Prepared", False, "Running", "the prepare Job runs rlkd prepare")
         plan.to("Preparing", "preparing: sampling and decomposing the teacher side (rlkd prepare)")

@@ -32,7 +32,14 @@ from rlkd_operator.decide import (
     needs_poll,
     resolve,
 )
-from rlkd_operator.kube import ApplyError, Kube, connection_info, controlled, merge_patch
+from rlkd_operator.kube import (
+    ApplyError,
+    Kube,
+    connection_info,
+    controlled,
+    merge_patch,
+    unanswered,
+)
 from rlkd_operator.metrics import Metrics
 from rlkd_operator.resources import CHILDREN, RLKDJOBS, SECRETS
 from rlkd_operator.stores import Stores
@@ -212,6 +219,13 @@ async def reconcile(memo: Runtime, key: JobKey) -> None:
             memo.world.failures[key] = (count, asyncio.get_running_loop().time() + delay)
             if isinstance(exc, ApplyError):  # reported in the job's status
                 logger.warning("RLKDJob %s/%s: %s; retrying in %g s", *key, exc, delay)
+            elif unanswered(exc):
+                logger.warning(
+                    "RLKDJob %s/%s: the API server did not answer (%s); retrying in %g s",
+                    *key,
+                    _first_line(exc),
+                    delay,
+                )
             else:
                 logger.exception("reconciling RLKDJob %s/%s failed; retrying in %g s", *key, delay)
             memo.metrics.errors.inc()
@@ -307,3 +321,8 @@ async def _apply(
     except ApplyError as exc:
         return exc.failure
     return None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0][:300]

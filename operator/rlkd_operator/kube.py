@@ -19,8 +19,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
+import urllib3
 from kubernetes import client, config
 
+from rlkd import __version__
 from rlkd.errors import StoreError
 from rlkd.k8s.store_secret import SecretRef
 from rlkd.store import Credentials
@@ -39,6 +41,7 @@ from rlkd_operator.resources import (
 )
 
 MERGE_PATCH = "application/merge-patch+json"
+USER_AGENT = f"rlkd-operator/{__version__}"
 KUEUE_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 """The label Kueue puts on a Workload with the uid of the job it gates: the stable link (its
 name is Kueue's own hash of the job's name)."""
@@ -93,6 +96,9 @@ class Kube:
 
     def __init__(self, configuration: client.Configuration) -> None:
         self._api = client.ApiClient(configuration)
+        # Audit logs and managedFields name the writer by this (the client's default is
+        # "OpenAPI-Generator/<version>/python").
+        self._api.user_agent = USER_AGENT
 
     async def apply(self, manifest: dict[str, Any], exists: bool) -> dict[str, Any]:
         """Create-or-patch a child (merge patch, never PUT). `exists` says which to try first:
@@ -346,7 +352,24 @@ def failure_of(
     verb = "rejected" if permanent else "refused"
     reason = str(answer.get("reason") or exc.reason or "Error").replace(" ", "")
     message = f"the API server {verb} {what} ({exc.status} {reason}): {said}"
+    if exc.status == 403 and ("cannot " in said or "can't " in said):  # RBAC, not a quota
+        message = f"{message[:800]}; {RBAC_FIX}"
     return ApplyFailure(reason, message[:1024], permanent)
+
+
+RBAC_FIX = (
+    "the operator's ServiceAccount lacks this permission: install the RBAC of the chart of the "
+    "operator's own version (generated from rlkd_operator.resources)"
+)
+
+
+def unanswered(exc: BaseException) -> bool:
+    """The API server could not be reached or failed (connection refused, a timeout, a 5xx):
+    worth one line and a retry, not a traceback."""
+    if isinstance(exc, client.ApiException):
+        status = int(exc.status or 0)
+        return status == 0 or status >= 500
+    return isinstance(exc, (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError))
 
 
 def without_nulls(manifest: Mapping[str, Any]) -> dict[str, Any]:

@@ -120,8 +120,7 @@ class Stores:
             doc, model = await self._read(storage.endpoint, _progress, store)
             return Observation(check, doc, model, progress_read=True)
         except StoreError as exc:
-            logger.warning("store of RLKDJob %s/%s: %s", *_key(job), exc)  # no secret in it
-            self._open.pop(_key(job), None)
+            self._failed(job, exc)
             # The progress of a running job stays as last read; only a check reports the error.
             reason = "BucketMissing" if isinstance(exc, ObjectNotFoundError) else "StoreUnavailable"
             failed = StoreCheck(False, reason, str(exc))
@@ -149,9 +148,16 @@ class Stores:
             store = await self._store(job, storage, secret)
             return await self._read(storage.endpoint, read, store, *args)
         except StoreError as exc:
-            logger.warning("store of RLKDJob %s/%s: %s", *_key(job), exc)
-            self._open.pop(_key(job), None)
+            self._failed(job, exc)
             return None
+
+    def _failed(self, job: RLKDJob, exc: StoreError) -> None:
+        """A read of the job's store failed: logged (a warning when the store was asked, so one
+        per try, not one per read it refused meanwhile; never a secret), and the store is opened
+        again next time."""
+        log = logger.debug if isinstance(exc, _StillDown) else logger.warning
+        log("store of RLKDJob %s/%s: %s", *_key(job), exc)
+        self._open.pop(_key(job), None)
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop a deleted job's store."""
@@ -200,7 +206,11 @@ class Stores:
     def _refuse_if_down(self, endpoint: str, now: float) -> None:
         down = self._down.get(endpoint)
         if down is not None and now < down[0]:
-            raise StoreUnreachableError(down[1])
+            raise _StillDown(down[1])
+
+
+class _StillDown(StoreUnreachableError):
+    """A read refused without asking: the endpoint did not answer a moment ago."""
 
 
 def _key(job: RLKDJob) -> tuple[str, str]:
@@ -266,8 +276,11 @@ def _document(store: StoreBase) -> ProgressDocument | None:
         return ProgressDocument.model_validate(raw, by_name=False)
     except ValidationError as exc:
         where = store.uri_for(PROGRESS_KEY)
+        first = exc.errors()[0]
+        at = ".".join(str(part) for part in first["loc"]) or "the document"
         raise StoreError(
-            f"{where} is not a progress document ({exc.error_count()} errors)"
+            f"{where} is not a progress document ({exc.error_count()} errors; {at}: "
+            f"{first['msg']}): are the learner's and the operator's versions the same?"
         ) from None
 
 

@@ -22,6 +22,7 @@ from rlkd.store import S3Config
 from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
 from rlkd.store.s3 import S3Store
 from rlkd_operator.handlers import health
+from rlkd_operator.kube import USER_AGENT
 from rlkd_operator.resources import (
     CHILDREN,
     CONFIGMAPS,
@@ -36,6 +37,7 @@ from rlkd_operator.resources import (
 )
 from tests.kube_emulator import (
     Emulator,
+    by_operator,
     kube_emulator,
     poll_passes,
     requests_outside,
@@ -152,6 +154,10 @@ async def world(tmp_path: Path, s3_server: S3Server) -> AsyncIterator[tuple[Clus
         await cluster.call("POST", SECRETS.path(NS), secret)
         yield cluster, kubeconfig
         assert requests_outside(emulator) == []  # the ClusterRole covers every request made
+        # Audit logs and managedFields name the operator: its own calls, or kopf's watches.
+        agents = {r.headers.get("User-Agent", "") for r in emulator._requests if by_operator(r)}
+        assert {a.split("/")[0] for a in agents} <= {"rlkd-operator", "kopf"}
+        assert USER_AGENT in agents
         watched = [
             r for r in emulator._requests if r.resource and r.resource.plural in CHILD_PLURALS
         ]

@@ -62,6 +62,19 @@ async def test_a_hung_store_is_one_try_reported_as_a_timeout_then_left_alone(sto
     assert check is not None and "timed out" in check.message
 
 
+async def test_a_store_that_did_not_answer_is_one_warning_per_try(stores_for, caplog) -> None:
+    """The reads refused meanwhile (the same job's GSRM build, other jobs) log no warning
+    each: the status says it, and the log says it once."""
+    stores = stores_for(timeout=0.2, retry_after=3600)
+    with hung_endpoint() as hung, caplog.at_level("DEBUG", logger="rlkd.operator"):
+        job = job_on(hung.endpoint, "a")
+        await stores.observe(job, CHECK)
+        assert await stores.gsrm_build(job, reports=False) is None
+        await stores.observe(job_on(hung.endpoint, "b"), CHECK)
+    levels = [r.levelname for r in caplog.records if "store of RLKDJob" in r.getMessage()]
+    assert levels == ["WARNING", "DEBUG", "DEBUG"]
+
+
 async def test_a_dead_endpoint_never_holds_every_reader(stores_for, s3_server: S3Server) -> None:
     stores = stores_for(timeout=3600, retry_after=3600, readers=2)  # reads outlast the test
     bucket = f"test-{uuid.uuid4().hex[:16]}"

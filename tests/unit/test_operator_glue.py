@@ -10,19 +10,27 @@ from http import HTTPStatus
 from typing import Any
 
 import pytest
+import urllib3
 from kubernetes import client
 
 from rlkd.errors import StoreError
 from rlkd.k8s import OperatorDefaults
 from rlkd.k8s.store_secret import SecretRef
 from rlkd.spec.job import StorageSpec
+from rlkd.spec.progress import PROGRESS_KEY
 from rlkd.spec.resource import RLKDJob
-from rlkd.store import Credentials
+from rlkd.store import Credentials, LocalStore
 from rlkd_operator.decide import Needs, resolve
 from rlkd_operator.handlers import Liveness, stuck
-from rlkd_operator.kube import credentials_from_secret, failure_of, merge_patch
+from rlkd_operator.kube import (
+    RBAC_FIX,
+    credentials_from_secret,
+    failure_of,
+    merge_patch,
+    unanswered,
+)
 from rlkd_operator.resources import DEPLOYMENTS, PYTORCHJOBS, RLKDJOB_STATUS, SECRETS
-from rlkd_operator.stores import Stores
+from rlkd_operator.stores import Stores, _document
 from rlkd_operator.world import World, retry_delay
 from tests.operator_fixtures import STORAGE, job_body
 
@@ -241,3 +249,47 @@ def test_an_api_error_on_a_child_says_what_and_whether_a_retry_can_help(
     failure = failure_of(PYTORCHJOBS, manifest, error)
     assert (failure.reason, failure.permanent) == (reason, permanent)
     assert says in failure.message and "PyTorchJob ns/demo" in failure.message
+    assert RBAC_FIX not in failure.message  # a quota is no missing permission
+
+
+@pytest.mark.parametrize(
+    "said",
+    [
+        'pytorchjobs.kubeflow.org "demo" is forbidden: User "system:serviceaccount:rlkd-system:'
+        'rlkd-operator" cannot create resource "pytorchjobs" in API group "kubeflow.org" in the '
+        'namespace "ns"',
+        'pytorchjobs.kubeflow.org "demo" is forbidden: cannot set blockOwnerDeletion if an '
+        "ownerReference refers to a resource you can't set finalizers on",
+    ],
+)
+def test_a_missing_permission_says_where_the_operators_rbac_comes_from(said: str) -> None:
+    error = client.ApiException(status=403, reason="Forbidden")
+    error.body = status_body("Forbidden", said)
+    manifest = {"kind": "PyTorchJob", "metadata": {"name": "demo", "namespace": "ns"}}
+    failure = failure_of(PYTORCHJOBS, manifest, error)
+    assert failure.message.endswith(RBAC_FIX) and not failure.permanent
+
+
+@pytest.mark.parametrize(
+    ("error", "unreachable"),
+    [
+        (urllib3.exceptions.MaxRetryError(None, "/", "Connection refused"), True),
+        (ConnectionRefusedError(111, "Connection refused"), True),
+        (client.ApiException(status=0, reason="no answer"), True),
+        (client.ApiException(status=503, reason="Service Unavailable"), True),
+        (client.ApiException(status=409, reason="Conflict"), False),
+        (KeyError("metadata"), False),
+    ],
+)
+def test_an_api_server_that_does_not_answer_is_told_apart_from_a_bug(
+    error: BaseException, unreachable: bool
+) -> None:
+    assert unanswered(error) is unreachable
+
+
+def test_a_progress_document_the_operator_cannot_read_says_which_field(tmp_path) -> None:
+    """A learner of another version writes fields this operator does not know: say which."""
+    store = LocalStore(tmp_path)
+    store.put_json(PROGRESS_KEY, {"stage": "flying", "step": 3})
+    with pytest.raises(StoreError, match=r"is not a progress document \(1 errors; stage: Input"):
+        _document(store)
