@@ -138,6 +138,12 @@ def _update(base: dict, **changes: object) -> dict:
         ({"spec__suspend": True}, []),
         ({"spec__ttlSecondsAfterFinished": 3600}, []),
         ({"spec__gsrm__vllm__replicas": 2}, []),
+        # Writing out a default the job already runs with is no change (the CRD defaults lists
+        # and maps too, so the stored job has them).
+        ({"spec__learner__reportTo": ["tensorboard"]}, []),
+        ({"spec__learner__nodeSelector": {}}, []),
+        ({"spec__rollout__vllm__extraArgs": []}, []),
+        ({"spec__learner__reportTo": ["wandb"]}, [("spec.learner.reportTo", "is immutable")]),
     ],
 )
 def test_updates_respect_immutability(change: dict, errors: list[tuple[str, str]]) -> None:
