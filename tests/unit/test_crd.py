@@ -147,26 +147,37 @@ def test_committed_crd_defaults_pass_the_api_servers_check() -> None:
     assert default_errors(committed) == []
     defaults = [n for _, n in walk(schema()) if isinstance(n.get("default"), dict)]
     assert sum("x-kubernetes-validations" in n for n in defaults) >= 4  # rules do run on them
-    # The lists and maps of default factories are checked too (by their own node's schema and
-    # rules, and by the rules of the defaulted objects that hold them).
+    # The lists and maps of default factories are checked too (by their own node's schema, and
+    # by the rules of the defaulted objects that hold them, e.g. the nodeSelector key rule).
     lists = [n for _, n in walk(schema()) if isinstance(n.get("default"), list)]
     maps = [n for _, n in walk(schema()) if n.get("default") == {} and "additionalProperties" in n]
     assert len(lists) >= 13 and len(maps) >= 8
+    placements = [
+        n
+        for _, n in walk(schema())
+        if isinstance(n.get("default"), dict) and "nodeSelector" in n["default"]
+    ]
+    assert placements and all("x-kubernetes-validations" in n for n in placements)
 
 
 def test_a_bad_factory_default_would_be_refused() -> None:
-    """The check reaches the new defaults: a reportTo default outside its enum, or a tolerations
-    default that breaks a toleration's rule, is what the API server refuses the CRD for."""
+    """The check reaches the new defaults: a reportTo default outside its enum, a tolerations
+    default that breaks a toleration's rule, a nodeSelector default with a bad value or (in the
+    defaulted learner) a bad key, is what the API server refuses the CRD for."""
     crd = build_crd()
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     learner = spec["properties"]["learner"]
     learner["properties"]["reportTo"]["default"] = ["neptune"]
     learner["properties"]["tolerations"]["default"] = [{"operator": "Exists", "value": "v"}]
+    learner["properties"]["nodeSelector"]["default"] = {"zone": "a b"}
+    learner["default"]["nodeSelector"] = {"bad key": "a"}
     where = "spec.validation.openAPIV3Schema.properties[spec].properties[learner]"
     found = {(e.path, e.rule) for e in default_errors(crd)}
     assert found == {
         (f"{where}.properties[reportTo].default.[0]", False),
         (f"{where}.properties[tolerations].default: [0].value", True),
+        (f"{where}.properties[nodeSelector].default.zone", False),
+        (f"{where}.default: nodeSelector", True),
     }
 
 
