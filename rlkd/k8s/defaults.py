@@ -14,13 +14,27 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from pydantic import Field, ValidationError
+from pydantic.alias_generators import to_snake
 
 from rlkd import __version__
 from rlkd.errors import SpecError
-from rlkd.k8s.pods import reserved_problems
 from rlkd.spec.base import SpecModel
-from rlkd.spec.job import HubSpec, NetworkSpec, PodSettings, StorageSpec, Toleration
-from rlkd.spec.refs import DNS1123_LABEL, PATTERN_HINTS, S3_BUCKET_PATTERN, s3_bucket_problems
+from rlkd.spec.job import (
+    HubSpec,
+    NetworkSpec,
+    PodSettings,
+    StorageSpec,
+    Toleration,
+    qualified_keys,
+)
+from rlkd.spec.refs import (
+    DNS1123_LABEL,
+    MAX_MAP_KEYS,
+    PATTERN_HINTS,
+    S3_BUCKET_PATTERN,
+    LabelValue,
+    s3_bucket_problems,
+)
 
 VLLM_IMAGE = "vllm/vllm-openai:v0.30.0"
 """Upstream vLLM server image. Pinned inside the range TRL's rollout client supports
@@ -68,10 +82,12 @@ class GPUScheduling(SpecModel):
     """Where GPU pods (the vLLM servers, a learner with GPUs) run when their job sets neither a
     nodeSelector nor tolerations of its own: the cluster's GPU node labels and taints, once."""
 
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, LabelValue] = Field(default_factory=dict, max_length=MAX_MAP_KEYS)
     """Node labels GPU pods require."""
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     """Taints GPU pods tolerate."""
+
+    rules = (qualified_keys("nodeSelector"),)
 
 
 @dataclass(frozen=True)
@@ -173,18 +189,21 @@ def _settings_from_env(
     if problems:
         raise SpecError(problems)
     try:
-        settings = model(**values)
+        return model(**values)
     except ValidationError as exc:
-        raise SpecError([_settings_problem(error, variables) for error in exc.errors()]) from None
-    if isinstance(settings, PodSettings) and (
-        reserved := reserved_problems(settings, POD_ENV["labels"], POD_ENV["env"])
-    ):
-        raise SpecError(reserved)
-    return settings
+        raise SpecError(
+            [line for error in exc.errors() for line in _settings_problems(error, variables)]
+        ) from None
 
 
-def _settings_problem(error: Any, variables: Mapping[str, str]) -> str:
-    """One line naming the variable of a settings field that does not validate."""
+def _settings_problems(error: Any, variables: Mapping[str, str]) -> list[str]:
+    """One line per problem, naming the variable of the settings field that does not validate
+    (a rule of the model names its field, e.g. labels: a reserved key)."""
+    if error["type"] == "rule_broken" and not error["loc"]:
+        return [
+            f"{variables.get(to_snake(field), ', '.join(variables.values()))}: {message}"
+            for field, message in error["ctx"]["broken"]
+        ]
     where = variables.get(str(error["loc"][0])) if error["loc"] else None
     message = error["msg"]
     if error["type"] == "string_pattern_mismatch":
@@ -192,7 +211,7 @@ def _settings_problem(error: Any, variables: Mapping[str, str]) -> str:
     inside = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error["loc"][1:])
     if inside:  # where inside the variable's JSON, e.g. [0].operatr
         message = f"{inside.lstrip('.')}: {message}"
-    return f"{where or ', '.join(variables.values())}: {message}"
+    return [f"{where or ', '.join(variables.values())}: {message}"]
 
 
 def _storage_from_env(env: Mapping[str, str]) -> StorageSpec | None:

@@ -7,16 +7,9 @@ from typing import Any, NamedTuple
 
 from rlkd.errors import SpecError
 from rlkd.k8s.quantity import canonical
-from rlkd.spec.job import (
-    RESERVED_LABEL_PREFIX,
-    RESERVED_LABELS,
-    HubSpec,
-    Placement,
-    PodSettings,
-    StorageSpec,
-)
+from rlkd.spec.job import HubSpec, Placement, PodSettings, StorageSpec
 from rlkd.spec.resource import RLKDJob
-from rlkd.store.config import ACCESS_KEY_VAR, SECRET_KEY_VAR
+from rlkd.spec.runtime import ACCESS_KEY_VAR, HF_TOKEN_VAR, SECRET_KEY_VAR
 
 GPU_RESOURCE = "nvidia.com/gpu"
 SHM_VOLUME = {"name": "dshm", "emptyDir": {"medium": "Memory"}}
@@ -32,8 +25,6 @@ HOME_DIR = "/home/rlkd"
 compile, Triton and DeepSpeed write their caches under it."""
 HF_HOME_DIR = "/var/cache/huggingface"
 """Where the hub cache claim is mounted (HF_HOME): models and datasets downloaded once."""
-HF_TOKEN_VAR = "HF_TOKEN"
-"""The key of the hub token Secret, and the variable huggingface_hub reads it from."""
 RESTRICTED_POD = {
     "runAsNonRoot": True,
     "runAsUser": RUN_AS_USER,
@@ -48,42 +39,6 @@ GB a recursive chown on every pod start."""
 RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 """Its container half. NCCL needs no capability over TCP, NVLink or shared memory; RDMA needs
 IPC_LOCK, which `restricted` forbids (`pods.security: none`)."""
-BUILDER_ENV = frozenset(
-    {
-        "AWS_ENDPOINT_URL",
-        "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING",
-        "AWS_REGION",
-        "AWS_DEFAULT_REGION",
-        ACCESS_KEY_VAR,
-        SECRET_KEY_VAR,
-        "AWS_EC2_METADATA_DISABLED",
-        "VLLM_SERVER_DEV_MODE",
-        "HF_HOME",
-        HF_TOKEN_VAR,
-        "HOME",
-        "USER",
-    }
-)
-"""Variables the builders set (besides RLKD_*): `pods.env` may not set them."""
-BUILDER_ENV_PREFIX = "RLKD_"
-
-
-def reserved_problems(settings: PodSettings, labels_field: str, env_field: str) -> list[str]:
-    """Where `settings` would override what the operator sets: a label it sets (or selects the
-    job's pods by) or a variable the builders set; each line names its field or variable."""
-    problems = [
-        f"{labels_field}: must not set {key!r}: the operator sets {RESERVED_LABEL_PREFIX}* and "
-        f"{', '.join(RESERVED_LABELS)} itself and selects the job's pods by them (use another key)"
-        for key in settings.labels
-        if key.startswith(RESERVED_LABEL_PREFIX) or key in RESERVED_LABELS
-    ]
-    problems += [
-        f"{env_field}: must not set {e.name}: the operator sets it (and every "
-        f"{BUILDER_ENV_PREFIX}* variable) itself"
-        for e in settings.env
-        if e.name in BUILDER_ENV or e.name.startswith(BUILDER_ENV_PREFIX)
-    ]
-    return problems
 
 
 def resources(placement: Placement, gpus: int) -> dict[str, Any]:

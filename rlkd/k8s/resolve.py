@@ -9,10 +9,9 @@ import re
 from typing import Any, TypeVar
 
 from rlkd.errors import SpecError
-from rlkd.k8s.defaults import POD_ENV, STORAGE_ENV, GPUScheduling, OperatorDefaults
+from rlkd.k8s.defaults import STORAGE_ENV, GPUScheduling, OperatorDefaults
 from rlkd.k8s.kueue import QUEUE_LABEL
 from rlkd.k8s.naming import store_secret_name
-from rlkd.k8s.pods import reserved_problems
 from rlkd.spec.job import (
     HubSpec,
     InferenceSpec,
@@ -125,13 +124,9 @@ def _queue_name(job: RLKDJob) -> str | None:
 
 def resolve_pods(own: PodSettings | None, default: PodSettings) -> PodSettings:
     """The job's pod settings over the operator's: scalars and the pull Secrets from the job when
-    it sets them, labels, annotations and env merged key by key (the job's winning); SpecError
-    for a label the operator sets or a variable the builders set, naming where it came from."""
+    it sets them, labels, annotations and env merged key by key (the job's winning). Neither
+    sets a label or variable the operator sets: PodSettings' rules refuse them."""
     own = own or PodSettings()
-    problems = reserved_problems(own, "spec.pods.labels", "spec.pods.env")
-    problems += reserved_problems(default, POD_ENV["labels"], POD_ENV["env"])
-    if problems:
-        raise SpecError(problems)
     env = {e.name: e for e in default.env} | {e.name: e for e in own.env}
     secrets = own.image_pull_secrets
     return PodSettings(

@@ -5,7 +5,10 @@ references inlined, Optional collapsed, numeric bounds in OpenAPI 3.0 form, the
 models' cross-field rules as CEL (`x-kubernetes-validations`), and sub-objects whose fields all
 have defaults defaulted to the sub-object written out in full (its own sub-objects too). Not
 `{}`: the API server checks every default against its node's rules as written, before any
-defaulting (ValidateDefaults), and a rule such as `self.mode == ...` fails on `{}`.
+defaulting (ValidateDefaults), and a rule such as `self.mode == ...` fails on `{}`. Lists and maps
+made by a default factory are defaults too, empty ones included: the server then stores what rlkd
+runs with (`learner.reportTo: [tensorboard]`, `tolerations: []`), so the transition rules, which
+compare `has()` and values, do not take writing out the default for a change.
 """
 
 from __future__ import annotations
@@ -51,8 +54,7 @@ class _CRDSchemaGenerator(GenerateJsonSchema):
         factory = schema.get("default_factory")
         if factory is not None and not schema.get("default_factory_takes_data"):
             value = cast(Callable[[], Any], factory)()
-            if isinstance(value, SpecModel):
-                return value.to_dict()
+            return value.to_dict() if isinstance(value, SpecModel) else value
         return super().get_default_value(schema)
 
     def nullable_schema(self, schema: core_schema.NullableSchema) -> JsonSchemaValue:

@@ -10,13 +10,17 @@ import re
 from typing import Annotated, ClassVar, Literal, get_args
 
 from pydantic import Field
-from pydantic.alias_generators import to_camel
+from pydantic.alias_generators import to_camel, to_snake
 
 from rlkd.errors import DatasetError
 from rlkd.spec.base import Rule, SpecModel
 from rlkd.spec.refs import (
     BUCKET_IP_PATTERN,
     ENV_NAME_PATTERN,
+    LONG_KEY_PREFIX_PATTERN,
+    MAX_MAP_KEYS,
+    QUALIFIED_NAME_HINT,
+    QUALIFIED_NAME_PATTERN,
     URL,
     Endpoint,
     LabelName,
@@ -26,7 +30,9 @@ from rlkd.spec.refs import (
     Ref,
     S3Bucket,
     StorePrefix,
+    qualified_name,
 )
+from rlkd.spec.runtime import BUILDER_ENV, BUILDER_ENV_PREFIX
 
 Domain = Literal["math", "code", "science", "puzzle"]
 Precision = Literal["bf16", "fp16", "fp32"]
@@ -107,15 +113,31 @@ class Resources(SpecModel):
     """Memory, e.g. "64Gi"."""
 
 
+def qualified_keys(field: str) -> Rule:
+    """The rule that every key of the map `field` (camelCase) is a label key: a pod with another
+    key, or a nodeSelector with one, is refused by the API server only once the operator builds
+    it. A rule rather than a schema: a structural schema cannot constrain map keys."""
+    attribute = to_snake(field)
+    return Rule(
+        field,
+        QUALIFIED_NAME_HINT,
+        f"!has(self.{field}) || self.{field}.all(k, k.matches('{QUALIFIED_NAME_PATTERN}')"
+        f" && !k.matches('{LONG_KEY_PREFIX_PATTERN}'))",
+        lambda s: all(qualified_name(key) for key in getattr(s, attribute)),
+    )
+
+
 class Placement(SpecModel):
     """Where pods of one kind run and what they get besides GPUs."""
 
-    node_selector: dict[str, str] = Field(default_factory=dict)
+    node_selector: dict[str, LabelValue] = Field(default_factory=dict, max_length=MAX_MAP_KEYS)
     """Node labels the pods require, e.g. {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}."""
     tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
     """Taints the pods tolerate (GPU nodes are often tainted)."""
     resources: Resources = Field(default_factory=Resources)
     """CPU and memory per pod."""
+
+    rules = (qualified_keys("nodeSelector"),)
 
 
 # --- inference servers -------------------------------------------------------------------------
@@ -670,9 +692,11 @@ RESERVED_LABELS = tuple(
     for name in ("name", "instance", "component", "part-of", "managed-by")
 )
 """Label keys the operator sets on every pod (rlkd.k8s.naming.labels) and selects the job's
-servers by: `pods.labels` may not set them, nor any key under rlkd.ai/ (rlkd.k8s.resolve
-refuses them; label keys are not checked by a CEL rule, whose cost over map keys the API server
-cannot bound)."""
+servers by: `pods.labels` may not set them, nor any key under rlkd.ai/ (a rule of PodSettings)."""
+
+
+def _cel_strings(values: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{value}'" for value in values) + "]"
 
 
 class EnvVar(SpecModel):
@@ -695,17 +719,17 @@ class PodSettings(SpecModel):
     image_pull_secrets: list[ObjectName] | None = Field(default=None, max_length=16)
     """Secrets (in the job's namespace) for pulling private images; empty uses the operator's
     default list ([] pulls without)."""
-    labels: dict[str, LabelValue] = Field(default_factory=dict, max_length=64)
+    labels: dict[str, LabelValue] = Field(default_factory=dict, max_length=MAX_MAP_KEYS)
     """Extra labels of every pod (not rlkd.ai/* nor the app.kubernetes.io/ keys the operator
     sets)."""
     annotations: dict[str, Annotated[str, Field(max_length=4096)]] = Field(
-        default_factory=dict, max_length=64
+        default_factory=dict, max_length=MAX_MAP_KEYS
     )
     """Extra annotations of every pod, e.g. {"sidecar.istio.io/inject": "false"}: a service-mesh
     sidecar breaks NCCL and keeps a finished Job's pod running."""
     env: list[EnvVar] = Field(default_factory=list, max_length=64)
     """Extra environment variables of every container, e.g. NCCL_DEBUG=INFO; one the builders
-    set themselves (RLKD_*, HF_HOME, ...) is an error."""
+    set themselves (RLKD_*, HF_HOME, ...; rlkd.spec.runtime.BUILDER_ENV) is an error."""
     security: Literal["restricted", "none"] | None = None
     """restricted: a securityContext that passes the `restricted` Pod Security Standard (a
     non-root user, no privilege escalation, every capability dropped, the runtime's seccomp
@@ -718,6 +742,33 @@ class PodSettings(SpecModel):
             "names must be unique",
             "!has(self.env) || self.env.all(e, self.env.exists_one(f, f.name == e.name))",
             lambda s: len({e.name for e in s.env}) == len(s.env),
+        ),
+        qualified_keys("labels"),
+        Rule(
+            "labels",
+            f"must not set {RESERVED_LABEL_PREFIX}* nor {', '.join(RESERVED_LABELS)}: the "
+            "operator sets them on every pod and selects the job's pods by them (use another key)",
+            f"!has(self.labels) || self.labels.all(k, !k.startsWith('{RESERVED_LABEL_PREFIX}')"
+            f" && !(k in {_cel_strings(RESERVED_LABELS)}))",
+            lambda s: (
+                not any(
+                    key.startswith(RESERVED_LABEL_PREFIX) or key in RESERVED_LABELS
+                    for key in s.labels
+                )
+            ),
+        ),
+        qualified_keys("annotations"),
+        Rule(
+            "env",
+            f"must not set {BUILDER_ENV_PREFIX}* nor {', '.join(BUILDER_ENV)}: the operator sets "
+            "them on every pod (remove them, or use another name)",
+            f"!has(self.env) || self.env.all(e, !e.name.startsWith('{BUILDER_ENV_PREFIX}')"
+            f" && !(e.name in {_cel_strings(BUILDER_ENV)}))",
+            lambda s: (
+                not any(
+                    e.name.startswith(BUILDER_ENV_PREFIX) or e.name in BUILDER_ENV for e in s.env
+                )
+            ),
         ),
     )
 

@@ -100,6 +100,32 @@ Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN, max_length=64)]
 # A label value: at most 63 characters, alphanumeric at both ends ('' too).
 LABEL_VALUE_PATTERN = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 LabelValue = Annotated[str, Field(pattern=LABEL_VALUE_PATTERN, max_length=63)]
+# A label, annotation or nodeSelector key: a Kubernetes qualified name, an optional DNS-subdomain
+# prefix and '/', then a name of at most 63 characters. The prefix's own bound (253 characters) is
+# LONG_KEY_PREFIX_PATTERN: a regex cannot say both. [.] rather than \. : both are embedded in CEL
+# rules (a structural schema has no propertyNames), which check every key of a map.
+QUALIFIED_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+    r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$"
+)
+LONG_KEY_PREFIX_PATTERN = r"^[^/]{254,}/"
+QUALIFIED_NAME_HINT = (
+    "keys must be Kubernetes qualified names: an optional DNS subdomain prefix (at most 253 "
+    "lowercase letters, digits, '-' and '.') and '/', then a name of at most 63 letters, digits, "
+    "'-', '_' and '.' that starts and ends with a letter or digit, e.g. example.com/team"
+)
+MAX_MAP_KEYS = 64
+"""Keys of each label, annotation and nodeSelector map: bounds the API server's cost estimate of
+the rule that checks them."""
+
+
+def qualified_name(key: str) -> bool:
+    """Whether `key` may be a label, annotation or nodeSelector key."""
+    return bool(re.fullmatch(QUALIFIED_NAME_PATTERN, key)) and not re.match(
+        LONG_KEY_PREFIX_PATTERN, key
+    )
+
+
 # An environment variable name (what a shell can export).
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 

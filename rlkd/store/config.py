@@ -12,10 +12,11 @@ from urllib.parse import urlsplit
 from rlkd.errors import StoreError
 from rlkd.spec.job import StorageSpec
 from rlkd.spec.refs import s3_bucket_problems
-from rlkd.store.base import key_problem
 
-ACCESS_KEY_VAR = "AWS_ACCESS_KEY_ID"
-SECRET_KEY_VAR = "AWS_SECRET_ACCESS_KEY"
+# Defined with the other pod variables; re-exported for the store's callers.
+from rlkd.spec.runtime import ACCESS_KEY_VAR as ACCESS_KEY_VAR
+from rlkd.spec.runtime import SECRET_KEY_VAR as SECRET_KEY_VAR
+from rlkd.store.base import key_problem
 
 
 def parse_endpoint(endpoint: str) -> tuple[str, bool]:

@@ -89,13 +89,13 @@ def test_every_cel_rule_compiles() -> None:
 
 def _model_defaults(model: type[BaseModel], prefix: str = "spec") -> dict[str, Any]:
     """Every default the model declares, by CRD path (a defaulted sub-object written out in
-    full, as the API server validates defaults as written)."""
+    full, as the API server validates defaults as written; a factory's list or map too)."""
     out = {}
     for name, field in model.model_fields.items():
         path = f"{prefix}.{field.alias or name}"
         if field.default_factory is not None:
-            if isinstance(value := field.default_factory(), SpecModel):
-                out[path] = value.to_dict()
+            value = field.default_factory()
+            out[path] = value.to_dict() if isinstance(value, SpecModel) else value
         elif not field.is_required() and field.default is not None:
             out[path] = field.default
         suffix = "[]" if typing.get_origin(field.annotation) is list else ""
@@ -116,6 +116,30 @@ def test_crd_defaults_equal_model_defaults() -> None:
     assert crd_defaults["spec.learner"]["deepspeed"] == crd_defaults["spec.learner.deepspeed"]
 
 
+FACTORY_DEFAULTS = {
+    "learner.reportTo": ["tensorboard"],
+    "learner.nodeSelector": {},
+    "learner.tolerations": [],
+    "rollout.vllm.nodeSelector": {},
+    "rollout.vllm.tolerations": [],
+    "rollout.vllm.extraArgs": [],
+    "pods.labels": {},
+    "pods.annotations": {},
+    "pods.env": [],
+}
+
+
+@pytest.mark.parametrize(("path", "default"), FACTORY_DEFAULTS.items())
+def test_a_default_factorys_list_or_map_is_a_field_default(path: str, default: object) -> None:
+    """A field the document leaves out is stored as rlkd reads it: a job that sets `learner`
+    without `reportTo` gets [tensorboard] from the API server, so writing that value out later is
+    no change for the transition rules (which compare has() and values)."""
+    node = schema()["properties"]["spec"]
+    for part in path.split("."):
+        node = node["properties"][part]
+    assert node["default"] == default
+
+
 def test_committed_crd_defaults_pass_the_api_servers_check() -> None:
     """What `kubectl apply` of the CRD runs on v1.30+ (ValidateDefaults): every default, as
     written, against its schema and its rules, transition rules included."""
@@ -123,6 +147,38 @@ def test_committed_crd_defaults_pass_the_api_servers_check() -> None:
     assert default_errors(committed) == []
     defaults = [n for _, n in walk(schema()) if isinstance(n.get("default"), dict)]
     assert sum("x-kubernetes-validations" in n for n in defaults) >= 4  # rules do run on them
+    # The lists and maps of default factories are checked too (by their own node's schema, and
+    # by the rules of the defaulted objects that hold them, e.g. the nodeSelector key rule).
+    lists = [n for _, n in walk(schema()) if isinstance(n.get("default"), list)]
+    maps = [n for _, n in walk(schema()) if n.get("default") == {} and "additionalProperties" in n]
+    assert len(lists) >= 13 and len(maps) >= 8
+    placements = [
+        n
+        for _, n in walk(schema())
+        if isinstance(n.get("default"), dict) and "nodeSelector" in n["default"]
+    ]
+    assert placements and all("x-kubernetes-validations" in n for n in placements)
+
+
+def test_a_bad_factory_default_would_be_refused() -> None:
+    """The check reaches the new defaults: a reportTo default outside its enum, a tolerations
+    default that breaks a toleration's rule, a nodeSelector default with a bad value or (in the
+    defaulted learner) a bad key, is what the API server refuses the CRD for."""
+    crd = build_crd()
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    learner = spec["properties"]["learner"]
+    learner["properties"]["reportTo"]["default"] = ["neptune"]
+    learner["properties"]["tolerations"]["default"] = [{"operator": "Exists", "value": "v"}]
+    learner["properties"]["nodeSelector"]["default"] = {"zone": "a b"}
+    learner["default"]["nodeSelector"] = {"bad key": "a"}
+    where = "spec.validation.openAPIV3Schema.properties[spec].properties[learner]"
+    found = {(e.path, e.rule) for e in default_errors(crd)}
+    assert found == {
+        (f"{where}.properties[reportTo].default.[0]", False),
+        (f"{where}.properties[tolerations].default: [0].value", True),
+        (f"{where}.properties[nodeSelector].default.zone", False),
+        (f"{where}.default: nodeSelector", True),
+    }
 
 
 def test_an_empty_object_default_fails_its_rules_like_the_api_server_says() -> None:

@@ -9,11 +9,11 @@ from typing import Any
 
 import kubernetes_validate
 import pytest
+from pydantic import ValidationError
 
 from rlkd.errors import SpecError
 from rlkd.k8s import OperatorDefaults, build_children, labels
 from rlkd.k8s.inference import STARTUP_PERIOD_SECONDS
-from rlkd.k8s.pods import BUILDER_ENV, BUILDER_ENV_PREFIX
 from rlkd.spec.job import (
     RESERVED_LABEL_PREFIX,
     RESERVED_LABELS,
@@ -21,6 +21,7 @@ from rlkd.spec.job import (
     NetworkSpec,
     PodSettings,
 )
+from rlkd.spec.runtime import BUILDER_ENV, BUILDER_ENV_PREFIX
 from tests.jobs import DEFAULTS, STORE, make_job
 from tests.podsecurity import restricted_problems
 
@@ -233,44 +234,44 @@ def test_the_job_overrides_the_operator_defaults_key_by_key() -> None:
     )
 
 
+RESERVED_LABEL_LINE = (
+    "spec.pods.labels: must not set rlkd.ai/* nor app.kubernetes.io/name, "
+    "app.kubernetes.io/instance, app.kubernetes.io/component, app.kubernetes.io/part-of, "
+    "app.kubernetes.io/managed-by: the operator sets them on every pod and selects the job's "
+    "pods by them (use another key)"
+)
+RESERVED_ENV_LINE = (
+    "spec.pods.env: must not set RLKD_* nor AWS_ENDPOINT_URL, "
+    "RUNAI_STREAMER_S3_USE_VIRTUAL_ADDRESSING, AWS_REGION, AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID, "
+    "AWS_SECRET_ACCESS_KEY, AWS_EC2_METADATA_DISABLED, VLLM_SERVER_DEV_MODE, HF_HOME, HF_TOKEN, "
+    "HOME, USER: the operator sets them on every pod (remove them, or use another name)"
+)
+
+
 @pytest.mark.parametrize(
-    ("pods", "defaults", "problem"),
+    ("pods", "problem"),
     [
-        (
-            {"labels": {"rlkd.ai/job": "other"}},
-            PodSettings(),
-            "spec.pods.labels: must not set 'rlkd.ai/job'",
-        ),
-        (
-            {"labels": {"app.kubernetes.io/component": "x"}},
-            PodSettings(),
-            "spec.pods.labels: must not set 'app.kubernetes.io/component'",
-        ),
-        (
-            {},
-            PodSettings(labels={"rlkd.ai/role": "x"}),
-            "RLKD_POD_LABELS: must not set 'rlkd.ai/role'",
-        ),
-        (
-            {"env": [{"name": "RLKD_JOB_FILE", "value": "/x"}]},
-            PodSettings(),
-            "spec.pods.env: must not set RLKD_JOB_FILE",
-        ),
-        (
-            {"env": [{"name": "HF_TOKEN", "value": "x"}]},
-            PodSettings(),
-            "spec.pods.env: must not set HF_TOKEN",
-        ),
-        ({}, PodSettings(env=[{"name": "HOME", "value": "/"}]), "RLKD_POD_ENV: must not set HOME"),
+        ({"labels": {"rlkd.ai/job": "other"}}, RESERVED_LABEL_LINE),
+        ({"labels": {"app.kubernetes.io/component": "x"}}, RESERVED_LABEL_LINE),
+        ({"env": [{"name": "RLKD_JOB_FILE", "value": "/x"}]}, RESERVED_ENV_LINE),
+        ({"env": [{"name": "RLKD_STORE_ENDPOINT"}]}, RESERVED_ENV_LINE),
+        ({"env": [{"name": "HF_TOKEN", "value": "x"}]}, RESERVED_ENV_LINE),
     ],
 )
-def test_what_the_operator_sets_itself_is_refused_naming_the_field(
-    pods: dict[str, Any], defaults: PodSettings, problem: str
+def test_what_the_operator_sets_itself_is_refused_by_the_spec(
+    pods: dict[str, Any], problem: str
 ) -> None:
+    """A spec rule (so `rlkd validate` and the API server refuse it too, not only a build)."""
     with pytest.raises(SpecError) as error:
-        build_children(make_job({"pods": pods}), OperatorDefaults(storage=STORE, pods=defaults))
-    [line] = error.value.problems
-    assert line.startswith(problem), line
+        make_job({"pods": pods})
+    assert error.value.problems == [problem]
+
+
+def test_the_operators_defaults_cannot_set_them_either() -> None:
+    with pytest.raises(ValidationError, match="must not set RLKD_"):
+        PodSettings(env=[{"name": "RLKD_STORE_BUCKET", "value": "x"}])
+    with pytest.raises(ValidationError, match=r"must not set rlkd\.ai/"):
+        OperatorDefaults(storage=STORE, pods=PodSettings(labels={"rlkd.ai/role": "x"}))
 
 
 def test_the_reserved_names_cover_everything_the_builders_set() -> None:
@@ -333,9 +334,20 @@ def test_operator_defaults_come_from_the_environment() -> None:
         ({"RLKD_POD_SECURITY": "baseline"}, "RLKD_POD_SECURITY: "),
         (
             {"RLKD_POD_LABELS": '{"rlkd.ai/job": "x"}'},
-            "RLKD_POD_LABELS: must not set 'rlkd.ai/job'",
+            RESERVED_LABEL_LINE.replace("spec.pods.labels", "RLKD_POD_LABELS"),
         ),
-        ({"RLKD_POD_ENV": '{"HF_HOME": "/x"}'}, "RLKD_POD_ENV: must not set HF_HOME"),
+        (
+            {"RLKD_POD_ENV": '{"HF_HOME": "/x"}'},
+            RESERVED_ENV_LINE.replace("spec.pods.env", "RLKD_POD_ENV"),
+        ),
+        (
+            {"RLKD_POD_ANNOTATIONS": '{"bad key": "x"}'},
+            "RLKD_POD_ANNOTATIONS: keys must be Kubernetes qualified names",
+        ),
+        (
+            {"RLKD_GPU_NODE_SELECTOR": '{"zone/": "a"}'},
+            "RLKD_GPU_NODE_SELECTOR: keys must be Kubernetes qualified names",
+        ),
         (
             {"RLKD_HUB_CACHE_CLAIM": "UPPER"},
             "RLKD_HUB_CACHE_CLAIM: must be a Kubernetes object name",
