@@ -862,7 +862,9 @@ def _provision_or_train(
     doc = observed.progress
     stage = doc.stage if doc else ("evaluating" if plan.old.phase == "Evaluating" else "training")
     phase: Phase = "Evaluating" if job.spec.evaluation and stage == "evaluating" else "Training"
-    if succeeded:
+    if stage == "finished" and plan.old.phase in ("Training", "Evaluating"):
+        phase = plan.old.phase  # done, its pods exiting: no step back from Evaluating to Training
+    if succeeded or stage == "finished":
         message = "the learner finished; waiting for the final model in the store"
     elif phase == "Evaluating":
         message = "evaluating the distilled student"

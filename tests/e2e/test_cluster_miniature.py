@@ -8,7 +8,7 @@ vLLM, models streamed from S3 by the Run:ai streamer), `rlkd prepare` and `rlkd 
 env, volumes and Secret the manifests give them. Nothing in between is mocked: the seams are the
 manifests the operator builds, the env contract, the store and the progress document.
 
-The run: Provisioning -> Preparing -> Evaluating -> Training -> Evaluating -> Succeeded; the
+The run: Provisioning -> Preparing -> (Evaluating) -> Training -> (Evaluating) -> Succeeded; the
 learner is SIGKILLed after its first complete checkpoint (the runner restarts it, it resumes from
 the store), and the operator is SIGKILLed and started again mid-run (no child is made twice).
 `make e2e-cluster` runs this alone and keeps its logs (RLKD_E2E_LOGS).
@@ -361,9 +361,14 @@ async def test_a_tiny_rlkdjob_runs_from_apply_to_a_distilled_model(
 
     phases = [phase for _, phase in watch.phases]
     # (Pending is the phase of a job without status: the first reconcile already has its store
-    # check, so the first phase written is Provisioning.) Evaluating: before, then after training.
-    expected = ["Provisioning", "Preparing", "Evaluating", "Training", "Evaluating", "Succeeded"]
+    # check, so the first phase written is Provisioning.) Evaluating lasts as long as an
+    # evaluation of 4 problems, often under a second here: the operator, which reads the progress
+    # document every --poll-seconds, may or may not see it (CI and this machine have each missed
+    # the last one), so the
+    # evaluations' results are the evidence that both ran.
+    expected = ["Provisioning", "Preparing", "Training", "Succeeded"]
     assert _subsequence(expected, phases), phases
+    assert "accuracy=" in watch.status["message"], watch.status["message"]
     assert max(watch.steps) == STEPS and len(set(watch.steps)) > 2, watch.steps
     assert watch.status["artifacts"]["model"].endswith(f"{NS}/{NAME}/model")
     # No child was created twice: not by the restarted operator, not by the first.
@@ -372,6 +377,7 @@ async def test_a_tiny_rlkdjob_runs_from_apply_to_a_distilled_model(
     # The progress document says the learner resumed, with the planned steps and no lost errors.
     progress = run.get_json(PROGRESS_KEY)
     assert progress["stage"] == "finished" and progress["step"] == STEPS
+    assert set(progress["evaluations"]) == {"before", "after"}
     # Whatever reward errors occurred are counted in the progress document and in the status.
     assert watch.status["progress"].get("rewardErrors", {}) == progress.get("rewardErrors", {})
     assert replicas == {"gsrm": 0, "judge": 0}, replicas

@@ -250,6 +250,16 @@ def test_evaluating_follows_the_progress_stage(evaluation: Any, stage: str, phas
     assert body["status"]["phase"] == phase
 
 
+def test_a_learner_done_after_its_last_evaluation_does_not_step_back_to_training() -> None:
+    """Its progress says finished while its pods still exit: Evaluating stays until Succeeded."""
+    body, children = training(evaluation={})
+    body, _ = step(body, Observed(children=children, progress=progress(stage="evaluating")))
+    doc = progress(stage="finished", model=MODEL, step=20)
+    body, _ = step(body, Observed(children=children, progress=doc, model_present=True))
+    assert body["status"]["phase"] == "Evaluating"
+    assert body["status"]["message"].startswith("the learner finished")
+
+
 MODEL = "s3://rlkd-test/rlkd/ns1/demo/model/"
 
 
