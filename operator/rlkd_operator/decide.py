@@ -271,7 +271,7 @@ def decide(
             plan.apply = _manifests(
                 job, defaults, observed, scale_to_zero=True, learner=False, create=False
             )
-            learner = observed.children.get(("PyTorchJob", body["metadata"]["name"]))
+            learner = observed.children.get(("PyTorchJob", learner_name(job)))
             plan.patch = _stop_learner(learner, observed.workload) if learner else []
     elif isinstance(job, SpecError):
         plan.fail("InvalidSpec", "the spec cannot be built: " + "; ".join(job.problems))

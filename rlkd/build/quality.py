@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,8 @@ from rlkd.spec.progress import (
 from rlkd.spec.resource import RLKDJob
 from rlkd.store.base import SubStore
 from rlkd.store.job import JobStores
+from rlkd.train.progress import Say
 
-Say = Callable[[str], None]
 GATE_FIELD = "spec.gsrm.build.gate"
 
 

@@ -11,7 +11,7 @@ build is not done again. The same function runs in a PyTorchJob's pods, one proc
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +28,7 @@ from rlkd.train.callbacks import LearnerCallback, StepBar, barrier
 from rlkd.train.checkpoints import Uploader, resume_point, tensorboard_upload
 from rlkd.train.launch import topology
 from rlkd.train.placement import placement
-from rlkd.train.progress import ProgressReporter
-
-Say = Callable[[str], None]
+from rlkd.train.progress import ProgressReporter, Say, silent
 
 
 def train_gsrm(
@@ -57,7 +55,7 @@ def train_gsrm(
     main = state.is_main_process
     progress = ProgressReporter(store, enabled=main)
     if not main:
-        say = _silent
+        say = silent
     try:
         if progress.doc.stage == "finished" and progress.doc.model:
             say(f"already finished: the GSRM is at {progress.doc.model}")
@@ -190,7 +188,3 @@ def save_trained(trainer: Any, config: Any) -> Path:
         trainer.processing_class.save_pretrained(str(model_dir))
     barrier()
     return model_dir
-
-
-def _silent(_: str) -> None:
-    pass

@@ -22,6 +22,12 @@ from rlkd.spec.progress import (
 from rlkd.store.base import Store
 
 log = logging.getLogger(__name__)
+Say = Callable[[str], None]
+"""How a recipe prints its one line per phase (`print`; `silent` on ranks other than 0)."""
+
+
+def silent(_: str) -> None:
+    """A `Say` that prints nothing."""
 
 
 def now() -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +41,11 @@ from rlkd.train.config import Placement, grpo_config
 from rlkd.train.data import chat_token_counter, prompt_rows
 from rlkd.train.launch import topology
 from rlkd.train.placement import placement
-from rlkd.train.progress import ProgressReporter
+from rlkd.train.progress import ProgressReporter, Say, silent
 from rlkd.train.timeouts import arm_http_timeout
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 32
-Say = Callable[[str], None]
 
 
 def train(
@@ -67,7 +66,7 @@ def train(
     main = env.get("RANK", "0") == "0"
     progress = ProgressReporter(stores.run, enabled=main)
     if not main:
-        say = _silent
+        say = silent
     if progress.doc.stage == "finished" and progress.doc.model:
         say(f"already finished: the model is at {progress.doc.model}")
         progress.close()
@@ -286,10 +285,6 @@ def describe(evaluation: Evaluation) -> str:
     if summary.errors:
         text += " (" + ", ".join(f"{k} {v}" for k, v in summary.errors.items()) + ")"
     return text
-
-
-def _silent(_: str) -> None:
-    pass
 
 
 def _bar(total: int, label: str) -> Any:
