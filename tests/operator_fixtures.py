@@ -1,4 +1,5 @@
-"""RLKDJob bodies and child states shared by the operator's unit, scenario and benchmark code."""
+"""RLKDJob bodies, child states and store reports shared by the operator's unit, scenario and
+benchmark code."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import copy
 from typing import Any
 
 from rlkd.k8s.learner import PyTorchJobCondition
+from rlkd.spec.progress import GSRMEvaluation
 
 STORAGE = {"endpoint": "http://127.0.0.1:9", "bucket": "rlkd-test", "credentialsSecret": "store"}
 
@@ -68,3 +70,15 @@ def pytorchjob_in(pytorchjob: dict[str, Any], state: str, message: str = "") -> 
     if condition in (PyTorchJobCondition.SUCCEEDED, PyTorchJobCondition.FAILED):
         status["completionTime"] = "2026-01-01T10:00:00Z"
     return {**pytorchjob, "status": status}
+
+
+MISSED_GATE = GSRMEvaluation(
+    model="store://models/gsrm-built",
+    examples=64,
+    parse_rate=0.42,
+    step_count_agreement=0.25,
+    step_agreement=None,
+    passed=False,
+    gate_failures=["parse rate 0.420 is below 0.9 (spec.gsrm.build.gate.minParseRate)"],
+)
+"""eval-gsrm's report of a built GSRM that misses the default gate (what a failure quotes)."""

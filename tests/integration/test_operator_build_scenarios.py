@@ -15,7 +15,6 @@ from rlkd.spec.progress import (
     PREPARE_KEY,
     PROGRESS_KEY,
     AnnotateSummary,
-    GSRMEvaluation,
     PrepareSummary,
 )
 from rlkd.store.base import SubStore
@@ -28,7 +27,7 @@ from tests.integration.test_operator_scenarios import (  # noqa: F401  (the `wor
     world,
 )
 from tests.kube_emulator import running_operator, wait_for
-from tests.operator_fixtures import pytorchjob_in
+from tests.operator_fixtures import MISSED_GATE, pytorchjob_in
 
 pytestmark = pytest.mark.s3
 BUILD = {"baseModel": "store://models/base", "annotator": {"model": "store://models/annotator"}}
@@ -170,16 +169,7 @@ async def test_a_failed_gate_fails_the_job_quoting_the_evaluation(world) -> None
     async with running_operator(kubeconfig, (NS,)):
         await until_building(cluster)
         await build_in(cluster, "Running")
-        report = GSRMEvaluation(
-            model="store://models/gsrm-built",
-            examples=64,
-            parse_rate=0.42,
-            step_count_agreement=0.25,
-            step_agreement=None,
-            passed=False,
-            gate_failures=["parse rate 0.420 is below 0.9 (spec.gsrm.build.gate.minParseRate)"],
-        )
-        build_store(cluster).put_json(GSRM_EVALUATION_KEY, report.to_dict())
+        build_store(cluster).put_json(GSRM_EVALUATION_KEY, MISSED_GATE.to_dict())
         await build_in(cluster, "Failed", "PyTorchJob demo-build is failed")
         await wait_for(lambda: cluster.phase() == "Failed")
         message = failed_condition(cluster)["message"]

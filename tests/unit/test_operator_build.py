@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from rlkd.spec.progress import AnnotateSummary, GSRMEvaluation, ProgressDocument
+from rlkd.spec.progress import AnnotateSummary, ProgressDocument
 from rlkd_operator.decide import Observed, needs, needs_poll
 from rlkd_operator.gsrm_build import GSRMBuildSeen
-from tests.operator_fixtures import available, job_body, pytorchjob_in
+from tests.operator_fixtures import MISSED_GATE, available, job_body, pytorchjob_in
 from tests.unit.test_operator_decide import (
     STORE_OK,
     T0,
@@ -185,16 +185,7 @@ def test_a_failed_annotation_fails_the_job_quoting_annotate_json() -> None:
 def test_a_failed_gate_fails_the_job_quoting_evaluation_json() -> None:
     body, children = building()
     children[BUILDER] = pytorchjob_in(children[BUILDER], "Failed", "pod exited with 1")
-    report = GSRMEvaluation(
-        model="store://models/gsrm-built",
-        examples=64,
-        parse_rate=0.42,
-        step_count_agreement=0.25,
-        step_agreement=None,
-        passed=False,
-        gate_failures=["parse rate 0.420 is below 0.9 (spec.gsrm.build.gate.minParseRate)"],
-    )
-    reports = GSRMBuildSeen(ProgressDocument(stage="finished"), True, ANNOTATE_REPORT, report)
+    reports = GSRMBuildSeen(ProgressDocument(stage="finished"), True, ANNOTATE_REPORT, MISSED_GATE)
     body, decision = step(body, Observed(children=children, gsrm_build=reports))
     failed = conditions(body)["Failed"]
     assert failed["reason"] == "PyTorchJobFailed"
